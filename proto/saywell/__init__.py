@@ -1,0 +1,2 @@
+"""saywell: streaming pronunciation assessment."""
+__version__ = "0.1.0"
