@@ -1,0 +1,91 @@
+"""Speech recognition with word timestamps: Whisper through faster-whisper, as a batch stage."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from saywell.engine.models import ModelNotFoundError, model_version, whisper_model_dir
+from saywell.engine.options import AsrOptions
+from saywell.engine.text import normalize_words
+from saywell.engine.types import EngineError, RecognizedWord, Transcript
+
+MIN_AUDIO_SAMPLES = 1600  # 0.1 s: Whisper has nothing to say about less
+
+
+@dataclass(frozen=True)
+class AsrRequest:
+    audio: np.ndarray  # 16 kHz mono float32
+    partial: bool = False  # interim decode: greedy, cheaper
+
+
+class WhisperAsr:
+    """Stage `run_batch(requests) -> transcripts`; the model loads on first use and is shared by threads."""
+
+    name = "asr"
+
+    def __init__(self, options: AsrOptions = AsrOptions()) -> None:
+        self.options = options
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        return f"whisper-{self.options.model} ({model_version(self.options.model)})"
+
+    def load(self):
+        with self._lock:
+            if self._model is None:
+                from faster_whisper import WhisperModel  # heavy import, deferred
+
+                local = whisper_model_dir(self.options.model)
+                if local is None and not self.options.allow_download:
+                    raise ModelNotFoundError(
+                        f"Whisper model {self.options.model!r} is not packaged and downloads are off; "
+                        "pass a local CTranslate2 folder or enable allow_download")
+                self._model = WhisperModel(
+                    str(local) if local else self.options.model, device="cpu",
+                    compute_type=self.options.compute_type, cpu_threads=self.options.cpu_threads,
+                    local_files_only=local is not None or not self.options.allow_download)
+            return self._model
+
+    def run_batch(self, items: Sequence[AsrRequest]) -> list[Transcript | Exception]:
+        model = self.load()
+        results: list[Transcript | Exception] = []
+        for item in items:
+            try:
+                results.append(self._transcribe(model, item))
+            except EngineError as exc:
+                results.append(exc)
+            except Exception as exc:  # a decoder failure must only fail its own utterance
+                results.append(EngineError(f"ASR failed: {type(exc).__name__}: {exc}"))
+        return results
+
+    def _transcribe(self, model, item: AsrRequest) -> Transcript:
+        if len(item.audio) < MIN_AUDIO_SAMPLES:
+            return Transcript(text="", words=())
+        beam = self.options.partial_beam_size if item.partial else self.options.beam_size
+        segments, _info = model.transcribe(
+            np.ascontiguousarray(item.audio, dtype=np.float32), language="en", beam_size=beam,
+            temperature=0.0, condition_on_previous_text=False, word_timestamps=True,
+            vad_filter=False, without_timestamps=False)
+        texts: list[str] = []
+        words: list[RecognizedWord] = []
+        for segment in segments:
+            texts.append(segment.text.strip())
+            for word in segment.words or ():
+                words.extend(_split_normalized(word.word, word.start, word.end, word.probability))
+        return Transcript(text=" ".join(t for t in texts if t), words=tuple(words))
+
+
+def _split_normalized(raw: str, start_s: float, end_s: float, probability: float) -> list[RecognizedWord]:
+    """One Whisper token-word may normalise to several words ("1990"); they share its span evenly."""
+    parts = normalize_words(raw)
+    if not parts:
+        return []
+    start_ms, end_ms = int(round(start_s * 1000)), int(round(end_s * 1000))
+    step = max(end_ms - start_ms, 0) / len(parts)
+    return [RecognizedWord(text=p, start_ms=int(start_ms + i * step), end_ms=int(start_ms + (i + 1) * step),
+                           probability=float(probability)) for i, p in enumerate(parts)]

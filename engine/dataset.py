@@ -1,0 +1,88 @@
+"""Corpora in the speechocean762 layout (`audio/<utt>.<ext>` + `labels.jsonl`) and speaker-disjoint folds."""
+from __future__ import annotations
+
+import json
+import pathlib
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from saywell.engine.types import SAMPLE_RATE
+
+AUDIO_EXTENSIONS = (".opus", ".ogg", ".flac", ".wav")
+SENTENCE_ASPECTS = ("accuracy", "fluency", "prosody", "total", "completeness")
+WORD_ASPECTS = ("accuracy", "stress", "total")
+
+
+@dataclass(frozen=True)
+class LabeledWord:
+    text: str
+    accuracy: float
+    stress: float
+    total: float
+
+
+@dataclass(frozen=True)
+class LabeledUtterance:
+    utt: str
+    speaker: str
+    text: str
+    scores: dict[str, float]  # SENTENCE_ASPECTS
+    words: tuple[LabeledWord, ...]
+    audio_path: pathlib.Path
+
+
+def _audio_path(audio_dir: pathlib.Path, utt: str) -> pathlib.Path:
+    for ext in AUDIO_EXTENSIONS:
+        path = audio_dir / f"{utt}{ext}"
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"no audio for utterance {utt} in {audio_dir} ({', '.join(AUDIO_EXTENSIONS)})")
+
+
+def load_corpus(root: str | pathlib.Path) -> list[LabeledUtterance]:
+    root = pathlib.Path(root)
+    labels = root / "labels.jsonl"
+    if not labels.exists():
+        raise FileNotFoundError(f"{labels} not found: expected the speechocean762 layout (audio/, labels.jsonl)")
+    result = []
+    for line in labels.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        scores = {"accuracy": row["accuracy"], "fluency": row["fluency"], "prosody": row["prosodic"],
+                  "total": row["total"], "completeness": row.get("completeness", 10)}
+        words = tuple(LabeledWord(w["text"], w["accuracy"], w["stress"], w["total"]) for w in row["words"])
+        result.append(LabeledUtterance(row["utt"], str(row["speaker"]), row["text"], scores, words,
+                                       _audio_path(root / "audio", row["utt"])))
+    return result
+
+
+def load_audio(path: pathlib.Path) -> np.ndarray:
+    import soundfile as sf
+
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        import soxr
+
+        audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
+    return audio
+
+
+def speaker_folds(utterances: list[LabeledUtterance], n_folds: int = 5, seed: int = 762) -> list[list[LabeledUtterance]]:
+    """Speakers shuffled with a fixed seed and dealt round-robin: no speaker appears in two folds."""
+    speakers = sorted({u.speaker for u in utterances})
+    random.Random(seed).shuffle(speakers)
+    fold_of = {s: i % n_folds for i, s in enumerate(speakers)}
+    folds: list[list[LabeledUtterance]] = [[] for _ in range(n_folds)]
+    for u in utterances:
+        folds[fold_of[u.speaker]].append(u)
+    return folds
+
+
+def select(utterances: list[LabeledUtterance], limit: int | None, seed: int) -> list[LabeledUtterance]:
+    if limit is None or limit >= len(utterances):
+        return utterances
+    return random.Random(seed).sample(utterances, limit)

@@ -1,0 +1,153 @@
+"""Features of one utterance for scoring: GOP, timing, pauses, ASR agreement and prosody.
+
+The same function feeds the live server and the calibration/eval runs, so what is measured offline is what
+is served. Features are plain name -> float dicts; the scorer picks the names it was fitted on.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+
+from saywell.engine.alignment import Alignment, AlignedWord
+from saywell.engine.lexicon import canonical_stress
+from saywell.engine.prosody import ProsodyTrack, semitones
+from saywell.engine.types import FRAME_MS, RecognizedWord, Transcript
+
+PAUSE_MS = 150  # a gap between words longer than this is a pause
+LOW_GOP = -3.0  # nats/frame: a phone this far below the free loop is probably wrong
+
+
+@dataclass(frozen=True)
+class WordFeatures:
+    word: AlignedWord
+    values: dict[str, float]
+    recognized: bool  # the ASR heard this word (always true in open mode)
+
+
+@dataclass(frozen=True)
+class UtteranceFeatures:
+    words: tuple[WordFeatures, ...]
+    sentence: dict[str, float]
+
+
+def match_reference(reference: list[str], recognized: list[str]) -> list[int | None]:
+    """For each reference word, the index of the recognised word it was heard as, or None."""
+    matches: list[int | None] = [None] * len(reference)
+    matcher = difflib.SequenceMatcher(a=reference, b=recognized, autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            matches[block.a + k] = block.b + k
+    return matches
+
+
+def _phone_stats(word: AlignedWord) -> dict[str, float]:
+    gops = np.array([p.gop for p in word.phones]) if word.phones else np.zeros(1)
+    frames = max(word.end_frame - word.start_frame, 1)
+    agree = [p.phone in p.loop_phones for p in word.phones]
+    return {
+        "gop_mean": float(word.gop),
+        "gop_min": float(gops.min()),
+        "gop_low_share": float((gops < LOW_GOP).mean()),
+        "n_phones": float(len(word.phones)),
+        "ms_per_phone": frames * FRAME_MS / max(len(word.phones), 1),
+        "loop_agreement": float(np.mean(agree)) if agree else 0.0,
+    }
+
+
+def _stress_stats(word: AlignedWord, prosody: ProsodyTrack) -> dict[str, float]:
+    """Does the canonically stressed vowel stand out in loudness, length and pitch as it should?"""
+    stresses = canonical_stress(tuple(p.canonical for p in word.phones))
+    vowels = [p for p in word.phones if p.canonical[-1:].isdigit()]
+    if len(vowels) < 2 or len(stresses) != len(vowels):
+        return {"n_vowels": float(len(vowels)), "stress_prominence": 0.0}
+    def prominence(phone) -> float:
+        seg = prosody.slice(phone.start_frame, phone.end_frame)
+        loud = float(seg.intensity_db.mean()) if seg.intensity_db.size else 0.0
+        return loud / 10.0 + (phone.end_frame - phone.start_frame) * FRAME_MS / 100.0
+    scores = [prominence(v) for v in vowels]
+    primary = [i for i, s in enumerate(stresses) if s == 1] or [int(np.argmax(stresses))]
+    stressed = max(scores[i] for i in primary)
+    others = [s for i, s in enumerate(scores) if i not in primary]
+    return {"n_vowels": float(len(vowels)), "stress_prominence": stressed - max(others)}
+
+
+def word_features(alignment: Alignment, transcript: Transcript, prosody: ProsodyTrack,
+                  reference: list[str] | None) -> tuple[WordFeatures, ...]:
+    heard = [w.text for w in transcript.words]
+    aligned = [w.text for w in alignment.words]
+    if reference is not None:
+        matches = match_reference(aligned, heard)
+    else:
+        matches = list(range(len(aligned)))
+    result = []
+    for word, match in zip(alignment.words, matches):
+        asr_word: RecognizedWord | None = transcript.words[match] if match is not None and match < len(heard) else None
+        values = _phone_stats(word)
+        values.update(_stress_stats(word, prosody))
+        values["asr_probability"] = asr_word.probability if asr_word else 0.0
+        values["asr_match"] = 1.0 if asr_word else 0.0
+        result.append(WordFeatures(word=word, values=values, recognized=asr_word is not None))
+    return tuple(result)
+
+
+def _pause_stats(words: tuple[AlignedWord, ...]) -> dict[str, float]:
+    gaps = [(b.start_frame - a.end_frame) * FRAME_MS for a, b in zip(words, words[1:])]
+    pauses = [g for g in gaps if g > PAUSE_MS]
+    span_ms = max((words[-1].end_frame - words[0].start_frame) * FRAME_MS, 1) if words else 1
+    return {
+        "pauses_per_word": len(pauses) / max(len(words), 1),
+        "pause_ratio": sum(pauses) / span_ms,
+        "mean_pause_ms": float(np.mean(pauses)) if pauses else 0.0,
+        "longest_pause_ms": float(max(pauses)) if pauses else 0.0,
+    }
+
+
+def _rate_stats(words: tuple[AlignedWord, ...]) -> dict[str, float]:
+    n_phones = sum(len(w.phones) for w in words)
+    span_s = max((words[-1].end_frame - words[0].start_frame) * FRAME_MS / 1000, 0.1) if words else 0.1
+    phonation_s = max(sum(w.end_frame - w.start_frame for w in words) * FRAME_MS / 1000, 0.1)
+    phone_ms = [(p.end_frame - p.start_frame) * FRAME_MS for w in words for p in w.phones]
+    return {
+        "speech_rate": n_phones / span_s,  # phones per second, pauses included
+        "articulation_rate": n_phones / phonation_s,  # phones per second of speaking
+        "words_per_second": len(words) / span_s,
+        "phone_duration_cv": float(np.std(phone_ms) / max(np.mean(phone_ms), 1)) if phone_ms else 0.0,
+    }
+
+
+def _pitch_stats(prosody: ProsodyTrack, words: tuple[AlignedWord, ...]) -> dict[str, float]:
+    if words:
+        prosody = prosody.slice(words[0].start_frame, words[-1].end_frame)
+    tones = semitones(prosody.pitch_hz)
+    loud = prosody.intensity_db[prosody.intensity_db > 0]
+    return {
+        "pitch_std_st": float(np.std(tones)) if tones.size > 2 else 0.0,
+        "pitch_range_st": float(np.percentile(tones, 90) - np.percentile(tones, 10)) if tones.size > 2 else 0.0,
+        "voiced_ratio": float((prosody.pitch_hz > 0).mean()) if prosody.pitch_hz.size else 0.0,
+        "intensity_std_db": float(np.std(loud)) if loud.size > 2 else 0.0,
+    }
+
+
+def utterance_features(alignment: Alignment, transcript: Transcript, prosody: ProsodyTrack,
+                       reference: list[str] | None) -> UtteranceFeatures:
+    words = word_features(alignment, transcript, prosody, reference)
+    aligned = alignment.words
+    sentence: dict[str, float] = {}
+    sentence.update(_pause_stats(aligned))
+    sentence.update(_rate_stats(aligned))
+    sentence.update(_pitch_stats(prosody, aligned))
+    gops = np.array([w.values["gop_mean"] for w in words]) if words else np.zeros(1)
+    sentence.update({
+        "gop_mean": float(gops.mean()),
+        "gop_p10": float(np.percentile(gops, 10)),
+        "gop_low_word_share": float((gops < LOW_GOP).mean()),
+        "asr_probability": float(np.mean([w.probability for w in transcript.words])) if transcript.words else 0.0,
+        "n_words": float(len(words)),
+        "loop_agreement": float(np.mean([w.values["loop_agreement"] for w in words])) if words else 0.0,
+    })
+    if reference is not None:
+        sentence["ref_recognized_share"] = float(np.mean([w.recognized for w in words])) if words else 0.0
+        sentence["asr_extra_words"] = max(len(transcript.words) - sum(w.recognized for w in words), 0) / max(len(words), 1)
+    return UtteranceFeatures(words=words, sentence=sentence)

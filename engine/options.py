@@ -1,0 +1,47 @@
+"""Engine options: one frozen dataclass per concern, every default documented here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """Micro-batching of one stage across all concurrent streams."""
+
+    max_batch_size: int = 4  # items run together; 1 turns batching off
+    max_wait_ms: float = 5.0  # how long a lone item waits for companions
+    max_queue_size: int = 64  # waiting items; beyond it submit() raises OverloadedError
+    workers: int = 1  # threads running batches of this stage in parallel
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be >= 1, got {self.max_queue_size}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class AsrOptions:
+    """Whisper through faster-whisper (CTranslate2)."""
+
+    model: str = "tiny.en"  # packaged name ("tiny.en", "base"), a local CTranslate2 folder, or a hub id
+    compute_type: str = "int8"
+    cpu_threads: int = 1  # per model instance; stages run in parallel on the other core
+    beam_size: int = 5  # final decodes
+    partial_beam_size: int = 1  # interim decodes while the learner speaks
+    allow_download: bool = False  # hub ids need the network; packaged names never do
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    asr: AsrOptions = field(default_factory=AsrOptions)
+    # Open mode: the words assessed are the ASR transcript; a second, larger ASR as target is optional.
+    target_asr: AsrOptions | None = None
+    default_scorer: str = "baseline"
+    asr_batching: BatchingOptions = field(default_factory=BatchingOptions)
+    align_batching: BatchingOptions = field(default_factory=BatchingOptions)
+    score_batching: BatchingOptions = field(default_factory=lambda: BatchingOptions(max_batch_size=8))

@@ -1,0 +1,153 @@
+"""The assessment engine: ASR -> forced alignment + GOP -> features -> scorer, each stage micro-batched.
+
+Knows nothing of gRPC. The server (and `saywell eval`) hold one engine; every stream submits utterances to
+it, and the schedulers batch work across streams.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from saywell.engine.alignment import Alignment, PhoneAligner
+from saywell.engine.asr import AsrRequest, WhisperAsr
+from saywell.engine.features import utterance_features
+from saywell.engine.options import EngineOptions
+from saywell.engine.prosody import extract_prosody
+from saywell.engine.scheduler import BatchScheduler
+from saywell.engine.scoring import BaselineScorer
+from saywell.engine.text import normalize_words
+from saywell.engine.types import (AssessmentRequest, EngineError, SentenceScores, Transcript,
+                                  UtteranceResult, WordScore)
+
+ENGINE_NAME = "saywell-cpu"
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    audio: np.ndarray
+    transcript: Transcript
+    alignment: Alignment
+    request: AssessmentRequest
+    partial: bool  # interim words only, scored as recognised words
+
+
+class ScoringStage:
+    """Prosody, features and the scorer: cheap, but CPU work that must stay off the event loop."""
+
+    name = "score"
+
+    def __init__(self, scorers: dict, default_scorer: str) -> None:
+        self.scorers = scorers
+        self.default_scorer = default_scorer
+
+    def scorer_for(self, name: str):
+        scorer = self.scorers.get(name or self.default_scorer)
+        if scorer is None:
+            raise EngineError(f"unknown scorer {name!r}; available: {', '.join(self.scorers)}")
+        return scorer
+
+    def run_batch(self, items: Sequence[ScoreItem]) -> list:
+        results = []
+        for item in items:
+            try:
+                results.append(self._score(item))
+            except EngineError as exc:
+                results.append(exc)
+            except Exception as exc:  # one utterance's bad luck must not fail the batch
+                results.append(EngineError(f"scoring failed: {type(exc).__name__}: {exc}"))
+        return results
+
+    def _score(self, item: ScoreItem):
+        request = item.request
+        closed = request.closed and not item.partial
+        reference = normalize_words(request.reference_text) if closed else None
+        features = utterance_features(item.alignment, item.transcript, extract_prosody(item.audio), reference)
+        scorer = self.scorer_for(request.scorer)
+        if item.partial:
+            return tuple(scorer.score_word(w, request.flag_sensitivity, False) for w in features.words)
+        return scorer.score(features, closed, request.flag_sensitivity) + (scorer.name,)
+
+
+class AssessmentEngine:
+    name = ENGINE_NAME
+
+    def __init__(self, options: EngineOptions = EngineOptions(), on_batch=None) -> None:
+        self.options = options
+        self.asr = WhisperAsr(options.asr)
+        self.aligner = PhoneAligner()
+        self.scoring = ScoringStage({"baseline": BaselineScorer()}, options.default_scorer)
+        self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
+        self._align = BatchScheduler(self.aligner, options.align_batching, on_batch)
+        self._score = BatchScheduler(self.scoring, options.score_batching, on_batch)
+
+    @property
+    def schedulers(self) -> tuple[BatchScheduler, ...]:
+        return self._asr, self._align, self._score
+
+    @property
+    def scorer_names(self) -> list[str]:
+        default = self.options.default_scorer
+        return [default] + [n for n in self.scoring.scorers if n != default]
+
+    @property
+    def version(self) -> str:
+        return importlib.metadata.version("saywell")
+
+    def model_versions(self) -> dict[str, str]:
+        return {"asr": self.asr.version, "aligner": "pocketsphinx en-us " + importlib.metadata.version("pocketsphinx"),
+                "baseline": str(self.scoring.scorers["baseline"].calibration.meta.get("version", "unversioned"))}
+
+    def warm_up(self) -> None:
+        """Loads every model now (blocking) so the first learner does not pay for it."""
+        self.asr.load()
+        silence = np.zeros(16000, dtype=np.float32)
+        self.asr.run_batch([AsrRequest(silence, partial=True)])
+        self.aligner.run_batch([(silence, ["a"])])
+        _ = self.scoring.scorers["baseline"].calibration
+
+    def start(self) -> None:
+        for scheduler in self.schedulers:
+            scheduler.start()
+
+    async def close(self) -> None:
+        for scheduler in self.schedulers:
+            await scheduler.close()
+
+    async def _target_words(self, request: AssessmentRequest, transcript: Transcript) -> list[str]:
+        if request.closed:
+            return normalize_words(request.reference_text)
+        return [w.text for w in transcript.words]
+
+    async def assess(self, request: AssessmentRequest) -> UtteranceResult:
+        """The final assessment of one utterance."""
+        self.scoring.scorer_for(request.scorer)  # fail fast on an unknown scorer
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        transcript = await self._asr.submit(AsrRequest(request.audio))
+        timings["asr"] = (time.perf_counter() - started) * 1000
+        words = await self._target_words(request, transcript)
+        if not words:
+            empty = SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if request.closed else None)
+            return UtteranceResult(transcript.text, request.reference_text, empty, (), request.scorer or
+                                   self.options.default_scorer, timings)
+        mark = time.perf_counter()
+        alignment = await self._align.submit((request.audio, words))
+        timings["align"] = (time.perf_counter() - mark) * 1000
+        mark = time.perf_counter()
+        scores, word_scores, scorer_name = await self._score.submit(
+            ScoreItem(request.audio, transcript, alignment, request, partial=False))
+        timings["score"] = (time.perf_counter() - mark) * 1000
+        return UtteranceResult(transcript.text, request.reference_text, scores, word_scores, scorer_name, timings)
+
+    async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
+        """Recognised words of an utterance still in progress, with provisional accuracy and flags."""
+        transcript = await self._asr.submit(AsrRequest(request.audio, partial=True))
+        words = [w.text for w in transcript.words]
+        if not words:
+            return ()
+        alignment = await self._align.submit((request.audio, words))
+        return await self._score.submit(ScoreItem(request.audio, transcript, alignment, request, partial=True))

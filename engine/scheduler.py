@@ -1,0 +1,122 @@
+"""Micro-batching: items from all concurrent streams queue up and run together on a stage's threads.
+
+request -> queue of (item, future) -> batching task -> stage.run_batch on a dedicated thread pool ->
+each future gets its own result. The event loop only moves items; inference never blocks it.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+from saywell.engine.options import BatchingOptions
+from saywell.engine.types import EngineError, OverloadedError
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+log = logging.getLogger(__name__)
+
+
+class BatchStage(Protocol[Item, Result]):
+    """A model stage: one result (or the exception for that item) per item, in order."""
+
+    name: str
+
+    def run_batch(self, items: Sequence[Item]) -> list[Result | Exception]: ...
+
+
+class BatchScheduler(Generic[Item, Result]):
+    def __init__(self, stage: BatchStage, options: BatchingOptions = BatchingOptions(),
+                 on_batch: Any = None) -> None:
+        self.stage = stage
+        self.options = options
+        self._on_batch = on_batch  # callback(stage_name, batch_size, seconds) for metrics
+        self._queue: asyncio.Queue | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() if self._queue else 0
+
+    def start(self) -> None:
+        if self._tasks:
+            return
+        self._queue = asyncio.Queue(maxsize=self.options.max_queue_size)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.options.workers, thread_name_prefix=f"saywell-{self.stage.name}")
+        self._tasks = [asyncio.create_task(self._serve(), name=f"batcher-{self.stage.name}-{i}")
+                       for i in range(self.options.workers)]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._queue is not None:
+            while not self._queue.empty():
+                _item, future = self._queue.get_nowait()
+                if not future.done():
+                    future.set_exception(EngineError(f"{self.stage.name} stage shut down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    async def submit(self, item: Item) -> Result:
+        """Queues one item and waits for its result; raises the item's own error, or OverloadedError."""
+        if not self._tasks:
+            self.start()
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            raise OverloadedError(
+                f"{self.stage.name} queue is full ({self.options.max_queue_size} waiting)") from None
+        return await future
+
+    async def _next_batch(self) -> list[tuple[Item, asyncio.Future]]:
+        batch = [await self._queue.get()]
+        deadline = time.monotonic() + self.options.max_wait_ms / 1000
+        while len(batch) < self.options.max_batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        # Work for streams that went away is dropped before it costs anything.
+        return [(item, fut) for item, fut in batch if not fut.cancelled()]
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self.stage.run_batch, [item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise EngineError(f"{self.stage.name} returned {len(results)} results for {len(batch)} items")
+            except Exception as exc:  # the whole batch failed: every item learns why
+                log.exception("stage %s failed on a batch of %d", self.stage.name, len(batch))
+                results = [EngineError(f"{self.stage.name} failed: {exc}")] * len(batch)
+            if self._on_batch is not None:
+                self._on_batch(self.stage.name, len(batch), time.perf_counter() - started)
+            for (_item, future), result in zip(batch, results):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)

@@ -1,0 +1,25 @@
+"""`saywell-server` / `python -m saywell.server`: run the gRPC server with flags or SAYWELL_* variables."""
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from saywell.server.config import load_config
+from saywell.server.logging_setup import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ValueError as exc:
+        print(f"saywell-server: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level, config.log_json)
+    from saywell.server.app import serve  # heavy imports only once the config is valid
+
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

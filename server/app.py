@@ -1,0 +1,94 @@
+"""Builds and runs the gRPC server: assessment service, health, reflection, metrics, graceful shutdown."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from saywell.engine.options import AsrOptions, BatchingOptions, EngineOptions
+from saywell.engine.pipeline import AssessmentEngine
+from saywell.server.config import ServerConfig
+from saywell.server.metrics import ServerMetrics
+from saywell.server.servicer import PronunciationAssessmentServicer, StatusInterceptor
+from saywell.v1 import assessment_pb2, assessment_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = assessment_pb2.DESCRIPTOR.services_by_name["PronunciationAssessment"].full_name
+
+
+def engine_options(config: ServerConfig) -> EngineOptions:
+    batching = BatchingOptions(max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
+                               max_queue_size=config.max_queue_size)
+    return EngineOptions(asr=AsrOptions(model=config.asr_model, allow_download=config.allow_download),
+                         asr_batching=batching, align_batching=batching)
+
+
+class SaywellServer:
+    """Owns the engine, the grpc.aio server and the metrics endpoint of one process."""
+
+    def __init__(self, config: ServerConfig, engine: AssessmentEngine | None = None) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.engine = engine or AssessmentEngine(engine_options(config), on_batch=self.metrics.on_batch)
+        self.health = health_aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port: int | None = None
+        self._metrics_server = None
+
+    async def start(self) -> int:
+        if self.config.warm_up:
+            await asyncio.get_running_loop().run_in_executor(None, self.engine.warm_up)
+        self.engine.start()
+        limit = self.config.max_message_bytes
+        self.server = grpc.aio.server(
+            interceptors=[StatusInterceptor(self.metrics)],
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+                     ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+                     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                     ("grpc.keepalive_permit_without_calls", 1)])
+        servicer = PronunciationAssessmentServicer(self.engine, self.config, self.metrics)
+        assessment_pb2_grpc.add_PronunciationAssessmentServicer_to_server(servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server)
+        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
+        await self.server.start()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.metrics_port:
+            self._metrics_server, _ = self.metrics.serve_http(self.config.metrics_port, self.config.host)
+        log.info("saywell serving", extra={"address": f"{self.config.host}:{self.port}",
+                                           "metrics_port": self.config.metrics_port, "asr": self.config.asr_model})
+        return self.port
+
+    async def stop(self) -> None:
+        """Stops accepting, lets in-flight streams finish within the grace period, then closes the engine."""
+        if self.server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        log.info("draining", extra={"grace_s": self.config.grace_s})
+        await self.server.stop(self.config.grace_s)
+        await self.engine.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        self.server = None
+        log.info("stopped")
+
+
+async def serve(config: ServerConfig) -> None:
+    server = SaywellServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()

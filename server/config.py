@@ -1,0 +1,86 @@
+"""Server configuration: every limit in one dataclass, set by CLI flags or SAYWELL_* environment variables."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int = 9464  # Prometheus /metrics over HTTP; 0 turns it off
+    max_concurrent_streams: int = 8  # more are refused with RESOURCE_EXHAUSTED
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_stream_ms: int = 30 * 60 * 1000
+    max_utterance_ms: int = 20_000
+    max_reference_text_chars: int = 2_000
+    interim_step_ms: int = 700  # new speech needed before another interim decode
+    grace_s: float = 10.0  # SIGTERM: in-flight utterances get this long to finish
+    asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
+    allow_download: bool = False  # let hub ids download (needs the network)
+    max_batch_size: int = 4
+    max_wait_ms: float = 5.0
+    max_queue_size: int = 64
+    warm_up: bool = True  # load models before serving
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 <= self.port <= 65535, "port must be 0..65535"),
+            (0 <= self.metrics_port <= 65535, "metrics_port must be 0..65535"),
+            (self.max_concurrent_streams >= 1, "max_concurrent_streams must be >= 1"),
+            (self.max_message_bytes >= 64 * 1024, "max_message_bytes must be >= 65536"),
+            (self.max_utterance_ms >= 1000, "max_utterance_ms must be >= 1000"),
+            (self.max_stream_ms >= self.max_utterance_ms, "max_stream_ms must be >= max_utterance_ms"),
+            (self.max_reference_text_chars >= 1, "max_reference_text_chars must be >= 1"),
+            (self.interim_step_ms >= 100, "interim_step_ms must be >= 100"),
+            (self.grace_s >= 0, "grace_s must be >= 0"),
+            (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def _env_name(field_name: str) -> str:
+    return "SAYWELL_" + field_name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saywell-server", description="saywell gRPC assessment server. "
+                                     "Every flag can also be set by its SAYWELL_<NAME> environment variable.")
+    for f in fields(ServerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = {int: int, float: float, str: str, bool: _parse_bool}[type(f.default)]
+        parser.add_argument(flag, dest=f.name, type=kind, default=None,
+                            help=f"default {f.default!r} (env {_env_name(f.name)})")
+    return parser
+
+
+def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> ServerConfig:
+    """Flags beat environment variables, which beat the defaults."""
+    environ = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(argv))
+    values = {}
+    for f in fields(ServerConfig):
+        kind = {int: int, float: float, str: str, bool: _parse_bool}[type(f.default)]
+        if args.get(f.name) is not None:
+            values[f.name] = args[f.name]
+        elif _env_name(f.name) in environ:
+            try:
+                values[f.name] = kind(environ[_env_name(f.name)])
+            except ValueError as exc:
+                raise ValueError(f"{_env_name(f.name)}: {exc}") from None
+    return ServerConfig(**values)

@@ -1,0 +1,57 @@
+"""Engine results to wire messages: the only place engine types meet the contract."""
+from __future__ import annotations
+
+from saywell.engine.types import UtteranceResult, WordErrorType, WordScore
+from saywell.server.segmenter import EndCause
+from saywell.v1 import assessment_pb2 as pb
+
+END_CAUSES = {
+    EndCause.SILENCE: pb.SILENCE,
+    EndCause.MAX_LENGTH: pb.MAX_LENGTH,
+    EndCause.CLIENT: pb.CLIENT_END_OF_UTTERANCE,
+    EndCause.END_OF_STREAM: pb.END_OF_STREAM,
+}
+ERROR_TYPES = {
+    WordErrorType.NONE: pb.NONE,
+    WordErrorType.MISPRONUNCIATION: pb.MISPRONUNCIATION,
+    WordErrorType.OMISSION: pb.OMISSION,
+    WordErrorType.INSERTION: pb.INSERTION,
+}
+
+
+def _round(value: float) -> float:
+    return round(float(value), 2)
+
+
+def word_assessment(word: WordScore, offset_ms: int) -> pb.WordAssessment:
+    shift = 0 if word.error_type is WordErrorType.OMISSION else offset_ms
+    return pb.WordAssessment(
+        word=word.text, start_ms=word.start_ms + shift, end_ms=word.end_ms + shift,
+        accuracy=_round(word.accuracy), stress=_round(word.stress), total=_round(word.total),
+        error_type=ERROR_TYPES[word.error_type], needs_improvement=word.needs_improvement,
+        phones=[pb.PhoneAssessment(phone=p.phone, start_ms=p.start_ms + shift, end_ms=p.end_ms + shift,
+                                   goodness=_round(p.goodness), accuracy=_round(p.accuracy))
+                for p in word.phones])
+
+
+def utterance_assessment(result: UtteranceResult, *, index: int, start_ms: int, end_ms: int, cause: EndCause,
+                         latency_ms: float, engine: str, model_versions: dict[str, str]) -> pb.UtteranceAssessment:
+    scores = result.scores
+    sentence = pb.SentenceScores(accuracy=_round(scores.accuracy), fluency=_round(scores.fluency),
+                                 prosody=_round(scores.prosody), total=_round(scores.total))
+    if scores.completeness is not None:
+        sentence.completeness = _round(scores.completeness)
+    return pb.UtteranceAssessment(
+        utterance_index=index, start_ms=start_ms, end_ms=end_ms, cause=END_CAUSES[cause],
+        transcript=result.transcript, reference_text=result.reference_text, scores=sentence,
+        words=[word_assessment(w, start_ms) for w in result.words],
+        processing=pb.ProcessingInfo(latency_ms=round(latency_ms, 1), audio_ms=end_ms - start_ms, engine=engine,
+                                     model_versions=model_versions, scorer=result.scorer))
+
+
+def word_result(word: WordScore, *, utterance_index: int, word_index: int, offset_ms: int,
+                committed: bool) -> pb.WordResult:
+    return pb.WordResult(utterance_index=utterance_index, word_index=word_index, word=word.text,
+                         start_ms=word.start_ms + offset_ms, end_ms=word.end_ms + offset_ms,
+                         accuracy=_round(word.accuracy), needs_improvement=word.needs_improvement,
+                         committed=committed)

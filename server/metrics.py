@@ -1,0 +1,33 @@
+"""Prometheus metrics of the server, in their own registry so tests and embedders can run several servers."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active_streams = Gauge("saywell_active_streams", "Streams being served now", registry=r)
+        self.streams = Counter("saywell_streams_total", "Streams by how they ended", ["status"], registry=r)
+        self.utterances = Counter("saywell_utterances_total", "Utterances by outcome", ["outcome"], registry=r)
+        self.final_latency = Histogram("saywell_final_latency_seconds", "Endpoint to final assessment",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.interim_latency = Histogram("saywell_interim_latency_seconds", "Interim decode wall time",
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.audio_seconds = Counter("saywell_audio_seconds_total", "Audio received", registry=r)
+        self.errors = Counter("saywell_errors_total", "Errors returned, by gRPC status", ["code"], registry=r)
+        self.batch_size = Histogram("saywell_stage_batch_size", "Items per engine batch", ["stage"],
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32), registry=r)
+        self.batch_seconds = Histogram("saywell_stage_batch_seconds", "Engine batch wall time", ["stage"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
+
+    def on_batch(self, stage: str, size: int, seconds: float) -> None:
+        self.batch_size.labels(stage).observe(size)
+        self.batch_seconds.labels(stage).observe(seconds)
+
+    def serve_http(self, port: int, host: str = "127.0.0.1"):
+        """Starts /metrics on a daemon thread; returns (server, thread)."""
+        return start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,162 @@
+"""Cuts a 16 kHz stream into utterances with webrtcvad: speech start, end on silence, forced cut at max length."""
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+RATE = 16_000
+FRAME_MS = 30
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+
+
+class EndCause(enum.Enum):
+    SILENCE = "silence"
+    MAX_LENGTH = "max_length"
+    CLIENT = "client"
+    END_OF_STREAM = "end_of_stream"
+
+
+@dataclass(frozen=True)
+class SegmenterOptions:
+    aggressiveness: int = 2
+    silence_ms: int = 700
+    max_utterance_ms: int = 20_000
+    min_speech_ms: int = 120
+    pre_roll_ms: int = 300  # audio kept before the detected start: onsets are quiet
+    tail_ms: int = 200  # silence kept after the last speech: word ends fade
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    index: int
+    offset_ms: int
+
+
+@dataclass(frozen=True)
+class UtteranceEnded:
+    index: int
+    start_ms: int  # stream offset of audio[0]
+    speech_end_ms: int  # stream offset where the last speech ended
+    audio: np.ndarray
+    cause: EndCause
+
+
+def _ms(samples: int) -> int:
+    return samples * 1000 // RATE
+
+
+class VadSegmenter:
+    def __init__(self, options: SegmenterOptions = SegmenterOptions()) -> None:
+        import webrtcvad
+
+        self.options = options
+        self._vad = webrtcvad.Vad(options.aggressiveness)
+        self._pending = np.zeros(0, np.float32)  # not yet a whole frame
+        self._chunks: list[np.ndarray] = []  # audio since _buf_start
+        self._buf_start = 0  # stream sample of the first buffered sample
+        self._pos = 0  # stream samples classified so far
+        self._voiced_run = 0
+        self._silent_run = 0
+        self._voiced_since_end = 0
+        self._start: int | None = None  # stream sample where the current utterance starts
+        self._last_voiced_end = 0
+        self.index = 0
+        self._start_frames = math.ceil(options.min_speech_ms / FRAME_MS)
+        self._end_frames = math.ceil(options.silence_ms / FRAME_MS)
+
+    @property
+    def in_speech(self) -> bool:
+        return self._start is not None
+
+    @property
+    def position_ms(self) -> int:
+        return _ms(self._pos)
+
+    def utterance_audio(self) -> np.ndarray:
+        """Audio of the utterance in progress (empty when idle)."""
+        if self._start is None:
+            return np.zeros(0, np.float32)
+        return self._slice(self._start, self._pos)
+
+    def utterance_start_ms(self) -> int:
+        return _ms(self._start or 0)
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        audio = np.concatenate(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
+        self._chunks = [audio] if audio.size else []
+        return audio[start - self._buf_start:end - self._buf_start]
+
+    def _drop_before(self, sample: int) -> None:
+        if sample <= self._buf_start:
+            return
+        audio = self._slice(self._buf_start, self._pos)
+        self._chunks = [audio[sample - self._buf_start:]]
+        self._buf_start = sample
+
+    def feed(self, samples: np.ndarray) -> list:
+        events: list = []
+        data = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        n_frames = len(data) // FRAME_SAMPLES
+        self._pending = data[n_frames * FRAME_SAMPLES:]
+        for i in range(n_frames):
+            frame = data[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES]
+            self._chunks.append(frame)
+            self._pos += FRAME_SAMPLES
+            pcm = (np.clip(frame, -1, 1) * 32767).astype("<i2").tobytes()
+            events.extend(self._step(self._vad.is_speech(pcm, RATE)))
+        return events
+
+    def _step(self, voiced: bool) -> list:
+        if voiced:
+            self._voiced_run += 1
+            self._silent_run = 0
+            self._voiced_since_end += 1
+            self._last_voiced_end = self._pos
+        else:
+            self._voiced_run = 0
+            self._silent_run += 1
+        if self._start is None:
+            if self._voiced_run >= self._start_frames:
+                onset = self._pos - self._voiced_run * FRAME_SAMPLES
+                return [self._begin(max(onset - self.options.pre_roll_ms * RATE // 1000, self._buf_start))]
+            keep = self._pos - (self.options.pre_roll_ms + self.options.min_speech_ms + FRAME_MS) * RATE // 1000
+            self._drop_before(max(keep, self._buf_start))
+            return []
+        if self._silent_run >= self._end_frames:
+            end = min(self._last_voiced_end + self.options.tail_ms * RATE // 1000, self._pos)
+            return [self._end(end, EndCause.SILENCE)]
+        if _ms(self._pos - self._start) >= self.options.max_utterance_ms:
+            # Idle again: if the learner keeps talking, the start rule fires on the next voiced frame.
+            return [self._end(self._pos, EndCause.MAX_LENGTH)]
+        return []
+
+    def _begin(self, start: int) -> SpeechStarted:
+        self._drop_before(start)
+        self._start = start
+        return SpeechStarted(self.index, _ms(start))
+
+    def _end(self, end: int, cause: EndCause) -> UtteranceEnded:
+        start = self._start if self._start is not None else self._buf_start
+        audio = self._slice(start, end).copy()
+        speech_end = min(self._last_voiced_end, end)
+        event = UtteranceEnded(self.index, _ms(start), _ms(max(speech_end, start)), audio, cause)
+        self.index += 1
+        self._start = None
+        self._voiced_since_end = 0
+        self._drop_before(end)
+        return event
+
+    def end_utterance(self, cause: EndCause) -> list:
+        """Client end-of-utterance or end of stream: what was heard since the last utterance is one now."""
+        if self._pending.size:
+            self._chunks.append(self._pending)
+            self._pos += len(self._pending)
+            self._pending = np.zeros(0, np.float32)
+        if self._start is not None:
+            return [self._end(self._pos, cause)]
+        if self._voiced_since_end > 0:  # speech too short for the VAD's start rule still counts when asked
+            return [self._begin(self._buf_start), self._end(self._pos, cause)]
+        return []

@@ -1,0 +1,121 @@
+"""gRPC edge: thin servicer methods, admission control, and one interceptor that maps errors to statuses."""
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+
+from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError
+from saywell.server import convert
+from saywell.server.audio_decoding import decode_all
+from saywell.server.config import ServerConfig
+from saywell.server.errors import InvalidArgument, ResourceExhausted, StatusError
+from saywell.server.metrics import ServerMetrics
+from saywell.server.segmenter import EndCause
+from saywell.server.session import AssessmentSession
+from saywell.server.settings import (ENCODINGS, LANGUAGES, MAX_CHANNELS, MAX_RATE, MIN_RATE,
+                                     assessment_fields, audio_settings)
+from saywell.v1 import assessment_pb2 as pb
+from saywell.v1 import assessment_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_MS = "1000"
+
+
+class StatusInterceptor(grpc.aio.ServerInterceptor):
+    """Typed errors become their gRPC status; engine errors become INTERNAL/RESOURCE_EXHAUSTED; all are counted."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    async def _abort(self, context, exc: Exception):
+        if isinstance(exc, StatusError):
+            code, message = exc.code, exc.message
+        elif isinstance(exc, OverloadedError):
+            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+        else:
+            code, message = grpc.StatusCode.INTERNAL, f"assessment failed: {exc}"
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            context.set_trailing_metadata((("retry-after-ms", RETRY_AFTER_MS),))
+        self.metrics.errors.labels(code.name).inc()
+        await context.abort(code, message)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                try:
+                    return await inner(request, context)
+                except (StatusError, EngineError) as exc:
+                    await self._abort(context, exc)
+            return handler._replace(unary_unary=unary)
+        if handler.stream_stream:
+            inner_stream = handler.stream_stream
+
+            async def stream(request_iterator, context):
+                try:
+                    async for response in inner_stream(request_iterator, context):
+                        yield response
+                except (StatusError, EngineError) as exc:
+                    await self._abort(context, exc)
+            return handler._replace(stream_stream=stream)
+        return handler
+
+
+class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
+    def __init__(self, engine: AssessmentEngine, config: ServerConfig, metrics: ServerMetrics) -> None:
+        self.engine = engine
+        self.config = config
+        self.metrics = metrics
+        self.active_streams = 0
+
+    async def StreamAssess(self, request_iterator, context):
+        if self.active_streams >= self.config.max_concurrent_streams:
+            raise ResourceExhausted(f"server is at its limit of {self.config.max_concurrent_streams} concurrent "
+                                    f"streams; retry after {RETRY_AFTER_MS} ms")
+        self.active_streams += 1
+        self.metrics.active_streams.inc()
+        try:
+            async for response in AssessmentSession(self.engine, self.config, self.metrics).run(request_iterator):
+                yield response
+        finally:
+            self.active_streams -= 1
+            self.metrics.active_streams.dec()
+
+    async def Assess(self, request: pb.AssessRequest, context) -> pb.AssessResponse:
+        settings = audio_settings(request.audio, request.HasField("audio"))
+        fields = assessment_fields(request.assessment, self.config, self.engine.scorer_names)
+        audio = decode_all(settings, request.audio_content)
+        duration_ms = len(audio) * 1000 // 16000
+        if duration_ms < 100:
+            raise InvalidArgument(f"audio_content holds {duration_ms} ms of audio; at least 100 ms is needed")
+        if duration_ms > self.config.max_utterance_ms:
+            raise InvalidArgument(f"audio_content is {duration_ms} ms long; Assess takes at most "
+                                  f"{self.config.max_utterance_ms} ms (use StreamAssess for longer audio)")
+        started = time.perf_counter()
+        result = await self.engine.assess(AssessmentRequest(
+            audio=audio, reference_text=fields["reference_text"], flag_sensitivity=fields["flag_sensitivity"],
+            scorer=fields["scorer"]))
+        assessment = convert.utterance_assessment(
+            result, index=0, start_ms=0, end_ms=duration_ms, cause=EndCause.END_OF_STREAM,
+            latency_ms=(time.perf_counter() - started) * 1000, engine=f"{self.engine.name} {self.engine.version}",
+            model_versions=self.engine.model_versions())
+        return pb.AssessResponse(client_request_id=request.client_request_id, assessment=assessment)
+
+    async def GetCapabilities(self, request, context) -> pb.Capabilities:
+        c = self.config
+        return pb.Capabilities(
+            encodings=list(ENCODINGS), language_codes=list(LANGUAGES),
+            limits=pb.Limits(max_message_bytes=c.max_message_bytes, max_stream_ms=c.max_stream_ms,
+                             max_utterance_ms=c.max_utterance_ms, max_reference_text_chars=c.max_reference_text_chars,
+                             min_sample_rate_hertz=MIN_RATE, max_sample_rate_hertz=MAX_RATE,
+                             max_audio_channel_count=MAX_CHANNELS, max_concurrent_streams=c.max_concurrent_streams),
+            engine=pb.EngineInfo(name=self.engine.name, version=self.engine.version,
+                                 model_versions=self.engine.model_versions(), scorers=self.engine.scorer_names))
+

@@ -1,0 +1,230 @@
+"""One StreamAssess call: decode -> segment -> engine -> responses, emitted strictly in stream order.
+
+Speech events go out as they happen; interim word results go out while their utterance is still open (late
+ones are dropped, the final supersedes them); final assessments go out in utterance order. When the client
+goes away every task of the session is cancelled and the engine drops its queued work.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError, WordScore
+from saywell.server import convert
+from saywell.server.audio_decoding import make_decoder
+from saywell.server.config import ServerConfig
+from saywell.server.errors import InvalidArgument, OutOfRange, StatusError
+from saywell.server.metrics import ServerMetrics
+from saywell.server.segmenter import EndCause, SegmenterOptions, SpeechStarted, UtteranceEnded, VadSegmenter
+from saywell.server.settings import StreamSettings, stream_settings
+from saywell.v1 import assessment_pb2 as pb
+
+log = logging.getLogger(__name__)
+_END = object()
+COMMIT_MARGIN_MS = 400  # a word this close to the live edge may still grow or change
+
+
+@dataclass
+class InterimState:
+    """Word results sent for the open utterance: committed words are final until the assessment."""
+
+    utterance_index: int
+    committed: int = 0
+    previous: list[str] = field(default_factory=list)
+    decoded_ms: int = 0
+
+
+@dataclass
+class StreamTotals:
+    utterances: int = 0
+    errors: int = 0
+    total_sum: float = 0.0
+
+
+class AssessmentSession:
+    def __init__(self, engine: AssessmentEngine, config: ServerConfig, metrics: ServerMetrics) -> None:
+        self.engine = engine
+        self.config = config
+        self.metrics = metrics
+        self.settings: StreamSettings | None = None
+        self._out: asyncio.Queue = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
+        self._last_final: asyncio.Task | None = None
+        self._interim: InterimState | None = None
+        self._interim_task: asyncio.Task | None = None
+        self._segmenter: VadSegmenter | None = None
+        self._decoder = None
+        self._totals = StreamTotals()
+
+    # -- output -------------------------------------------------------------------------------------------
+    def _emit(self, **event) -> None:
+        request_id = self.settings.client_request_id if self.settings else ""
+        self._out.put_nowait(pb.StreamAssessResponse(client_request_id=request_id, **event))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def run(self, requests: AsyncIterator[pb.StreamAssessRequest]) -> AsyncIterator[pb.StreamAssessResponse]:
+        reader = self._spawn(self._consume(requests))
+        try:
+            while True:
+                item = await self._out.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            await reader
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+
+    # -- input --------------------------------------------------------------------------------------------
+    async def _consume(self, requests: AsyncIterator[pb.StreamAssessRequest]) -> None:
+        failure: StatusError | None = None
+        try:
+            await self._read(requests)
+        except StatusError as exc:
+            failure = exc
+        # Every utterance already accepted gets its final assessment (or error) before the stream ends.
+        if self._last_final is not None:
+            await asyncio.wait([self._last_final])
+        if failure is not None:
+            self._out.put_nowait(failure)
+            return
+        totals = self._totals
+        self._emit(summary=pb.StreamSummary(
+            utterances=totals.utterances, utterance_errors=totals.errors,
+            audio_ms=self._segmenter.position_ms if self._segmenter else 0,
+            mean_total=round(totals.total_sum / totals.utterances, 2) if totals.utterances else 0.0))
+        self._out.put_nowait(_END)
+
+    async def _read(self, requests: AsyncIterator[pb.StreamAssessRequest]) -> None:
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if self.settings is None:
+                if kind != "config":
+                    raise InvalidArgument(f"the first message must carry config, got {kind or 'an empty request'}")
+                self._configure(request.config)
+            elif kind == "audio":
+                self._on_audio(self._decoder.feed(request.audio))
+            elif kind == "end_of_utterance":
+                self._on_events(self._segmenter.end_utterance(EndCause.CLIENT))
+            elif kind == "config":
+                raise InvalidArgument("config may be sent only once, as the first message")
+            else:
+                raise InvalidArgument("empty request: set audio or end_of_utterance")
+        if self.settings is None:
+            raise InvalidArgument("empty stream: the first message must carry config")
+        try:
+            self._on_audio(self._decoder.finish())
+        finally:
+            self._on_events(self._segmenter.end_utterance(EndCause.END_OF_STREAM))
+
+    def _configure(self, config: pb.StreamingAssessConfig) -> None:
+        self.settings = s = stream_settings(config, self.config, self.engine.scorer_names)
+        self._decoder = make_decoder(s.audio)
+        self._segmenter = VadSegmenter(SegmenterOptions(
+            aggressiveness=s.vad_aggressiveness, silence_ms=s.end_of_utterance_silence_ms,
+            max_utterance_ms=s.max_utterance_ms, min_speech_ms=s.min_speech_ms))
+
+    def _on_audio(self, samples) -> None:
+        if not len(samples):
+            return
+        self.metrics.audio_seconds.inc(len(samples) / 16000)
+        self._on_events(self._segmenter.feed(samples))
+        if self._segmenter.position_ms > self.config.max_stream_ms:
+            raise OutOfRange(f"stream exceeded the server's max_stream_ms of {self.config.max_stream_ms} ms")
+        self._maybe_interim()
+
+    def _on_events(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                self._interim = InterimState(event.index)
+                self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED,
+                                                       utterance_index=event.index, offset_ms=event.offset_ms))
+            elif isinstance(event, UtteranceEnded):
+                self._interim = None
+                if self._interim_task is not None:
+                    self._interim_task.cancel()
+                self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_ENDED, utterance_index=event.index,
+                                                       offset_ms=event.speech_end_ms,
+                                                       cause=convert.END_CAUSES[event.cause]))
+                self._last_final = self._spawn(self._final(event, self._last_final))
+
+    # -- interim words ------------------------------------------------------------------------------------
+    def _maybe_interim(self) -> None:
+        state = self._interim
+        if not (self.settings.interim_results and state and self._segmenter.in_speech):
+            return
+        if self._interim_task is not None and not self._interim_task.done():
+            return
+        audio = self._segmenter.utterance_audio()
+        audio_ms = len(audio) * 1000 // 16000
+        if audio_ms - state.decoded_ms < self.config.interim_step_ms:
+            return
+        state.decoded_ms = audio_ms
+        request = AssessmentRequest(audio=audio, flag_sensitivity=self.settings.flag_sensitivity,
+                                    scorer=self.settings.scorer)
+        self._interim_task = self._spawn(self._interim_words(state, request, self._segmenter.utterance_start_ms()))
+
+    async def _interim_words(self, state: InterimState, request: AssessmentRequest, offset_ms: int) -> None:
+        started = time.perf_counter()
+        try:
+            words = await self.engine.provisional_words(request)
+        except EngineError as exc:  # interim results are best effort; the final assessment still comes
+            log.warning("interim decode failed: %s", exc)
+            return
+        self.metrics.interim_latency.observe(time.perf_counter() - started)
+        if self._interim is not state:
+            return  # the utterance ended meanwhile; its final assessment supersedes these words
+        self._send_interim(state, words, request.duration_ms, offset_ms)
+
+    def _send_interim(self, state: InterimState, words: tuple[WordScore, ...], audio_ms: int, offset_ms: int) -> None:
+        texts = [w.text for w in words]
+        stable = state.committed
+        while (stable < min(len(texts), len(state.previous)) and texts[stable] == state.previous[stable]
+               and words[stable].end_ms < audio_ms - COMMIT_MARGIN_MS):
+            stable += 1
+        for index in range(state.committed, len(words)):
+            self._emit(word_result=convert.word_result(words[index], utterance_index=state.utterance_index,
+                                                       word_index=index, offset_ms=offset_ms,
+                                                       committed=index < stable))
+        state.committed = max(stable, state.committed)
+        state.previous = texts
+
+    # -- final assessments --------------------------------------------------------------------------------
+    async def _final(self, event: UtteranceEnded, previous: asyncio.Task | None) -> None:
+        endpoint = time.perf_counter()
+        s = self.settings
+        request = AssessmentRequest(audio=event.audio, reference_text=s.reference_text,
+                                    flag_sensitivity=s.flag_sensitivity, scorer=s.scorer)
+        try:
+            result = await self.engine.assess(request)
+            latency_ms = (time.perf_counter() - endpoint) * 1000
+            message = {"utterance": convert.utterance_assessment(
+                result, index=event.index, start_ms=event.start_ms, end_ms=event.start_ms + request.duration_ms,
+                cause=event.cause, latency_ms=latency_ms, engine=f"{self.engine.name} {self.engine.version}",
+                model_versions=self.engine.model_versions())}
+        except EngineError as exc:
+            code = "RESOURCE_EXHAUSTED" if isinstance(exc, OverloadedError) else "INTERNAL"
+            log.warning("utterance %d failed: %s", event.index, exc)
+            message = {"utterance_error": pb.UtteranceError(utterance_index=event.index, code=code, message=str(exc))}
+        if previous is not None:
+            await asyncio.wait([previous])
+        if "utterance" in message:
+            self._totals.utterances += 1
+            self._totals.total_sum += message["utterance"].scores.total
+            self.metrics.utterances.labels("assessed").inc()
+            self.metrics.final_latency.observe(latency_ms / 1000)
+        else:
+            self._totals.errors += 1
+            self.metrics.utterances.labels("failed").inc()
+        self._emit(**message)
