@@ -104,6 +104,12 @@ def extract_all(utterances: list[LabeledUtterance], asr_model: str = "tiny.en", 
     return [r for r in results if not isinstance(r, str)], [r for r in results if isinstance(r, str)]
 
 
+def cached_features(utterances: list[LabeledUtterance], asr_model: str = "tiny.en") -> list[ExtractedUtterance]:
+    folder = cache_dir() / "features" / f"v{FEATURE_VERSION}-{asr_model}"
+    paths = (folder / f"{u.utt}.pkl" for u in utterances)
+    return [pickle.loads(p.read_bytes()) for p in paths if p.exists()]
+
+
 def fit_head(rows: list[dict[str, float]], targets: list[float], features: tuple[str, ...]) -> dict:
     x = np.array([[row.get(f, 0.0) for f in features] for row in rows], dtype=float)
     y = np.array(targets, dtype=float)
@@ -175,12 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=762)
     parser.add_argument("--limit", type=int, default=None, help="training utterances to use (random, seeded)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--from-cache", action="store_true",
+                        help="fit on the training-fold utterances whose features are already cached")
     args = parser.parse_args(argv)
     corpus = load_corpus(args.data)
     folds = speaker_folds(corpus, args.folds, args.seed)
     train = [u for i, fold in enumerate(folds) if i != args.validation_fold for u in fold]
-    train = select(train, args.limit, args.seed)
-    extracted, failures = extract_all(train, jobs=args.jobs)
+    if args.from_cache:
+        extracted, failures = cached_features(train), []
+    else:
+        train = select(train, args.limit, args.seed)
+        extracted, failures = extract_all(train, jobs=args.jobs)
     calibration = fit_calibration(extracted, {u.utt: u for u in train})
     calibration["meta"] = {
         "version": f"baseline-{datetime.date.today().isoformat()}",

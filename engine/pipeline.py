@@ -143,6 +143,10 @@ class AssessmentEngine:
         timings["score"] = (time.perf_counter() - mark) * 1000
         return UtteranceResult(transcript.text, request.reference_text, scores, word_scores, scorer_name, timings)
 
+    async def align(self, audio: np.ndarray, words: list[str]) -> Alignment:
+        """Forced alignment alone (the evaluator times labelled words with it)."""
+        return await self._align.submit((audio, words))
+
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
         """Recognised words of an utterance still in progress, with provisional accuracy and flags."""
         transcript = await self._asr.submit(AsrRequest(request.audio, partial=True))

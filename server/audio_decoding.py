@@ -84,7 +84,9 @@ class ContainerDecoder:
                 blocks = []
                 try:
                     audio.seek(self._emitted)
-                    blocks.append(audio.read(dtype="float32", always_2d=True))
+                    # Block by block: an incomplete tail fails only the last block, not what came before.
+                    for block in audio.blocks(blocksize=4096, dtype="float32", always_2d=True):
+                        blocks.append(block)
                 except (sf.LibsndfileError, RuntimeError) as exc:
                     if final:
                         raise InvalidArgument(f"{name} audio is corrupted: {_reason(exc)}") from None
@@ -92,7 +94,7 @@ class ContainerDecoder:
             if final:
                 raise InvalidArgument(f"{name} audio could not be decoded: {_reason(exc)}") from None
             return np.zeros(0, np.float32)
-        frames = blocks[0] if blocks else np.zeros((0, self.settings.channels), np.float32)
+        frames = np.concatenate(blocks) if blocks else np.zeros((0, self.settings.channels), np.float32)
         self._emitted += len(frames)
         return self._resample(frames.reshape(-1), last=final)
 

@@ -1,0 +1,209 @@
+"""`saywell eval`: runs the server's engine over a labelled corpus and reports agreement with the humans.
+
+Open mode assesses the recognised words; each labelled word takes the mean score of the recognised words it
+overlaps in time (the reference is force-aligned to get its times), as in the MultiPA paper. Failed utterances
+count with the lowest scores of the corpus and are reported in `n_failed`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import pathlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from saywell.engine.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio, load_corpus,
+                                    select, speaker_folds)
+from saywell.engine.options import EngineOptions
+from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult, WordScore
+
+CONCURRENCY = 4  # utterances in flight: lets the schedulers overlap ASR and alignment
+
+
+@dataclass
+class Collected:
+    sentence_pred: dict[str, list[float]]
+    sentence_true: dict[str, list[float]]
+    word_pred: dict[str, list[float]]
+    word_true: dict[str, list[float]]
+    flags: list[tuple[bool, bool]]  # (flagged, label needs improvement)
+
+
+def correlation_report(pred: list[float], true: list[float]) -> dict[str, float | None]:
+    from scipy.stats import spearmanr
+
+    p, t = np.asarray(pred, float), np.asarray(true, float)
+    if len(p) < 2 or np.std(p) == 0 or np.std(t) == 0:
+        pcc = scc = None
+    else:
+        pcc = float(np.corrcoef(p, t)[0, 1])
+        scc = float(spearmanr(p, t).statistic)
+    rmse = float(np.sqrt(np.mean((p - t) ** 2))) if len(p) else None
+    return {"pcc": pcc, "scc": scc, "rmse": rmse}
+
+
+def match_by_time(reference_spans: list[tuple[int, int]], words: tuple[WordScore, ...]) -> list[list[WordScore]]:
+    """For each labelled word's (start, end) the recognised words overlapping it."""
+    return [[w for w in words if min(end, w.end_ms) - max(start, w.start_ms) > 0] for start, end in reference_spans]
+
+
+def word_predictions(result: UtteranceResult, utterance: LabeledUtterance, mode: str,
+                     spans: list[tuple[int, int]] | None) -> list[dict[str, float] | None]:
+    words = [w for w in result.words]
+    if mode == "closed" and len(words) == len(utterance.words):
+        return [{"accuracy": w.accuracy, "stress": w.stress, "total": w.total, "flag": w.needs_improvement}
+                for w in words]
+    out: list[dict[str, float] | None] = []
+    for matched in match_by_time(spans or [], result.words):
+        if not matched:
+            out.append(None)
+            continue
+        out.append({aspect: float(np.mean([getattr(w, aspect) for w in matched])) for aspect in WORD_ASPECTS}
+                   | {"flag": any(w.needs_improvement for w in matched)})
+    return out
+
+
+async def _evaluate_one(engine, utterance: LabeledUtterance, mode: str):
+    audio = load_audio(utterance.audio_path)
+    request = AssessmentRequest(audio=audio, reference_text=utterance.text if mode == "closed" else "")
+    result = await engine.assess(request)
+    spans = None
+    if mode == "open" or len(result.words) != len(utterance.words):
+        from saywell.engine.text import normalize_words
+
+        alignment = await engine.align(audio, normalize_words(utterance.text))
+        spans = [(w.start_frame * 10, w.end_frame * 10) for w in alignment.words]
+        if len(spans) != len(utterance.words):
+            spans = spans[:len(utterance.words)] + [(0, 0)] * (len(utterance.words) - len(spans))
+    return utterance, result, spans, len(audio) / 16000
+
+
+def collect(outcomes, mode: str, floor: dict[str, float]) -> tuple[Collected, int]:
+    c = Collected({a: [] for a in SENTENCE_ASPECTS}, {a: [] for a in SENTENCE_ASPECTS},
+                  {a: [] for a in WORD_ASPECTS}, {a: [] for a in WORD_ASPECTS}, [])
+    failed = 0
+    for utterance, outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            failed += 1
+            predicted = {a: floor[a] for a in SENTENCE_ASPECTS}
+            words = [None] * len(utterance.words)
+        else:
+            _, result, spans, _ = outcome
+            s = result.scores
+            predicted = {"accuracy": s.accuracy, "fluency": s.fluency, "prosody": s.prosody, "total": s.total,
+                         "completeness": s.completeness if s.completeness is not None else 10.0}
+            words = word_predictions(result, utterance, mode, spans)
+        for aspect in SENTENCE_ASPECTS:
+            c.sentence_pred[aspect].append(predicted[aspect])
+            c.sentence_true[aspect].append(utterance.scores[aspect])
+        for label, word in zip(utterance.words, words):
+            for aspect in WORD_ASPECTS:
+                c.word_pred[aspect].append(word[aspect] if word else floor["word_" + aspect])
+                c.word_true[aspect].append(getattr(label, aspect))
+            c.flags.append((bool(word["flag"]) if word else True, label.accuracy < 10))
+    return c, failed
+
+
+def flag_report(flags: list[tuple[bool, bool]], threshold: float) -> dict[str, float | None]:
+    flagged = [truth for flag, truth in flags if flag]
+    positives = sum(truth for _, truth in flags)
+    return {"precision": float(np.mean(flagged)) if flagged else None,
+            "recall": (sum(flagged) / positives) if positives else None, "threshold": threshold}
+
+
+async def run_engine(utterances: list[LabeledUtterance], mode: str, options: EngineOptions):
+    from tqdm import tqdm
+
+    from saywell.engine.pipeline import AssessmentEngine
+
+    engine = AssessmentEngine(options)
+    engine.start()
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def guarded(u: LabeledUtterance):
+        async with gate:
+            try:
+                return u, await _evaluate_one(engine, u, mode)
+            except (EngineError, OSError, RuntimeError) as exc:
+                return u, exc
+
+    outcomes = []
+    with tqdm(total=len(utterances), desc=f"eval {mode}", unit="utt") as bar:
+        for future in asyncio.as_completed([guarded(u) for u in utterances]):
+            outcomes.append(await future)
+            bar.update(1)
+    threshold = engine.scoring.scorers["baseline"].calibration.threshold(0.5)
+    await engine.close()
+    return outcomes, threshold
+
+
+def lowest_scores(corpus: list[LabeledUtterance]) -> dict[str, float]:
+    floor = {a: min(u.scores[a] for u in corpus) for a in SENTENCE_ASPECTS}
+    floor.update({"word_" + a: min(getattr(w, a) for u in corpus for w in u.words) for a in WORD_ASPECTS})
+    return floor
+
+
+def plot(c: Collected, path: str, mode: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("sentence", a, c.sentence_pred[a], c.sentence_true[a]) for a in SENTENCE_ASPECTS] + \
+             [("word", a, c.word_pred[a], c.word_true[a]) for a in WORD_ASPECTS]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    for ax, (level, aspect, pred, true) in zip(axes.flat, panels):
+        jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(true))
+        ax.scatter(np.asarray(true) + jitter, pred, s=4, alpha=0.3)
+        ax.plot([0, 10], [0, 10], color="grey", linewidth=0.8)
+        r = correlation_report(pred, true)["pcc"]
+        ax.set_title(f"{level} {aspect}  PCC {r:.3f}" if r is not None else f"{level} {aspect}")
+        ax.set_xlabel("human")
+        ax.set_ylabel("saywell")
+        ax.set_xlim(-0.5, 10.5)
+        ax.set_ylim(-0.5, 10.5)
+    fig.suptitle(f"saywell eval, {mode} mode")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="saywell eval", description="Agreement of saywell's scores with "
+                                     "human labels on a corpus in the speechocean762 layout.")
+    parser.add_argument("--data", required=True, help="folder with audio/<utt>.<ext> and labels.jsonl")
+    parser.add_argument("--mode", choices=("open", "closed"), required=True)
+    parser.add_argument("--limit", type=int, default=None, help="random sample of this many utterances")
+    parser.add_argument("--seed", type=int, default=762, help="seed of the sample and of the folds")
+    parser.add_argument("--fold", type=int, default=None,
+                        help="evaluate only this speaker-disjoint fold (of --folds); default: all utterances")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--report", required=True, help="JSON report path")
+    parser.add_argument("--plot", default=None, help="PNG of predicted vs human scores")
+    args = parser.parse_args(argv)
+    corpus = load_corpus(args.data)
+    chosen = speaker_folds(corpus, args.folds, args.seed)[args.fold] if args.fold is not None else corpus
+    chosen = select(chosen, args.limit, args.seed)
+    started = time.perf_counter()
+    outcomes, threshold = asyncio.run(run_engine(chosen, args.mode, EngineOptions()))
+    seconds = time.perf_counter() - started
+    audio_s = sum(o[3] for _, o in outcomes if not isinstance(o, BaseException))
+    c, failed = collect(outcomes, args.mode, lowest_scores(corpus))
+    report = {
+        "mode": args.mode, "n_utterances": len(chosen), "n_failed": failed, "seconds": round(seconds, 1),
+        "rtf": round(seconds / audio_s, 4) if audio_s else None,
+        "sentence": {a: correlation_report(c.sentence_pred[a], c.sentence_true[a]) for a in SENTENCE_ASPECTS},
+        "word": {a: correlation_report(c.word_pred[a], c.word_true[a]) for a in WORD_ASPECTS},
+        "flags": flag_report(c.flags, threshold),
+    }
+    pathlib.Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        plot(c, args.plot, args.mode)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""The real server and the real client, end to end, on synthesized speech."""
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import grpc
+import pytest
+import soundfile as sf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from saywell.client import SaywellClient, load_audio
+from saywell.client.errors import RpcFailed
+from saywell.v1 import assessment_pb2 as pb
+from saywell.v1 import assessment_pb2_grpc as pb_grpc
+from saywell.server.app import SaywellServer
+from saywell.server.config import ServerConfig
+
+from live_server import FIXTURES, RunningServer
+
+
+def events(responses):
+    return [(r.WhichOneof("event"), r) for r in responses]
+
+
+def test_stream_of_one_sentence_gives_ordered_events_and_a_scored_final(server):
+    with SaywellClient(server.target) as client:
+        out = events(client.stream_file(load_audio(FIXTURES / "fox.wav"), interim_results=True, chunk_ms=100,
+                                        realtime_factor=2.0, client_request_id="req-1"))
+    kinds = [k for k, _ in out]
+    assert kinds[0] == "speech_event" and kinds[-1] == "summary"
+    assert kinds.index("utterance") > max(i for i, k in enumerate(kinds) if k == "speech_event")
+    assert all(r.client_request_id == "req-1" for _, r in out)
+    utterance = next(r.utterance for k, r in out if k == "utterance")
+    assert {"quick", "brown", "fox", "lazy", "dog"} <= {w.word for w in utterance.words}
+    starts = [w.start_ms for w in utterance.words]
+    assert starts == sorted(starts) and all(w.end_ms >= w.start_ms for w in utterance.words)
+    s = utterance.scores
+    for value in (s.accuracy, s.fluency, s.prosody, s.total):
+        assert 0 <= value <= 10
+    assert not s.HasField("completeness")  # open mode
+    assert s.total == pytest.approx(0.8 * s.accuracy + 0.1 * s.fluency + 0.1 * s.prosody, abs=0.02)
+    assert all(p.phone and 0 <= p.accuracy <= 2 for w in utterance.words for p in w.phones)
+    assert utterance.processing.model_versions["asr"].startswith("whisper-tiny.en")
+    summary = out[-1][1].summary
+    assert summary.utterances == 1 and summary.utterance_errors == 0 and summary.audio_ms >= 2900
+
+
+def test_interim_word_results_arrive_before_the_utterance_ends(server):
+    with SaywellClient(server.target) as client:
+        out = events(client.stream_file(load_audio(FIXTURES / "market_8k.wav"), interim_results=True,
+                                        chunk_ms=100, realtime_factor=1.0))
+    ended = next(i for i, (k, r) in enumerate(out) if k == "speech_event"
+                 and r.speech_event.type == pb.SpeechEvent.SPEECH_ENDED)
+    words = [r.word_result for k, r in out[:ended] if k == "word_result"]
+    assert words, "expected word results while the learner was still speaking"
+    committed = [w for w in words if w.committed]
+    assert len({w.word_index for w in committed}) == len(committed), "a committed word is never re-sent"
+    assert all(0 <= w.accuracy <= 10 for w in words)
+
+
+def test_two_utterances_are_assessed_in_order_with_stream_offsets(server):
+    with SaywellClient(server.target) as client:
+        out = events(client.stream_file(load_audio(FIXTURES / "two_utterances.wav"), chunk_ms=200,
+                                        endpointing={"end_of_utterance_silence_ms": 500}))
+    finals = [r.utterance for k, r in out if k == "utterance"]
+    assert [u.utterance_index for u in finals] == [0, 1]
+    assert "coffee" in finals[0].transcript.lower() and "brother" in finals[1].transcript.lower()
+    assert finals[1].start_ms > finals[0].end_ms >= 2000
+    assert finals[1].words[0].start_ms >= finals[1].start_ms
+    assert finals[0].cause == pb.SILENCE and finals[1].cause == pb.END_OF_STREAM
+
+
+def test_closed_mode_reports_completeness_and_omissions(server):
+    with SaywellClient(server.target) as client:
+        out = events(client.stream_file(load_audio(FIXTURES / "brother.wav"),
+                                        reference_text="My brother is 10 years old and likes apples."))
+    utterance = next(r.utterance for k, r in out if k == "utterance")
+    words = [w.word for w in utterance.words]
+    assert words[:6] == ["my", "brother", "is", "ten", "years", "old"]
+    omitted = [w.word for w in utterance.words if w.error_type == pb.OMISSION]
+    assert set(omitted) <= {"and", "likes", "apples"} and len(omitted) >= 2
+    assert utterance.scores.HasField("completeness") and utterance.scores.completeness < 10
+    assert utterance.reference_text.startswith("My brother")
+
+
+def test_compressed_stream_ogg_opus(server):
+    audio, rate = sf.read(FIXTURES / "coffee.wav", dtype="float32")
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format="OGG", subtype="OPUS")
+    data = buffer.getvalue()
+
+    def requests():
+        yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.OGG_OPUS)))
+        for i in range(0, len(data), 2000):
+            yield pb.StreamAssessRequest(audio=data[i:i + 2000])
+
+    with grpc.insecure_channel(server.target) as channel:
+        out = events(pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(requests()))
+    utterance = next(r.utterance for k, r in out if k == "utterance")
+    assert "coffee" in utterance.transcript.lower()
+
+
+def test_unary_assess_and_capabilities(server):
+    with SaywellClient(server.target) as client:
+        response = client.assess_source(load_audio(FIXTURES / "fox.wav"),
+                                        reference_text="The quick brown fox jumps over the lazy dog.")
+        capabilities = client.capabilities()
+    assessment = response.assessment
+    assert len(assessment.words) == 9 and assessment.scores.completeness == pytest.approx(10)
+    assert pb.OGG_OPUS in capabilities.encodings and "en-US" in capabilities.language_codes
+    assert capabilities.limits.max_concurrent_streams == 4 and capabilities.engine.scorers[0] == "baseline"
+
+
+@pytest.mark.parametrize("first, message", [
+    (pb.StreamAssessRequest(audio=b"\x00\x00"), "first message must carry config"),
+    (pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.LINEAR16))),
+     "sample_rate_hertz is required"),
+])
+def test_bad_streams_get_invalid_argument_and_the_server_keeps_serving(server, first, message):
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.PronunciationAssessmentStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            list(stub.StreamAssess(iter([first])))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in error.value.details()
+        assert stub.GetCapabilities(pb.GetCapabilitiesRequest()).engine.name == "saywell-cpu"
+
+
+def test_second_config_is_rejected_after_earlier_utterances_are_delivered(server):
+    audio = sf.read(FIXTURES / "coffee.wav", dtype="int16")[0].tobytes()
+    config = pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000))
+    requests = [pb.StreamAssessRequest(config=config), pb.StreamAssessRequest(audio=audio),
+                pb.StreamAssessRequest(end_of_utterance=pb.EndOfUtterance()), pb.StreamAssessRequest(config=config)]
+    received = []
+    with grpc.insecure_channel(server.target) as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            for response in pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter(requests)):
+                received.append(response.WhichOneof("event"))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "only once" in error.value.details()
+    assert "utterance" in received, "the utterance accepted before the error must still be assessed"
+
+
+def test_streams_beyond_the_limit_are_refused_with_resource_exhausted():
+    busy = RunningServer(ServerConfig(port=0, metrics_port=0, max_concurrent_streams=1, warm_up=False))
+    try:
+        with grpc.insecure_channel(busy.target) as channel:
+            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            gate = threading.Event()
+
+            def held():
+                yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
+                    audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000)))
+                gate.wait(10)
+
+            first = stub.StreamAssess(held())
+            with pytest.raises(grpc.RpcError) as error:
+                for _ in range(50):  # until the first stream is admitted
+                    list(stub.StreamAssess(iter([])))
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit of 1 concurrent streams" in error.value.details()
+            gate.set()
+            list(first)
+    finally:
+        busy.stop()
+
+
+def test_health_and_reflection(server):
+    with grpc.insecure_channel(server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "saywell.v1.PronunciationAssessment"):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in reply.list_services_response.service}
+        assert "saywell.v1.PronunciationAssessment" in names and "grpc.health.v1.Health" in names
+
+
+def test_cli_assess_json_against_the_real_server(server):
+    env = dict(os.environ, NO_COLOR="1")
+    done = subprocess.run([sys.executable, "-m", "saywell.client.cli", "assess", str(FIXTURES / "fox.wav"),
+                           "--target", server.target, "--json", "--reference-text",
+                           "the quick brown fox jumps over the lazy dog"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    utterance = report["utterances"][0]
+    assert [w["word"] for w in utterance["words"]] == "the quick brown fox jumps over the lazy dog".split()
+    assert 0 <= utterance["scores"]["total"] <= 10
+
+
+def test_metrics_endpoint_counts_utterances(server):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    metered = RunningServer(ServerConfig(port=0, metrics_port=port, warm_up=False))
+    try:
+        with SaywellClient(metered.target) as client:
+            list(client.stream_file(load_audio(FIXTURES / "brother.wav")))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'saywell_utterances_total{outcome="assessed"} 1.0' in text
+        assert "saywell_final_latency_seconds_count 1.0" in text
+        assert "saywell_active_streams 0.0" in text
+    finally:
+        metered.stop()
+    assert isinstance(metered.server, SaywellServer)

@@ -1,0 +1,41 @@
+import pytest
+
+from saywell.server.config import ServerConfig, load_config
+
+
+def test_defaults_listen_on_loopback_50051():
+    config = load_config([], environ={})
+    assert (config.host, config.port) == ("127.0.0.1", 50051)
+    assert config.max_concurrent_streams >= 1
+
+
+def test_flags_beat_environment_which_beats_defaults():
+    env = {"SAYWELL_PORT": "6000", "SAYWELL_MAX_CONCURRENT_STREAMS": "3", "SAYWELL_LOG_JSON": "false"}
+    config = load_config(["--port", "7000"], environ=env)
+    assert config.port == 7000
+    assert config.max_concurrent_streams == 3
+    assert config.log_json is False
+
+
+def test_bad_environment_value_names_the_variable():
+    with pytest.raises(ValueError, match="SAYWELL_PORT"):
+        load_config([], environ={"SAYWELL_PORT": "many"})
+    with pytest.raises(ValueError, match="SAYWELL_WARM_UP"):
+        load_config([], environ={"SAYWELL_WARM_UP": "maybe"})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("port", 70000, "port must be"),
+    ("metrics_port", -1, "metrics_port"),
+    ("max_concurrent_streams", 0, "max_concurrent_streams"),
+    ("max_message_bytes", 1000, "max_message_bytes"),
+    ("max_utterance_ms", 500, "max_utterance_ms"),
+    ("max_stream_ms", 1000, "max_stream_ms"),
+    ("max_reference_text_chars", 0, "max_reference_text_chars"),
+    ("interim_step_ms", 50, "interim_step_ms"),
+    ("grace_s", -1.0, "grace_s"),
+    ("max_batch_size", 0, "max_batch_size"),
+])
+def test_every_limit_is_validated(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ServerConfig(**{field: value})

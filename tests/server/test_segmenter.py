@@ -1,0 +1,67 @@
+import pathlib
+
+import numpy as np
+import soundfile as sf
+
+from saywell.server.segmenter import EndCause, SegmenterOptions, SpeechStarted, UtteranceEnded, VadSegmenter
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def run(audio, options=SegmenterOptions(), chunk=1600, flush=EndCause.END_OF_STREAM):
+    segmenter = VadSegmenter(options)
+    events = []
+    for i in range(0, len(audio), chunk):
+        events += segmenter.feed(audio[i:i + chunk])
+    return events + segmenter.end_utterance(flush)
+
+
+def two_utterances():
+    return sf.read(FIXTURES / "two_utterances.wav", dtype="float32")[0]
+
+
+def test_two_utterances_separated_by_silence():
+    events = run(two_utterances(), SegmenterOptions(silence_ms=500))
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, UtteranceEnded, SpeechStarted, UtteranceEnded]
+    first, second = events[1], events[3]
+    assert first.cause is EndCause.SILENCE and second.cause is EndCause.END_OF_STREAM
+    assert [first.index, second.index] == [0, 1]
+    # coffee.wav (2.5 s) starts after 0.3 s of silence; brother.wav after another 1.2 s
+    assert 0 <= first.start_ms <= 400 and 2300 <= first.speech_end_ms <= 3000
+    assert 3500 <= second.start_ms <= 4200
+    assert abs(len(first.audio) / 16 - (first.speech_end_ms - first.start_ms)) <= 250  # 200 ms tail kept
+
+
+def test_long_silence_setting_keeps_both_in_one_utterance():
+    events = run(two_utterances(), SegmenterOptions(silence_ms=2000))
+    assert [type(e) for e in events] == [SpeechStarted, UtteranceEnded]
+
+
+def test_max_length_cuts_and_speech_resumes_as_a_new_utterance():
+    events = run(two_utterances(), SegmenterOptions(max_utterance_ms=1000))
+    ended = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert any(e.cause is EndCause.MAX_LENGTH for e in ended)
+    assert all(len(e.audio) <= 16000 * 1.05 for e in ended)
+    assert [e.index for e in ended] == list(range(len(ended)))
+
+
+def test_silence_only_yields_nothing():
+    assert run(np.zeros(16000 * 3, np.float32)) == []
+
+
+def test_client_end_of_utterance_cuts_mid_speech():
+    audio = two_utterances()
+    segmenter = VadSegmenter()
+    events = segmenter.feed(audio[:16000 * 2])
+    assert segmenter.in_speech
+    events += segmenter.end_utterance(EndCause.CLIENT)
+    assert isinstance(events[-1], UtteranceEnded) and events[-1].cause is EndCause.CLIENT
+    assert not segmenter.in_speech
+
+
+def test_chunking_does_not_change_the_segmentation():
+    audio = two_utterances()
+    a = [(type(e).__name__, getattr(e, "start_ms", getattr(e, "offset_ms", None))) for e in run(audio, chunk=480)]
+    b = [(type(e).__name__, getattr(e, "start_ms", getattr(e, "offset_ms", None))) for e in run(audio, chunk=7777)]
+    assert a == b
