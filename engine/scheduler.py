@@ -62,8 +62,9 @@ class BatchScheduler(Generic[Item, Result]):
                 if not future.done():
                     future.set_exception(EngineError(f"{self.stage.name} stage shut down"))
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+            executor, self._executor = self._executor, None
+            # A running batch finishes on its thread; the event loop keeps serving meanwhile.
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
     async def submit(self, item: Item) -> Result:
         """Queues one item and waits for its result; raises the item's own error, or OverloadedError."""
@@ -76,6 +77,14 @@ class BatchScheduler(Generic[Item, Result]):
             raise OverloadedError(
                 f"{self.stage.name} queue is full ({self.options.max_queue_size} waiting)") from None
         return await future
+
+    def _report(self, size: int, seconds: float) -> None:
+        if self._on_batch is None:
+            return
+        try:
+            self._on_batch(self.stage.name, size, seconds)
+        except Exception:  # metrics must never stop inference
+            log.exception("on_batch callback failed for stage %s", self.stage.name)
 
     async def _next_batch(self) -> list[tuple[Item, asyncio.Future]]:
         batch = [await self._queue.get()]
@@ -108,11 +117,15 @@ class BatchScheduler(Generic[Item, Result]):
                     self._executor, self.stage.run_batch, [item for item, _ in batch])
                 if len(results) != len(batch):
                     raise EngineError(f"{self.stage.name} returned {len(results)} results for {len(batch)} items")
+            except asyncio.CancelledError:  # shutting down mid-batch: nobody may be left waiting
+                for _item, future in batch:
+                    if not future.done():
+                        future.set_exception(EngineError(f"{self.stage.name} stage shut down"))
+                raise
             except Exception as exc:  # the whole batch failed: every item learns why
                 log.exception("stage %s failed on a batch of %d", self.stage.name, len(batch))
-                results = [EngineError(f"{self.stage.name} failed: {exc}")] * len(batch)
-            if self._on_batch is not None:
-                self._on_batch(self.stage.name, len(batch), time.perf_counter() - started)
+                results = [EngineError(f"{self.stage.name} failed: {exc}") for _ in batch]
+            self._report(len(batch), time.perf_counter() - started)
             for (_item, future), result in zip(batch, results):
                 if future.done():
                     continue

@@ -81,12 +81,21 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
                                     f"streams; retry after {RETRY_AFTER_MS} ms")
         self.active_streams += 1
         self.metrics.active_streams.inc()
+        session = AssessmentSession(self.engine, self.config, self.metrics)
+        started, outcome = time.perf_counter(), "cancelled"
         try:
-            async for response in AssessmentSession(self.engine, self.config, self.metrics).run(request_iterator):
+            async for response in session.run(request_iterator):
                 yield response
+            outcome = "ok"
+        except StatusError as exc:
+            outcome = exc.code.name
+            raise
         finally:
             self.active_streams -= 1
             self.metrics.active_streams.dec()
+            self.metrics.streams.labels(outcome).inc()
+            log.info("stream closed", extra={"status": outcome, "seconds": round(time.perf_counter() - started, 3),
+                                             "peer": context.peer(), **session.log_fields()})
 
     async def Assess(self, request: pb.AssessRequest, context) -> pb.AssessResponse:
         settings = audio_settings(request.audio, request.HasField("audio"))

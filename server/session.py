@@ -60,6 +60,12 @@ class AssessmentSession:
         self._decoder = None
         self._totals = StreamTotals()
 
+    def log_fields(self) -> dict:
+        """What a stream's closing log line says: counts and ids, never audio or transcripts."""
+        return {"client_request_id": self.settings.client_request_id if self.settings else "",
+                "utterances": self._totals.utterances, "utterance_errors": self._totals.errors,
+                "audio_ms": self._segmenter.position_ms if self._segmenter else 0}
+
     # -- output -------------------------------------------------------------------------------------------
     def _emit(self, **event) -> None:
         request_id = self.settings.client_request_id if self.settings else ""

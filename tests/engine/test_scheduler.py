@@ -258,8 +258,6 @@ def test_batching_options_refuse_nonsense(field, value):
         BatchingOptions(**{field: value})
 
 
-@pytest.mark.xfail(reason="engine bug: close() cancels the batcher task while it awaits run_in_executor, so the "
-                          "futures of the in-flight batch are never resolved and their callers wait forever")
 def test_close_resolves_callers_of_the_running_batch():
     stage = RecordingStage(delay_s=0.1)
 
@@ -273,3 +271,30 @@ def test_close_resolves_callers_of_the_running_batch():
         return bool(done)
 
     assert asyncio.run(main()), "the caller of the in-flight batch got neither a result nor an error"
+
+
+def test_a_failing_metrics_callback_does_not_stop_inference():
+    def broken_callback(name, size, seconds):
+        raise RuntimeError("metrics backend down")
+
+    async def main():
+        scheduler = BatchScheduler(RecordingStage(), BatchingOptions(max_batch_size=2), on_batch=broken_callback)
+        first = await asyncio.gather(*(scheduler.submit(i) for i in range(3)))
+        second = await scheduler.submit(7)
+        await scheduler.close()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert len(first) == 3 and second is not None
+
+
+def test_whole_batch_failure_gives_each_caller_its_own_exception():
+    async def main():
+        scheduler = BatchScheduler(RecordingStage(fail_batch=True), BatchingOptions(max_batch_size=4, max_wait_ms=20))
+        outcomes = await asyncio.gather(*(scheduler.submit(i) for i in range(3)), return_exceptions=True)
+        await scheduler.close()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, EngineError) for o in outcomes)
+    assert len({id(o) for o in outcomes}) == len(outcomes)
