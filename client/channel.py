@@ -13,14 +13,24 @@ from saywell.client.options import ClientOptions
 __all__ = ["open_channel", "open_aio_channel"]
 
 
-def _credentials(opts: ClientOptions) -> grpc.ChannelCredentials | None:
-    if opts.tls_root_cert is None:
+def _read(what: str, path: str | None) -> bytes | None:
+    if not path:
         return None
     try:
-        root = Path(opts.tls_root_cert).read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
-        raise SaywellClientError(f"cannot read TLS root certificate {opts.tls_root_cert}: {e}") from e
-    return grpc.ssl_channel_credentials(root_certificates=root)
+        raise SaywellClientError(f"cannot read TLS {what} {path}: {e}") from e
+
+
+def _credentials(opts: ClientOptions) -> grpc.ChannelCredentials | None:
+    """None for plaintext; a client certificate and key add mutual TLS; no root means the system's roots."""
+    if not opts.tls:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read("root certificate", opts.tls_root_cert),
+        private_key=_read("client key", opts.tls_client_key),
+        certificate_chain=_read("client certificate", opts.tls_client_cert),
+    )
 
 
 def open_channel(target: str, opts: ClientOptions) -> grpc.Channel:

@@ -37,6 +37,8 @@ def _add_connection_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--token", default=os.environ.get("SAYWELL_TOKEN"), help="bearer token (default: $SAYWELL_TOKEN)")
     p.add_argument("--tls-ca", metavar="PEM", help="root certificate: connect with TLS")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of unary calls, s (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -72,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _client(args: argparse.Namespace) -> SaywellClient:
-    options = ClientOptions(timeout_s=args.timeout, tls_root_cert=args.tls_ca, bearer_token=args.token)
+    options = ClientOptions(timeout_s=args.timeout, tls_root_cert=args.tls_ca, tls_client_cert=args.tls_cert,
+                            tls_client_key=args.tls_key, bearer_token=args.token)
     return SaywellClient(args.target, options=options)
 
 

@@ -19,16 +19,29 @@ class ClientOptions:
     timeout_s: deadline of unary calls (Assess, GetCapabilities), seconds; None: none.
     stream_timeout_s: deadline of a whole StreamAssess call; None (default): none,
         since a live stream lasts as long as the learner speaks.
-    tls_root_cert: path of a PEM root certificate; set it to use TLS. None: plaintext.
+    tls_root_cert: path of a PEM root certificate; set it to use TLS. None: plaintext
+        (unless a client certificate is set: then TLS with the system's roots).
     bearer_token: sent as `authorization: Bearer <token>` metadata on every call.
     max_message_bytes: largest message sent or received.
+    tls_client_cert / tls_client_key: paths of a PEM client certificate chain and its
+        private key, for servers that require mutual TLS. Set both or neither.
     """
 
     timeout_s: float | None = 30.0
     stream_timeout_s: float | None = None
     tls_root_cert: str | None = None
-    bearer_token: str | None = None
+    bearer_token: str | None = field(default=None, repr=False)
     max_message_bytes: int = 16 * 1024 * 1024
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_client_cert) != bool(self.tls_client_key):
+            raise ValueError("tls_client_cert and tls_client_key must be set together (mutual TLS)")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_root_cert or self.tls_client_cert)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         if not self.bearer_token:

@@ -12,9 +12,11 @@ from grpc_reflection.v1alpha import reflection
 
 from saywell.engine.options import AsrOptions, BatchingOptions, EngineOptions
 from saywell.engine.pipeline import AssessmentEngine
+from saywell.server.auth import AccessInterceptor, load_tokens
 from saywell.server.config import ServerConfig
 from saywell.server.metrics import ServerMetrics
 from saywell.server.servicer import PronunciationAssessmentServicer, StatusInterceptor
+from saywell.server.tls import server_credentials, tls_mode
 from saywell.v1 import assessment_pb2, assessment_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class SaywellServer:
         self.metrics = ServerMetrics()
         self.engine = engine or AssessmentEngine(engine_options(config), on_batch=self.metrics.on_batch)
         self.health = health_aio.HealthServicer()
+        self.access = AccessInterceptor(load_tokens(config), config.max_streams_per_client, self.metrics)
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
         self._metrics_server = None
@@ -46,7 +49,7 @@ class SaywellServer:
         self.engine.start()
         limit = self.config.max_message_bytes
         self.server = grpc.aio.server(
-            interceptors=[StatusInterceptor(self.metrics)],
+            interceptors=[self.access, StatusInterceptor(self.metrics)],  # refuse before anything else runs
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                      ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
                      ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -57,7 +60,11 @@ class SaywellServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server)
-        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        address, credentials = f"{self.config.host}:{self.config.port}", server_credentials(self.config)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
         await self.server.start()
@@ -66,7 +73,9 @@ class SaywellServer:
         if self.config.metrics_port:
             self._metrics_server, _ = self.metrics.serve_http(self.config.metrics_port, self.config.host)
         log.info("saywell serving", extra={"address": f"{self.config.host}:{self.port}",
-                                           "metrics_port": self.config.metrics_port, "asr": self.config.asr_model})
+                                           "metrics_port": self.config.metrics_port, "asr": self.config.asr_model,
+                                           "tls": tls_mode(self.config), "auth": "on" if self.access.tokens else "off",
+                                           "max_streams_per_client": self.config.max_streams_per_client})
         return self.port
 
     async def stop(self) -> None:

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+# Secrets travel only by environment variable: a flag would show them in `ps` and shell history.
+ENV_ONLY = {"env_only": True}
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,12 @@ class ServerConfig:
     warm_up: bool = True  # load models before serving
     log_level: str = "INFO"
     log_json: bool = True
+    tls_cert: str = ""  # PEM server certificate chain; with tls_key turns TLS on ("" = plaintext)
+    tls_key: str = ""  # PEM private key of tls_cert
+    tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mutual TLS)
+    tokens_file: str = ""  # bearer tokens, one per line: `token [scope,scope]`; no tokens at all = auth off
+    tokens: str = field(default="", repr=False, metadata=ENV_ONLY)  # SAYWELL_TOKENS: `token[:scope+scope],...`
+    max_streams_per_client: int = 4  # concurrent streams per token (or peer host without auth); 0 = unlimited
 
     def __post_init__(self) -> None:
         checks = [
@@ -39,10 +49,29 @@ class ServerConfig:
             (self.interim_step_ms >= 100, "interim_step_ms must be >= 100"),
             (self.grace_s >= 0, "grace_s must be >= 0"),
             (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
+            (self.max_streams_per_client >= 0, "max_streams_per_client must be >= 0 (0: unlimited)"),
+            (bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key must be set together "
+             f"(got tls_cert={self.tls_cert!r}, tls_key={self.tls_key!r})"),
+            (not self.tls_client_ca or self.tls_cert, "tls_client_ca (mutual TLS) needs TLS: set tls_cert and "
+             "tls_key too"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "tokens_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name} file {path!r} does not exist")
+            if path and name.startswith("tls") and b"-----BEGIN " not in Path(path).read_bytes():
+                raise ValueError(f"{name} file {path!r} is not PEM (no '-----BEGIN' line)")
+        if self.tokens_file or self.tokens:
+            from saywell.server.auth import load_tokens  # only servers that use tokens pay for the import
+
+            load_tokens(self)  # malformed entries fail here, before the server starts
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
 
 def _env_name(field_name: str) -> str:
@@ -59,9 +88,13 @@ def _parse_bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saywell-server", description="saywell gRPC assessment server. "
-                                     "Every flag can also be set by its SAYWELL_<NAME> environment variable.")
+    parser = argparse.ArgumentParser(
+        prog="saywell-server", allow_abbrev=False,  # no prefix matching: `--tokens x` must not mean --tokens-file
+        description="saywell gRPC assessment server. Every flag can also be set by its SAYWELL_<NAME> environment "
+                    "variable. Bearer tokens: --tokens-file or SAYWELL_TOKENS (never a flag).")
     for f in fields(ServerConfig):
+        if f.metadata.get("env_only"):
+            continue
         flag = "--" + f.name.replace("_", "-")
         kind = {int: int, float: float, str: str, bool: _parse_bool}[type(f.default)]
         parser.add_argument(flag, dest=f.name, type=kind, default=None,
