@@ -1,0 +1,136 @@
+"""What a load test measures, from two timelines per stream: when audio was sent, when answers came.
+
+All times are seconds of one monotonic clock; stream offsets are milliseconds of the audio as sent, which is
+what the server's offsets count too, so "when had the audio up to offset X been sent" is a lookup.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+
+from saywell.client.hdr import LatencyHistogram
+from saywell.v1 import assessment_pb2 as pb
+
+__all__ = ["RunStats", "SendTimeline", "ResponseTracker", "MID_UTTERANCE_CUT_MS"]
+
+# A SPEECH_ENDED this far before the end of the utterance audio that contains it was a cut inside the
+# audio (a pause in a long recording, MAX_LENGTH): its own offset is then the last speech sample.
+MID_UTTERANCE_CUT_MS = 300
+
+
+@dataclass
+class RunStats:
+    """Everything one run (or ramp stage) measured, over all its streams."""
+
+    final_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    endpointing_delay: LatencyHistogram = field(default_factory=LatencyHistogram)
+    word_flag_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
+    first_response: LatencyHistogram = field(default_factory=LatencyHistogram)
+    server_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # as the server reports it
+    utterances: int = 0
+    errors: Counter = field(default_factory=Counter)
+    audio_seconds_sent: float = 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+class SendTimeline:
+    """When one stream sent what: chunk end offsets with their wall times, and where its utterances lie."""
+
+    def __init__(self) -> None:
+        self._end_ms: list[float] = []
+        self._sent_at: list[float] = []
+        self._utterances: list[tuple[float, float]] = []  # (start_ms, end_ms), in order
+        self.first_speech_at: float | None = None
+
+    def add_utterance(self, start_ms: float, end_ms: float) -> None:
+        self._utterances.append((start_ms, end_ms))
+
+    def record_chunk(self, end_ms: float, sent_at: float) -> None:
+        """Audio up to stream offset `end_ms` had left the client at `sent_at`."""
+        self._end_ms.append(end_ms)
+        self._sent_at.append(sent_at)
+        if self.first_speech_at is None and self._utterances and end_ms > self._utterances[0][0]:
+            self.first_speech_at = sent_at
+
+    def sent_at(self, offset_ms: float) -> float | None:
+        """When the audio up to `offset_ms` had been sent (the latest send if it has not yet); None: nothing sent."""
+        if not self._sent_at:
+            return None
+        i = bisect.bisect_left(self._end_ms, offset_ms)
+        return self._sent_at[min(i, len(self._sent_at) - 1)]
+
+    def last_speech_ms(self, event_offset_ms: float) -> float:
+        """Stream offset of the last speech sample before a SPEECH_ENDED at `event_offset_ms`.
+
+        That is the end of the utterance audio the event falls in (or follows), unless the event lies well
+        inside that audio (the VAD cut it there), in which case it is the event's own offset.
+        """
+        starts = [start for start, _ in self._utterances]
+        i = bisect.bisect_right(starts, event_offset_ms) - 1
+        if i < 0:
+            return event_offset_ms
+        end_ms = self._utterances[i][1]
+        return end_ms if event_offset_ms >= end_ms - MID_UTTERANCE_CUT_MS else event_offset_ms
+
+
+class ResponseTracker:
+    """Turns one stream's responses, stamped with their receipt time, into RunStats samples (in ms)."""
+
+    def __init__(self, timeline: SendTimeline, stats: RunStats) -> None:
+        self.timeline = timeline
+        self.stats = stats
+        self._ended_at: dict[int, float] = {}
+        self._words_seen: set[tuple[int, int]] = set()
+        self._answered = False
+
+    def on_response(self, response: pb.StreamAssessResponse, received_at: float) -> None:
+        if not self._answered:
+            self._answered = True
+            start = self.timeline.first_speech_at
+            if start is not None:
+                self.stats.first_response.record(_ms(received_at - start))
+        kind = response.WhichOneof("event")
+        if kind == "speech_event":
+            self._on_speech_event(response.speech_event, received_at)
+        elif kind == "word_result":
+            self._on_word(response.word_result, received_at)
+        elif kind == "utterance":
+            ended_at = self._ended_at.pop(response.utterance.utterance_index, None)
+            self.stats.utterances += 1
+            self.stats.server_latency.record(response.utterance.processing.latency_ms)
+            if ended_at is not None:
+                self.stats.final_latency.record(_ms(received_at - ended_at))
+        elif kind == "utterance_error":
+            self._ended_at.pop(response.utterance_error.utterance_index, None)
+            self.stats.errors[response.utterance_error.code or "UNKNOWN"] += 1
+
+    def on_stream_error(self, code_name: str) -> None:
+        self.stats.errors[code_name] += 1
+
+    def _on_speech_event(self, event: pb.SpeechEvent, received_at: float) -> None:
+        if event.type != pb.SpeechEvent.SPEECH_ENDED:
+            return
+        self._ended_at[event.utterance_index] = received_at
+        if event.cause != pb.SILENCE:
+            return  # endpointed by a cut, the client or the half-close: not the VAD's silence decision
+        sent = self.timeline.sent_at(self.timeline.last_speech_ms(event.offset_ms))
+        if sent is not None:
+            self.stats.endpointing_delay.record(_ms(received_at - sent))
+
+    def _on_word(self, word: pb.WordResult, received_at: float) -> None:
+        key = (word.utterance_index, word.word_index)
+        if key in self._words_seen:
+            return
+        self._words_seen.add(key)
+        sent = self.timeline.sent_at(word.end_ms)
+        if sent is not None:
+            self.stats.word_flag_lag.record(_ms(received_at - sent))
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0

@@ -1,0 +1,140 @@
+"""The load test's report: one JSON document with fixed keys, and an optional PNG (matplotlib, imported lazily)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from saywell.client.bench_measure import RunStats
+from saywell.client.bench_server import ResourceUsage
+from saywell.client.hdr import LatencyHistogram
+
+__all__ = ["REPORT_KEYS", "StageResult", "build_report", "stage_held", "stage_summary", "write_plot", "write_report"]
+
+# The keys every report has, in this order; extras (endpointing delay, first response, ramp) follow.
+REPORT_KEYS = (
+    "streams",
+    "duration_s",
+    "utterances",
+    "errors",
+    "final_latency_ms",
+    "word_flag_lag_ms",
+    "audio_seconds_per_second",
+    "server_cpu_percent",
+    "server_rss_mb",
+    "max_realtime_streams",
+)
+FINAL_PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "max": 100}
+SHORT_PERCENTILES = {"p50": 50, "p95": 95}
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One run at one concurrency: what was asked (streams, duration_s), how long it took, what it measured."""
+
+    streams: int
+    duration_s: float
+    wall_s: float
+    stats: RunStats
+    usage: ResourceUsage | None = None
+
+
+def _rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _percentiles(hist: LatencyHistogram, names: dict[str, float]) -> dict[str, float | None]:
+    return {name: _rounded(hist.percentile(p)) for name, p in names.items()}
+
+
+def stage_held(result: StageResult, max_p95_ms: float) -> bool:
+    """A concurrency holds when utterances were assessed, none failed, and p95 final latency is within bounds."""
+    p95 = result.stats.final_latency.percentile(95)
+    return result.stats.error_count == 0 and p95 is not None and p95 <= max_p95_ms
+
+
+def stage_summary(result: StageResult) -> dict[str, Any]:
+    """The report's keys for one run (max_realtime_streams aside), then the extras."""
+    stats = result.stats
+    usage = result.usage or ResourceUsage(None, None)
+    return {
+        "streams": result.streams,
+        "duration_s": result.duration_s,
+        "utterances": stats.utterances,
+        "errors": dict(sorted(stats.errors.items())),
+        "final_latency_ms": _percentiles(stats.final_latency, FINAL_PERCENTILES),
+        "word_flag_lag_ms": _percentiles(stats.word_flag_lag, SHORT_PERCENTILES),
+        "audio_seconds_per_second": _rounded(stats.audio_seconds_sent / result.wall_s if result.wall_s > 0 else None,
+                                             3),
+        "server_cpu_percent": _rounded(usage.cpu_percent),
+        "server_rss_mb": _rounded(usage.rss_mb),
+        "endpointing_delay_ms": _percentiles(stats.endpointing_delay, SHORT_PERCENTILES),
+        "server_latency_ms": _percentiles(stats.server_latency, SHORT_PERCENTILES),
+        "time_to_first_response_ms": _percentiles(stats.first_response, {"p50": 50, "p95": 95, "max": 100}),
+        "wall_s": _rounded(result.wall_s, 2),
+    }
+
+
+def build_report(
+    result: StageResult, *, max_realtime_streams: int | None = None, ramp: Sequence[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The JSON report: REPORT_KEYS first (max_realtime_streams null unless ramped), extras after."""
+    summary = stage_summary(result)
+    report = {key: summary.get(key) for key in REPORT_KEYS}
+    report["max_realtime_streams"] = max_realtime_streams
+    report.update((key, value) for key, value in summary.items() if key not in report)
+    if ramp is not None:
+        report["ramp"] = list(ramp)
+    return report
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def write_plot(
+    path: str | Path,
+    stats: RunStats,
+    ramp: Sequence[dict[str, Any]] | None = None,
+    max_p95_ms: float | None = None,
+) -> None:
+    """Latency CDFs (final, word flag lag, endpointing) and, for a ramp, p95 final latency vs concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    panels = 2 if ramp else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
+    ax = axes[0][0]
+    for label, hist in (("final latency", stats.final_latency), ("word flag lag", stats.word_flag_lag),
+                        ("endpointing delay", stats.endpointing_delay)):
+        points = hist.cdf()
+        if points:
+            xs, ys = zip(*[(points[0][0], 0.0), *points])
+            ax.step(xs, ys, where="post", label=f"{label} (n={hist.count})")
+    ax.set_xlabel("ms")
+    ax.set_ylabel("fraction ≤ x")
+    ax.set_title("Latency CDF")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    if ramp:
+        ax = axes[0][1]
+        held = [stage for stage in ramp if stage["final_latency_ms"]["p95"] is not None]
+        ax.plot([s["streams"] for s in held], [s["final_latency_ms"]["p95"] for s in held], marker="o",
+                label="p95 final latency")
+        if max_p95_ms is not None:
+            ax.axhline(max_p95_ms, color="red", linestyle="--", label=f"limit {max_p95_ms:g} ms")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel("ms")
+        ax.set_title("p95 final latency vs concurrency")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
