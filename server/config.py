@@ -35,7 +35,9 @@ class ServerConfig:
     tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mutual TLS)
     tokens_file: str = ""  # bearer tokens, one per line: `token [scope,scope]`; no tokens at all = auth off
     tokens: str = field(default="", repr=False, metadata=ENV_ONLY)  # SAYWELL_TOKENS: `token[:scope+scope],...`
-    max_streams_per_client: int = 4  # concurrent streams per token (or peer host without auth); 0 = unlimited
+    # Concurrent streams per token (or per peer host without auth); 0 = unlimited. Off by default: a chatbot
+    # backend fronting many learners is one peer host.
+    max_streams_per_client: int = 0
 
     def __post_init__(self) -> None:
         checks = [

@@ -192,19 +192,19 @@ def pem(tmp_path):
     return str(path)
 
 
-def test_security_defaults_are_off_with_four_streams_per_client():
+def test_security_defaults_are_off_and_clients_are_not_limited():
     config = load_config([], environ={})
     assert (config.tls_cert, config.tls_key, config.tls_client_ca, config.tokens_file, config.tokens) == ("",) * 5
-    assert config.max_streams_per_client == 4 and not config.tls
+    assert config.max_streams_per_client == 0 and not config.tls
 
 
 def test_security_flags_and_environment(pem, tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("alpha\n")
     config = load_config(["--tls-cert", pem, "--tls-key", pem, "--tokens-file", str(tokens)],
-                         environ={"SAYWELL_TLS_CLIENT_CA": pem, "SAYWELL_MAX_STREAMS_PER_CLIENT": "0",
+                         environ={"SAYWELL_TLS_CLIENT_CA": pem, "SAYWELL_MAX_STREAMS_PER_CLIENT": "3",
                                   "SAYWELL_TOKENS": "beta:assess"})
-    assert config.tls and config.tls_client_ca == pem and config.max_streams_per_client == 0
+    assert config.tls and config.tls_client_ca == pem and config.max_streams_per_client == 3
     assert config.tokens == "beta:assess" and "beta" not in repr(config)
 
 
