@@ -19,6 +19,7 @@ MIN_AUDIO_SAMPLES = 1600  # 0.1 s: Whisper has nothing to say about less
 class AsrRequest:
     audio: np.ndarray  # 16 kHz mono float32
     partial: bool = False  # interim decode: greedy, cheaper
+    with_encoder: bool = False  # also return the encoder frames (acoustic features for the trained scorer)
 
 
 class WhisperAsr:
@@ -65,7 +66,7 @@ class WhisperAsr:
 
     def _transcribe(self, model, item: AsrRequest) -> Transcript:
         if len(item.audio) < MIN_AUDIO_SAMPLES:
-            return Transcript(text="", words=())
+            return Transcript(text="", words=(), encoder=np.zeros((0, 0), np.float32) if item.with_encoder else None)
         beam = self.options.partial_beam_size if item.partial else self.options.beam_size
         segments, _info = model.transcribe(
             np.ascontiguousarray(item.audio, dtype=np.float32), language="en", beam_size=beam,
@@ -77,7 +78,14 @@ class WhisperAsr:
             texts.append(segment.text.strip())
             for word in segment.words or ():
                 words.extend(_split_normalized(word.word, word.start, word.end, word.probability))
-        return Transcript(text=" ".join(t for t in texts if t), words=tuple(words))
+        encoder = encoder_frames(model, item.audio) if item.with_encoder else None
+        return Transcript(text=" ".join(t for t in texts if t), words=tuple(words), encoder=encoder)
+
+
+def encoder_frames(model, audio: np.ndarray) -> np.ndarray:
+    """Encoder states over the unpadded log-mel input: ~10x cheaper than Whisper's 30 s padding."""
+    mel = np.ascontiguousarray(model.feature_extractor(np.ascontiguousarray(audio, dtype=np.float32)))
+    return np.array(model.encode(mel))[0].astype(np.float32)
 
 
 def _split_normalized(raw: str, start_s: float, end_s: float, probability: float) -> list[RecognizedWord]:

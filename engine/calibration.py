@@ -49,6 +49,7 @@ class FeatureExtractor:
 
     def extract(self, utterance: LabeledUtterance) -> ExtractedUtterance:
         from saywell.engine.asr import AsrRequest
+        from saywell.engine.pipeline import plausible_words
         from saywell.engine.prosody import extract_prosody
 
         audio = load_audio(utterance.audio_path)
@@ -57,7 +58,7 @@ class FeatureExtractor:
         reference = normalize_words(utterance.text)
         closed_alignment = _unwrap(self.aligner.run_batch([(audio, reference)])[0])
         closed = utterance_features(closed_alignment, transcript, prosody, reference)
-        heard = [w.text for w in transcript.words]
+        heard = plausible_words(transcript, int(len(audio) * 1000 / 16000))
         if heard:
             open_alignment = _unwrap(self.aligner.run_batch([(audio, heard)])[0])
             open_features = utterance_features(open_alignment, transcript, prosody, None)
@@ -75,12 +76,26 @@ def _unwrap(result):
 _worker: FeatureExtractor | None = None
 
 
+class _CacheUnpickler(pickle.Unpickler):
+    """Caches written by `python -m saywell.engine.calibration` name their classes `__main__.*`."""
+
+    def find_class(self, module: str, name: str):
+        if module in ("__main__", "__mp_main__") and name in globals():
+            return globals()[name]
+        return super().find_class(module, name)
+
+
+def load_cached(path: pathlib.Path):
+    with open(path, "rb") as handle:
+        return _CacheUnpickler(handle).load()
+
+
 def _extract_cached(args: tuple[LabeledUtterance, str, str]) -> ExtractedUtterance | str:
     global _worker
     utterance, asr_model, folder = args
     path = pathlib.Path(folder) / f"{utterance.utt}.pkl"
     if path.exists():
-        return pickle.loads(path.read_bytes())
+        return load_cached(path)
     if _worker is None:
         _worker = FeatureExtractor(asr_model)
     try:
@@ -107,7 +122,7 @@ def extract_all(utterances: list[LabeledUtterance], asr_model: str = "tiny.en", 
 def cached_features(utterances: list[LabeledUtterance], asr_model: str = "tiny.en") -> list[ExtractedUtterance]:
     folder = cache_dir() / "features" / f"v{FEATURE_VERSION}-{asr_model}"
     paths = (folder / f"{u.utt}.pkl" for u in utterances)
-    return [pickle.loads(p.read_bytes()) for p in paths if p.exists()]
+    return [load_cached(p) for p in paths if p.exists()]
 
 
 def fit_head(rows: list[dict[str, float]], targets: list[float], features: tuple[str, ...]) -> dict:
@@ -207,4 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run through the imported module so pickled features name saywell.engine.calibration, not __main__.
+    from saywell.engine import calibration
+
+    raise SystemExit(calibration.main())

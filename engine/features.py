@@ -68,8 +68,10 @@ def _stress_stats(word: AlignedWord, prosody: ProsodyTrack) -> dict[str, float]:
         return loud / 10.0 + (phone.end_frame - phone.start_frame) * FRAME_MS / 100.0
     scores = [prominence(v) for v in vowels]
     primary = [i for i, s in enumerate(stresses) if s == 1] or [int(np.argmax(stresses))]
-    stressed = max(scores[i] for i in primary)
     others = [s for i, s in enumerate(scores) if i not in primary]
+    if not others:  # every vowel carries primary stress (some compounds): nothing to stand out from
+        return {"n_vowels": float(len(vowels)), "stress_prominence": 0.0}
+    stressed = max(scores[i] for i in primary)
     return {"n_vowels": float(len(vowels)), "stress_prominence": stressed - max(others)}
 
 

@@ -19,11 +19,20 @@ from saywell.engine.options import EngineOptions
 from saywell.engine.prosody import extract_prosody
 from saywell.engine.scheduler import BatchScheduler
 from saywell.engine.scoring import BaselineScorer
+from saywell.engine.trained_scorer import TrainedScorer
 from saywell.engine.text import normalize_words
 from saywell.engine.types import (AssessmentRequest, EngineError, SentenceScores, Transcript,
                                   UtteranceResult, WordScore)
 
 ENGINE_NAME = "saywell-cpu"
+MAX_WORDS_PER_SECOND = 7.0  # faster than any speech: the rest is a Whisper repetition loop
+
+
+def plausible_words(transcript: Transcript, duration_ms: int) -> list[str]:
+    """Recognised words the audio can hold: Whisper sometimes loops on a phrase past the end of the speech."""
+    words = [w for w in transcript.words if w.start_ms < duration_ms]
+    limit = max(int(duration_ms / 1000 * MAX_WORDS_PER_SECOND), 1)
+    return [w.text for w in words[:limit]]
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,10 @@ class ScoringStage:
         reference = normalize_words(request.reference_text) if closed else None
         features = utterance_features(item.alignment, item.transcript, extract_prosody(item.audio), reference)
         scorer = self.scorer_for(request.scorer)
+        encoder = item.transcript.encoder
         if item.partial:
-            return tuple(scorer.score_word(w, request.flag_sensitivity, False) for w in features.words)
-        return scorer.score(features, closed, request.flag_sensitivity) + (scorer.name,)
+            return scorer.score_words(features, request.flag_sensitivity, encoder)
+        return scorer.score(features, closed, request.flag_sensitivity, encoder) + (scorer.name,)
 
 
 class AssessmentEngine:
@@ -79,7 +89,12 @@ class AssessmentEngine:
         self.options = options
         self.asr = WhisperAsr(options.asr)
         self.aligner = PhoneAligner()
-        self.scoring = ScoringStage({"baseline": BaselineScorer()}, options.default_scorer)
+        scorers = {"baseline": BaselineScorer()}
+        trained = TrainedScorer()
+        if trained.available():
+            scorers["trained"] = trained
+        default = options.default_scorer if options.default_scorer in scorers else "baseline"
+        self.scoring = ScoringStage(scorers, default)
         self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
         self._align = BatchScheduler(self.aligner, options.align_batching, on_batch)
         self._score = BatchScheduler(self.scoring, options.score_batching, on_batch)
@@ -90,16 +105,21 @@ class AssessmentEngine:
 
     @property
     def scorer_names(self) -> list[str]:
-        default = self.options.default_scorer
+        default = self.scoring.default_scorer
         return [default] + [n for n in self.scoring.scorers if n != default]
+
+    def _needs_encoder(self, request: AssessmentRequest) -> bool:
+        return self.scoring.scorer_for(request.scorer).name == "trained"
 
     @property
     def version(self) -> str:
         return importlib.metadata.version("saywell")
 
     def model_versions(self) -> dict[str, str]:
-        return {"asr": self.asr.version, "aligner": "pocketsphinx en-us " + importlib.metadata.version("pocketsphinx"),
-                "baseline": str(self.scoring.scorers["baseline"].calibration.meta.get("version", "unversioned"))}
+        versions = {"asr": self.asr.version,
+                    "aligner": "pocketsphinx en-us " + importlib.metadata.version("pocketsphinx")}
+        versions.update({name: scorer.version() for name, scorer in self.scoring.scorers.items()})
+        return versions
 
     def warm_up(self) -> None:
         """Loads every model now (blocking) so the first learner does not pay for it."""
@@ -107,7 +127,8 @@ class AssessmentEngine:
         silence = np.zeros(16000, dtype=np.float32)
         self.asr.run_batch([AsrRequest(silence, partial=True)])
         self.aligner.run_batch([(silence, ["a"])])
-        _ = self.scoring.scorers["baseline"].calibration
+        for scorer in self.scoring.scorers.values():
+            scorer.version()  # loads calibration / checkpoints
 
     def start(self) -> None:
         for scheduler in self.schedulers:
@@ -120,14 +141,14 @@ class AssessmentEngine:
     async def _target_words(self, request: AssessmentRequest, transcript: Transcript) -> list[str]:
         if request.closed:
             return normalize_words(request.reference_text)
-        return [w.text for w in transcript.words]
+        return plausible_words(transcript, request.duration_ms)
 
     async def assess(self, request: AssessmentRequest) -> UtteranceResult:
         """The final assessment of one utterance."""
         self.scoring.scorer_for(request.scorer)  # fail fast on an unknown scorer
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        transcript = await self._asr.submit(AsrRequest(request.audio))
+        transcript = await self._asr.submit(AsrRequest(request.audio, with_encoder=self._needs_encoder(request)))
         timings["asr"] = (time.perf_counter() - started) * 1000
         words = await self._target_words(request, transcript)
         if not words:
@@ -149,8 +170,9 @@ class AssessmentEngine:
 
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
         """Recognised words of an utterance still in progress, with provisional accuracy and flags."""
-        transcript = await self._asr.submit(AsrRequest(request.audio, partial=True))
-        words = [w.text for w in transcript.words]
+        transcript = await self._asr.submit(AsrRequest(request.audio, partial=True,
+                                                       with_encoder=self._needs_encoder(request)))
+        words = plausible_words(transcript, request.duration_ms)
         if not words:
             return ()
         alignment = await self._align.submit((request.audio, words))

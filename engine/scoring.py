@@ -103,8 +103,16 @@ class BaselineScorer:
         return WordScore(w.text, w.start_frame * FRAME_MS, w.end_frame * FRAME_MS, accuracy, stress, total,
                          error, accuracy < cal.threshold(sensitivity), _phones(word))
 
-    def score(self, features: UtteranceFeatures, closed: bool, sensitivity: float
-              ) -> tuple[SentenceScores, tuple[WordScore, ...]]:
+    def version(self) -> str:
+        return str(self.calibration.meta.get("version", "unversioned"))
+
+    def score_words(self, features: UtteranceFeatures, sensitivity: float,
+                    encoder: np.ndarray | None = None) -> tuple[WordScore, ...]:
+        """Words of an utterance still in progress, scored as recognised words."""
+        return tuple(self.score_word(w, sensitivity, False) for w in features.words)
+
+    def score(self, features: UtteranceFeatures, closed: bool, sensitivity: float,
+              encoder: np.ndarray | None = None) -> tuple[SentenceScores, tuple[WordScore, ...]]:
         words = tuple(self.score_word(w, sensitivity, closed) for w in features.words)
         if not words:
             return SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if closed else None), ()

@@ -53,6 +53,8 @@ class RecognizedWord:
 class Transcript:
     text: str  # raw recogniser output
     words: tuple[RecognizedWord, ...]
+    # Whisper encoder output over the unpadded audio, (frames, dim), 20 ms per frame; when asked for.
+    encoder: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

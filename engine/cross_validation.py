@@ -1,0 +1,200 @@
+"""Training loop, speaker-disjoint cross-validation and the model card of the trained scorer."""
+from __future__ import annotations
+
+import datetime
+import random
+
+import numpy as np
+
+from saywell.engine.scorer_network import (SENTENCE_TARGETS, WORD_TARGETS, MultiTaskScorer, NetworkConfig,
+                                           pad_batch, save_network)
+from saywell.engine.training import TrainingItem, flag_threshold, split_by_speaker
+
+BATCH = 32
+PATIENCE = 10
+EARLY_STOP_SHARE = 0.12  # of the training speakers, held out to pick the epoch
+
+
+def _config(items: list[TrainingItem]) -> NetworkConfig:
+    first = items[0].inputs
+    return NetworkConfig(word_scalar_dim=first.word_scalars.shape[1], encoder_dim=first.word_encoder.shape[1],
+                         sentence_dim=first.sentence.shape[0])
+
+
+def _tensors(items: list[TrainingItem], config: NetworkConfig):
+    import torch
+
+    scalars, encoder, mask, sentence = pad_batch([i.inputs for i in items], (config.word_scalar_dim, config.encoder_dim))
+    word_targets = torch.full((len(items), scalars.shape[1], len(WORD_TARGETS)), float("nan"))
+    for row, item in enumerate(items):
+        word_targets[row, :len(item.word_targets)] = torch.from_numpy(item.word_targets)
+    sentence_targets = torch.from_numpy(np.stack([i.sentence_targets for i in items]))
+    return scalars, encoder, mask, sentence, word_targets, sentence_targets
+
+
+def _loss(model, batch):
+    import torch
+
+    scalars, encoder, mask, sentence, word_targets, sentence_targets = batch
+    words, sentences = model(scalars, encoder, mask, sentence)
+    known = ~torch.isnan(word_targets)
+    word_loss = ((words - torch.nan_to_num(word_targets)) ** 2)[known].mean() if known.any() else words.sum() * 0
+    return word_loss + ((sentences - sentence_targets) ** 2).mean()
+
+
+def predict(model, items: list[TrainingItem]) -> tuple[list[np.ndarray], np.ndarray]:
+    import torch
+
+    model.eval()
+    words, sentences = [], []
+    with torch.inference_mode():
+        for start in range(0, len(items), 64):
+            chunk = items[start:start + 64]
+            w, s = model(*_tensors(chunk, model.config)[:4])
+            words.extend(w[i, :len(item.word_targets)].numpy() for i, item in enumerate(chunk))
+            sentences.append(s.numpy())
+    return words, np.concatenate(sentences) if sentences else np.zeros((0, len(SENTENCE_TARGETS)))
+
+
+def train_network(train: list[TrainingItem], stop: list[TrainingItem], epochs: int, seed: int):
+    """Adam on word + sentence MSE; keeps the epoch with the lowest loss on the early-stopping speakers."""
+    import torch
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    config = _config(train)
+    model = MultiTaskScorer(config)
+    model.set_normalization(np.concatenate([i.inputs.word_scalars for i in train]),
+                            np.concatenate([i.inputs.word_encoder for i in train]),
+                            np.stack([i.inputs.sentence for i in train]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-3)
+    stop_batch = _tensors(stop, config)
+    best = (float("inf"), None, 0)
+    order = list(range(len(train)))
+    for epoch in range(epochs):
+        model.train()
+        random.shuffle(order)
+        for start in range(0, len(order), BATCH):
+            batch = _tensors([train[i] for i in order[start:start + BATCH]], config)
+            optimizer.zero_grad()
+            _loss(model, batch).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+        model.eval()
+        with torch.inference_mode():
+            loss = float(_loss(model, stop_batch))
+        if loss < best[0]:
+            best = (loss, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
+        elif epoch - best[2] >= PATIENCE:
+            break
+    model.load_state_dict(best[1])
+    model.eval()
+    return model, best[2]
+
+
+def pcc(pred, true) -> float | None:
+    p, t = np.asarray(pred, float), np.asarray(true, float)
+    if len(p) < 3 or p.std() == 0 or t.std() == 0:
+        return None
+    return float(np.corrcoef(p, t)[0, 1])
+
+
+def labelled_word_predictions(item: TrainingItem, word_preds: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """Per labelled word: its own prediction (closed) or the mean over overlapping scored words (open)."""
+    if item.label_spans is None:
+        return np.zeros((0, len(WORD_TARGETS)))
+    if len(item.word_spans) == len(item.label_spans) and item.word_spans == item.label_spans:
+        return word_preds
+    out = np.full((len(item.label_spans), len(WORD_TARGETS)), floor)
+    for j, (s, e) in enumerate(item.label_spans):
+        hits = [i for i, (a, b) in enumerate(item.word_spans) if min(b, e) - max(a, s) > 0]
+        if hits:
+            out[j] = word_preds[hits].mean(axis=0)
+    return out
+
+
+def fold_metrics(items: list[TrainingItem], words: list[np.ndarray], sentences: np.ndarray, labels: dict,
+                 threshold: float) -> dict:
+    metrics = {f"sentence_{t}": pcc(sentences[:, k], [i.sentence_targets[k] for i in items])
+               for k, t in enumerate(SENTENCE_TARGETS)}
+    pred_rows, true_rows = [], []
+    for item, w in zip(items, words):
+        predicted = labelled_word_predictions(item, w)
+        if len(predicted):
+            pred_rows.append(predicted)
+            true_rows.append(labels[item.utt])
+    pred, true = np.concatenate(pred_rows), np.concatenate(true_rows)
+    metrics.update({f"word_{t}": pcc(pred[:, k], true[:, k]) for k, t in enumerate(WORD_TARGETS)})
+    flagged = pred[:, 0] < threshold
+    needs = true[:, 0] < 10
+    metrics["flag_precision"] = float(needs[flagged].mean()) if flagged.any() else None
+    metrics["flag_recall"] = float(flagged[needs].mean()) if needs.any() else None
+    return metrics
+
+
+def _stop_threshold(model, stop: list[TrainingItem], labels: dict) -> float:
+    words, _ = predict(model, stop)
+    pred = np.concatenate([labelled_word_predictions(i, w)[:, 0] for i, w in zip(stop, words) if i.label_spans])
+    true = np.concatenate([labels[i.utt][:, 0] for i, w in zip(stop, words) if i.label_spans])
+    return flag_threshold(pred, true < 10)
+
+
+def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int, seeds: int = 1) -> dict:
+    from tqdm import tqdm
+
+    labels = {i.utt: i.labels for fold in fold_items for i in fold if i.label_spans is not None}
+    per_fold = []
+    for k in tqdm(range(len(fold_items)), desc="cross-validation", unit="fold"):
+        train_all = [i for j, f in enumerate(fold_items) if j != k for i in f]
+        train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed + k)
+        test = [i for i in fold_items[k] if i.utt in labels]
+        runs = [train_network(train, stop, epochs, seed + 100 * s) for s in range(seeds)]
+        threshold = float(np.mean([_stop_threshold(m, stop, labels) for m, _ in runs]))
+        predictions = [predict(m, test) for m, _ in runs]
+        words = [np.mean([p[0][n] for p in predictions], axis=0) for n in range(len(test))]
+        sentences = np.mean([p[1] for p in predictions], axis=0)
+        metrics = fold_metrics(test, words, sentences, labels, threshold)
+        metrics.update({"n_test": len(test), "epochs": [e for _, e in runs], "flag_threshold": threshold})
+        per_fold.append(metrics)
+    keys = [k for k in per_fold[0] if k.startswith(("sentence_", "word_", "flag_p", "flag_r"))]
+    summary = {}
+    for key in keys:
+        values = [m[key] for m in per_fold if m[key] is not None]
+        summary[key] = {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)}
+    return {"folds": per_fold, "summary": summary}
+
+
+def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode: str) -> dict:
+    labels = {i.utt: i.labels for i in train_all if i.label_spans is not None}
+    train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed)
+    model, epoch = train_network(train, stop, epochs, seed)
+    meta = {"version": f"trained-{mode}-{datetime.date.today().isoformat()}", "mode": mode, "best_epoch": epoch,
+            "flag_threshold": _stop_threshold(model, stop, labels), "train_utterances": len(train),
+            "stop_utterances": len(stop), "seed": seed}
+    save_network(model, path, meta)
+    return meta
+
+
+def model_card(report: dict) -> str:
+    lines = ["# saywell trained scorer — model card", "",
+             f"Date: {report['date']}. Data: speechocean762 train split ({report['utterances']} utterances, "
+             f"{report['failed']} failed feature extraction), {report['folds']} speaker-disjoint folds (seed "
+             f"{report['seed']}). Shipped checkpoints are trained on every fold except fold "
+             f"{report['validation_fold']}, which stays a validation fold for `saywell eval --fold "
+             f"{report['validation_fold']}`.", "",
+             "Features: pocketsphinx GOP and phone-loop agreement, word timing and pauses, Whisper tiny.en word "
+             "probabilities, pitch/intensity statistics, and the Whisper tiny.en encoder pooled per word and over "
+             "the utterance. Network: 2-layer transformer over words (d=96), word heads (accuracy, stress, total), "
+             "attention-pooled sentence heads (accuracy, fluency, prosody, total); MSE on the official scores; "
+             "AdamW; early stopping on held-out training speakers.", "",
+             "## Cross-validation (Pearson correlation, mean ± std over folds)", "",
+             "| mode | " + " | ".join(f"sent. {t}" for t in SENTENCE_TARGETS) + " | "
+             + " | ".join(f"word {t}" for t in WORD_TARGETS) + " | flag precision | flag recall |",
+             "|---|" + "---|" * (len(SENTENCE_TARGETS) + len(WORD_TARGETS) + 2)]
+    for mode, result in report["modes"].items():
+        s = result["summary"]
+        cells = [f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}" for k in
+                 [f"sentence_{t}" for t in SENTENCE_TARGETS] + [f"word_{t}" for t in WORD_TARGETS]
+                 + ["flag_precision", "flag_recall"] if k in s]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
