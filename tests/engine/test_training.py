@@ -1,0 +1,115 @@
+"""The trained scorer's pieces on small synthetic data: inputs, network round trip, training, CV metrics."""
+import numpy as np
+import pytest
+import torch
+
+from saywell.engine.alignment import AlignedPhone, AlignedWord
+from saywell.engine.cross_validation import fold_metrics, labelled_word_predictions, predict, train_network
+from saywell.engine.features import UtteranceFeatures, WordFeatures
+from saywell.engine.model_inputs import SENTENCE_SCALARS, TIMING_SCALARS, WORD_SCALARS, build_inputs
+from saywell.engine.scorer_network import load_network, save_network
+from saywell.engine.training import TrainingItem, overlap_targets, split_by_speaker
+from saywell.engine.dataset import LabeledWord
+
+
+def word(text, start, end, gop):
+    phone = AlignedPhone(phone="AH", canonical="AH1", start_frame=start, end_frame=end, aligned_loglik=-10.0,
+                         loop_loglik=-10.0 - gop * (end - start), gop=gop, loop_phones=("AH",))
+    aligned = AlignedWord(text=text, start_frame=start, end_frame=end, phones=(phone,))
+    return WordFeatures(aligned, {"gop_mean": gop, "gop_min": gop, "ms_per_phone": (end - start) * 10.0,
+                                  "asr_match": 1.0}, recognized=True)
+
+
+def utterance(gops):
+    words = tuple(word(f"w{i}", 10 + 30 * i, 35 + 30 * i, g) for i, g in enumerate(gops))
+    return UtteranceFeatures(words=words, sentence={"gop_mean": float(np.mean(gops)), "n_words": len(gops)})
+
+
+def test_inputs_pool_the_encoder_over_each_word_span():
+    encoder = np.arange(200, dtype=np.float32)[:, None].repeat(4, axis=1)  # value = frame index
+    inputs = build_inputs(utterance([1.0, -2.0]), encoder)
+    assert inputs.word_scalars.shape == (2, len(WORD_SCALARS) + len(TIMING_SCALARS))
+    # word 0 spans 100..350 ms -> encoder frames 5..17 (20 ms each)
+    assert inputs.word_encoder[0, 0] == pytest.approx(np.mean(np.arange(5, 18)))
+    assert inputs.sentence.shape == (len(SENTENCE_SCALARS) + 2 * 4,)
+    assert inputs.word_scalars[1, WORD_SCALARS.index("gop_mean")] == -2.0
+
+
+def synthetic_items(n, seed=0):
+    """Word accuracy is a clean function of GOP; sentence scores of the mean GOP."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for k in range(n):
+        gops = rng.uniform(-6, 1, size=rng.integers(2, 7))
+        encoder = rng.normal(size=(60 + 30 * len(gops), 8)).astype(np.float32)
+        inputs = build_inputs(utterance(gops), encoder)
+        acc = np.clip(10 + gops * 1.4, 0, 10).astype(np.float32)
+        targets = np.stack([acc, np.full_like(acc, 10), acc], axis=1)
+        sentence = np.full(4, np.clip(10 + np.mean(gops), 0, 10), np.float32)
+        spans = tuple((100 + 300 * i, 350 + 300 * i) for i in range(len(gops)))
+        items.append(TrainingItem(f"u{k}", f"s{k % 12}", inputs, targets, sentence, spans, spans, targets))
+    return items
+
+
+def test_training_lowers_the_loss_and_learns_the_relation():
+    items = synthetic_items(120)
+    train, stop = split_by_speaker(items, 0.2, 1)
+    assert not {i.speaker for i in train} & {i.speaker for i in stop}
+    untrained_words, _ = predict(train_network(train, stop, epochs=1, seed=3)[0], stop)
+    model, best_epoch = train_network(train, stop, epochs=40, seed=3)
+    words, sentences = predict(model, stop)
+    truth = np.concatenate([i.word_targets[:, 0] for i in stop])
+    err_before = np.mean((np.concatenate([w[:, 0] for w in untrained_words]) - truth) ** 2)
+    err_after = np.mean((np.concatenate([w[:, 0] for w in words]) - truth) ** 2)
+    assert err_after < err_before * 0.5, (err_before, err_after)
+    assert np.corrcoef(np.concatenate([w[:, 0] for w in words]), truth)[0, 1] > 0.8
+    assert sentences.shape == (len(stop), 4) and ((0 <= sentences) & (sentences <= 10)).all()
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
+    items = synthetic_items(30)
+    model, _ = train_network(items[:24], items[24:], epochs=2, seed=0)
+    save_network(model, tmp_path / "m.pt", {"flag_threshold": 7.0, "version": "test"})
+    loaded, meta = load_network(tmp_path / "m.pt")
+    assert meta["flag_threshold"] == 7.0
+    a, b = predict(model, items[24:]), predict(loaded, items[24:])
+    np.testing.assert_allclose(a[1], b[1], atol=1e-6)
+    assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(a[0], b[0]))
+
+
+def test_open_mode_word_targets_come_from_overlapping_labels():
+    labels = (LabeledWord("a", 10, 10, 10), LabeledWord("b", 4, 10, 5))
+    targets = overlap_targets([(0, 90), (90, 300), (500, 600)], [(0, 95), (95, 300)], labels)
+    assert targets[0, 0] == 10 and targets[1, 0] == pytest.approx(7) and np.isnan(targets[2]).all()
+
+
+def test_labelled_word_predictions_average_overlapping_recognised_words():
+    item = synthetic_items(1)[0]
+    shifted = TrainingItem(item.utt, item.speaker, item.inputs, item.word_targets, item.sentence_targets,
+                           tuple((s + 10, e + 10) for s, e in item.word_spans), item.label_spans, item.labels)
+    predictions = np.arange(len(item.word_spans) * 3, dtype=float).reshape(-1, 3)
+    mapped = labelled_word_predictions(shifted, predictions)
+    assert mapped.shape == (len(item.label_spans), 3)
+    np.testing.assert_allclose(mapped[0], predictions[0])  # word 0 overlaps only recognised word 0
+
+
+def test_fold_metrics_report_correlations_and_flag_precision():
+    items = synthetic_items(40)
+    labels = {i.utt: i.labels for i in items}
+    words = [i.word_targets + 0.01 for i in items]
+    sentences = np.stack([i.sentence_targets for i in items])
+    metrics = fold_metrics(items, words, sentences, labels, threshold=9.0)
+    assert metrics["word_accuracy"] > 0.99 and metrics["sentence_accuracy"] > 0.99
+    assert metrics["flag_precision"] == 1.0 and 0 < metrics["flag_recall"] <= 1.0
+    assert metrics["word_stress"] is None  # constant labels: undefined
+
+
+def test_network_outputs_stay_in_range_for_extreme_inputs():
+    items = synthetic_items(10)
+    model, _ = train_network(items[:8], items[8:], epochs=1, seed=0)
+    scalars = torch.full((1, 3, model.config.word_scalar_dim), 1e6)
+    encoder = torch.full((1, 3, model.config.encoder_dim), -1e6)
+    words, sentence = model(scalars, encoder, torch.zeros(1, 3, dtype=torch.bool),
+                            torch.zeros(1, model.config.sentence_dim))
+    assert torch.isfinite(words).all() and ((words >= 0) & (words <= 10)).all()
+    assert ((sentence >= 0) & (sentence <= 10)).all()
