@@ -82,6 +82,8 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
         self.active_streams += 1
         self.metrics.active_streams.inc()
         session = AssessmentSession(self.engine, self.config, self.metrics)
+        # Read now: touching the context of a call the client already cancelled crashes grpc.aio.
+        peer = context.peer()
         started, outcome = time.perf_counter(), "cancelled"
         try:
             async for response in session.run(request_iterator):
@@ -95,7 +97,7 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
             self.metrics.active_streams.dec()
             self.metrics.streams.labels(outcome).inc()
             log.info("stream closed", extra={"status": outcome, "seconds": round(time.perf_counter() - started, 3),
-                                             "peer": context.peer(), **session.log_fields()})
+                                             "peer": peer, **session.log_fields()})
 
     async def Assess(self, request: pb.AssessRequest, context) -> pb.AssessResponse:
         settings = audio_settings(request.audio, request.HasField("audio"))

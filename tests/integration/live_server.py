@@ -10,11 +10,11 @@ FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 
 
 class RunningServer:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, engine=None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = SaywellServer(config)
+        self.server = SaywellServer(config, engine=engine)
         self.port = self.call(self.server.start())
         self.target = f"127.0.0.1:{self.port}"
 

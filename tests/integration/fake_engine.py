@@ -1,0 +1,58 @@
+"""An engine with the AssessmentEngine surface that answers at once (or fails on demand): server tests
+exercise sessions, ordering and faults without paying for models."""
+import asyncio
+
+from saywell.engine.types import EngineError, SentenceScores, UtteranceResult, WordErrorType, WordScore
+
+
+class FakeEngine:
+    name = "fake"
+    version = "0"
+
+    def __init__(self, delay_s: float = 0.01, fail_every: int = 0) -> None:
+        self.delay_s = delay_s
+        self.fail_every = fail_every  # every n-th final assessment raises EngineError
+        self.assessed = 0
+        self.cancelled = 0
+        self.started = False
+
+    @property
+    def scorer_names(self) -> list[str]:
+        return ["baseline"]
+
+    def model_versions(self) -> dict[str, str]:
+        return {"fake": "0"}
+
+    def warm_up(self) -> None:
+        pass
+
+    def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.started = False
+
+    def _words(self, request) -> tuple[WordScore, ...]:
+        n = max(1, request.duration_ms // 400)
+        return tuple(WordScore(f"w{i}", i * 400, i * 400 + 300, 8.0, 10.0, 8.0, WordErrorType.NONE, False)
+                     for i in range(n))
+
+    async def _wait(self) -> None:
+        try:
+            await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+    async def assess(self, request) -> UtteranceResult:
+        await self._wait()
+        self.assessed += 1
+        if self.fail_every and self.assessed % self.fail_every == 0:
+            raise EngineError("injected failure")
+        completeness = 10.0 if request.closed else None
+        return UtteranceResult("fake words", request.reference_text, SentenceScores(8, 8, 8, 8, completeness),
+                               self._words(request), "baseline")
+
+    async def provisional_words(self, request) -> tuple[WordScore, ...]:
+        await self._wait()
+        return self._words(request)
