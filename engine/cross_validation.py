@@ -8,7 +8,7 @@ import numpy as np
 
 from saywell.engine.scorer_network import (SENTENCE_TARGETS, WORD_TARGETS, MultiTaskScorer, NetworkConfig,
                                            pad_batch, save_network)
-from saywell.engine.training import TrainingItem, flag_threshold, split_by_speaker
+from saywell.engine.training import TrainingItem, flag_threshold, overlap_weights, split_by_speaker
 
 BATCH = 32
 PATIENCE = 10
@@ -100,16 +100,16 @@ def pcc(pred, true) -> float | None:
 
 
 def labelled_word_predictions(item: TrainingItem, word_preds: np.ndarray, floor: float = 0.0) -> np.ndarray:
-    """Per labelled word: its own prediction (closed) or the mean over overlapping scored words (open)."""
+    """Per labelled word: its own prediction (closed) or the overlap-weighted mean of the scored words (open)."""
     if item.label_spans is None:
         return np.zeros((0, len(WORD_TARGETS)))
     if len(item.word_spans) == len(item.label_spans) and item.word_spans == item.label_spans:
         return word_preds
     out = np.full((len(item.label_spans), len(WORD_TARGETS)), floor)
-    for j, (s, e) in enumerate(item.label_spans):
-        hits = [i for i, (a, b) in enumerate(item.word_spans) if min(b, e) - max(a, s) > 0]
+    for j, span in enumerate(item.label_spans):
+        hits, weights = overlap_weights(span, item.word_spans)
         if hits:
-            out[j] = word_preds[hits].mean(axis=0)
+            out[j] = weights @ word_preds[hits]
     return out
 
 
@@ -144,6 +144,7 @@ def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int,
 
     labels = {i.utt: i.labels for fold in fold_items for i in fold if i.label_spans is not None}
     per_fold = []
+    out_of_fold: dict[int, list] = {}
     for k in tqdm(range(len(fold_items)), desc="cross-validation", unit="fold"):
         train_all = [i for j, f in enumerate(fold_items) if j != k for i in f]
         train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed + k)
@@ -156,21 +157,27 @@ def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int,
         metrics = fold_metrics(test, words, sentences, labels, threshold)
         metrics.update({"n_test": len(test), "epochs": [e for _, e in runs], "flag_threshold": threshold})
         per_fold.append(metrics)
+        out_of_fold[k] = [(labelled_word_predictions(i, w)[:, 0], labels[i.utt][:, 0]) for i, w in zip(test, words)]
     keys = [k for k in per_fold[0] if k.startswith(("sentence_", "word_", "flag_p", "flag_r"))]
     summary = {}
     for key in keys:
         values = [m[key] for m in per_fold if m[key] is not None]
         summary[key] = {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)}
-    return {"folds": per_fold, "summary": summary}
+    return {"folds": per_fold, "summary": summary, "out_of_fold": out_of_fold}
 
 
-def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode: str) -> dict:
-    labels = {i.utt: i.labels for i in train_all if i.label_spans is not None}
+def out_of_fold_threshold(result: dict, exclude_fold: int, min_precision: float = 0.9) -> float:
+    """Flag threshold from the out-of-fold predictions of the training folds: thousands of words, not a few."""
+    pairs = [p for k, rows in result["out_of_fold"].items() if k != exclude_fold for p in rows]
+    predicted = np.concatenate([p for p, _ in pairs])
+    return flag_threshold(predicted, np.concatenate([t for _, t in pairs]) < 10, min_precision)
+
+
+def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode: str, threshold: float) -> dict:
     train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed)
     model, epoch = train_network(train, stop, epochs, seed)
     meta = {"version": f"trained-{mode}-{datetime.date.today().isoformat()}", "mode": mode, "best_epoch": epoch,
-            "flag_threshold": _stop_threshold(model, stop, labels), "train_utterances": len(train),
-            "stop_utterances": len(stop), "seed": seed}
+            "flag_threshold": threshold, "train_utterances": len(train), "stop_utterances": len(stop), "seed": seed}
     save_network(model, path, meta)
     return meta
 

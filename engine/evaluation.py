@@ -45,24 +45,24 @@ def correlation_report(pred: list[float], true: list[float]) -> dict[str, float 
     return {"pcc": pcc, "scc": scc, "rmse": rmse}
 
 
-def match_by_time(reference_spans: list[tuple[int, int]], words: tuple[WordScore, ...]) -> list[list[WordScore]]:
-    """For each labelled word's (start, end) the recognised words overlapping it."""
-    return [[w for w in words if min(end, w.end_ms) - max(start, w.start_ms) > 0] for start, end in reference_spans]
-
-
 def word_predictions(result: UtteranceResult, utterance: LabeledUtterance, mode: str,
                      spans: list[tuple[int, int]] | None) -> list[dict[str, float] | None]:
     words = [w for w in result.words]
     if mode == "closed" and len(words) == len(utterance.words):
         return [{"accuracy": w.accuracy, "stress": w.stress, "total": w.total, "flag": w.needs_improvement}
                 for w in words]
+    from saywell.engine.training import overlap_weights
+
     out: list[dict[str, float] | None] = []
-    for matched in match_by_time(spans or [], result.words):
-        if not matched:
+    word_spans = [(w.start_ms, w.end_ms) for w in result.words]
+    for span in spans or []:
+        hits, weights = overlap_weights(span, word_spans)
+        if not hits:
             out.append(None)
             continue
-        out.append({aspect: float(np.mean([getattr(w, aspect) for w in matched])) for aspect in WORD_ASPECTS}
-                   | {"flag": any(w.needs_improvement for w in matched)})
+        matched = [result.words[i] for i in hits]
+        out.append({aspect: float(weights @ np.array([getattr(w, aspect) for w in matched]))
+                    for aspect in WORD_ASPECTS} | {"flag": any(w.needs_improvement for w in matched)})
     return out
 
 

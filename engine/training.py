@@ -77,13 +77,25 @@ def extract_inputs(utterances: list[LabeledUtterance], jobs: int) -> tuple[dict,
     return records, [r for r in results if isinstance(r, str)]
 
 
+def overlap_weights(span: tuple[int, int], others) -> tuple[list[int], np.ndarray]:
+    """Indices of the spans overlapping `span` and their shares of the overlap (sum 1; empty when none)."""
+    start, end = span
+    overlaps = [(j, min(end, e) - max(start, s)) for j, (s, e) in enumerate(others)]
+    hits = [(j, o) for j, o in overlaps if o > 0]
+    if not hits:
+        return [], np.zeros(0)
+    weights = np.array([o for _, o in hits], float)
+    return [j for j, _ in hits], weights / weights.sum()
+
+
 def overlap_targets(spans, label_spans, labels) -> np.ndarray:
-    """Each scored word takes the mean label of the labelled words it overlaps (NaN when none)."""
+    """Each scored word takes the overlap-weighted mean label of the labelled words it overlaps (NaN when none)."""
+    table = np.array([[getattr(w, t) for t in WORD_TARGETS] for w in labels], np.float32)
     targets = np.full((len(spans), len(WORD_TARGETS)), np.nan, np.float32)
-    for i, (start, end) in enumerate(spans):
-        hits = [j for j, (s, e) in enumerate(label_spans) if min(end, e) - max(start, s) > 0]
+    for i, span in enumerate(spans):
+        hits, weights = overlap_weights(span, label_spans)
         if hits:
-            targets[i] = [np.mean([getattr(labels[j], t) for j in hits]) for t in WORD_TARGETS]
+            targets[i] = weights @ table[hits]
     return targets
 
 
@@ -116,7 +128,7 @@ def split_by_speaker(items: list[TrainingItem], share: float, seed: int) -> tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    from saywell.engine.cross_validation import cross_validate, fit_final, model_card
+    from saywell.engine.cross_validation import cross_validate, fit_final, model_card, out_of_fold_threshold
 
     parser = argparse.ArgumentParser(prog="saywell train", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="corpus folder in the speechocean762 layout")
@@ -140,9 +152,12 @@ def main(argv: list[str] | None = None) -> int:
               "folds": args.folds, "seed": args.seed, "validation_fold": args.validation_fold, "modes": {}}
     for mode in MODES:
         fold_items = [training_items(fold, records, mode) for fold in folds]
-        report["modes"][mode] = cross_validate(fold_items, args.epochs, args.seed, args.seeds)
+        result = cross_validate(fold_items, args.epochs, args.seed, args.seeds)
+        threshold = out_of_fold_threshold(result, args.validation_fold)
+        del result["out_of_fold"]
+        report["modes"][mode] = result
         train = [i for k, f in enumerate(fold_items) if k != args.validation_fold for i in f]
-        meta = fit_final(train, args.epochs, args.seed, out / f"trained-{mode}.pt", mode)
+        meta = fit_final(train, args.epochs, args.seed, out / f"trained-{mode}.pt", mode, threshold)
         report["modes"][mode]["shipped"] = meta
         print(f"{mode}: {json.dumps(report['modes'][mode]['summary'])}")
     (out / "cv.json").write_text(json.dumps(report, indent=1) + "\n")

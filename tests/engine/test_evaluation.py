@@ -9,8 +9,9 @@ import soundfile as sf
 
 from saywell.engine.dataset import (LabeledUtterance, LabeledWord, load_audio, load_corpus, select,
                                     speaker_folds)
-from saywell.engine.evaluation import correlation_report, flag_report, match_by_time
-from saywell.engine.types import WordErrorType, WordScore
+from saywell.engine.evaluation import correlation_report, flag_report, word_predictions
+from saywell.engine.training import overlap_weights
+from saywell.engine.types import SentenceScores, UtteranceResult, WordErrorType, WordScore
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -40,26 +41,32 @@ def test_constant_predictions_have_no_correlation():
     assert correlation_report([], []) == {"pcc": None, "scc": None, "rmse": None}
 
 
-# --- match_by_time ----------------------------------------------------------------------------------------------
+# --- matching labelled words to recognised words (open mode) ---------------------------------------------------
 
 def word(text: str, start: int, end: int, accuracy: float = 8.0, flag: bool = False) -> WordScore:
     return WordScore(text, start, end, accuracy, 10.0, accuracy, WordErrorType.NONE, flag)
 
 
-def test_match_by_time_overlap_rules():
-    words = (word("a", 0, 100), word("b", 100, 250), word("c", 400, 500))
-    matched = match_by_time([(0, 100), (50, 150), (100, 100), (250, 400), (240, 410), (600, 700)], words)
-    texts = [[w.text for w in group] for group in matched]
-    assert texts == [
-        ["a"],  # touching b at 100 is not overlapping
-        ["a", "b"],  # straddles both
-        [],  # an empty span overlaps nothing
-        [],  # the gap between b and c: touching at both ends only
-        ["b", "c"],  # 10 ms into each
-        [],  # after the last word
-    ]
-    assert match_by_time([], words) == []
-    assert match_by_time([(0, 100)], ()) == [[]]
+def test_overlap_rules():
+    spans = [(0, 100), (100, 250), (400, 500)]
+    cases = {(0, 100): [0], (50, 150): [0, 1], (100, 100): [], (250, 400): [], (240, 410): [1, 2], (600, 700): []}
+    for span, expected in cases.items():
+        hits, weights = overlap_weights(span, spans)
+        assert hits == expected, span
+        assert (weights.sum() == pytest.approx(1.0)) if hits else len(weights) == 0
+    hits, weights = overlap_weights((50, 150), spans)
+    assert weights == pytest.approx([0.5, 0.5])
+
+
+def test_open_mode_labelled_words_take_the_overlap_weighted_recognised_scores():
+    words = (word("a", 0, 100, accuracy=10.0), word("b", 100, 400, accuracy=4.0, flag=True))
+    result = UtteranceResult("a b", "", SentenceScores(5, 5, 5, 5), words, "baseline")
+    labelled = LabeledUtterance("u", "s", "A B C", {}, (LabeledWord("a", 10, 10, 10), LabeledWord("b", 4, 10, 4),
+                                                        LabeledWord("c", 2, 10, 2)), None)
+    predictions = word_predictions(result, labelled, "open", [(0, 120), (120, 400), (500, 600)])
+    assert predictions[0]["accuracy"] == pytest.approx((100 * 10 + 20 * 4) / 120)
+    assert predictions[0]["flag"] and predictions[1]["accuracy"] == pytest.approx(4.0)
+    assert predictions[2] is None  # nothing heard there: scored with the corpus floor by collect()
 
 
 # --- flag_report --------------------------------------------------------------------------------------------------
