@@ -115,7 +115,7 @@ def labelled_word_predictions(item: TrainingItem, word_preds: np.ndarray, floor:
 
 def fold_metrics(items: list[TrainingItem], words: list[np.ndarray], sentences: np.ndarray, labels: dict,
                  threshold: float) -> dict:
-    metrics = {f"sentence_{t}": pcc(sentences[:, k], [i.sentence_targets[k] for i in items])
+    metrics = {f"sentence_{t}": pcc(sentences[:, k], [i.sentence_labels[k] for i in items])
                for k, t in enumerate(SENTENCE_TARGETS)}
     pred_rows, true_rows = [], []
     for item, w in zip(items, words):

@@ -59,6 +59,28 @@ def load_corpus(root: str | pathlib.Path) -> list[LabeledUtterance]:
     return result
 
 
+def load_expert_means(root: str | pathlib.Path) -> dict[str, dict]:
+    """Mean of the five experts per utterance: smoother training targets than the floored median.
+
+    Returns utt -> {"sentence": {aspect: mean}, "words": [{aspect: mean}]}; empty when experts.jsonl is absent.
+    """
+    path = pathlib.Path(root) / "experts.jsonl"
+    if not path.exists():
+        return {}
+    means = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        experts = row["experts"]
+        sentence = {"accuracy": experts["accuracy"], "fluency": experts["fluency"], "prosody": experts["prosodic"],
+                    "total": experts["total"]}
+        means[row["utt"]] = {
+            "sentence": {k: float(np.mean(v)) for k, v in sentence.items()},
+            "words": [{a: float(np.mean(w[a])) for a in WORD_ASPECTS} for w in experts["words"]]}
+    return means
+
+
 def load_audio(path: pathlib.Path) -> np.ndarray:
     import soundfile as sf
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from saywell.engine.calibration import _extract_cached, flag_threshold, load_cached
-from saywell.engine.dataset import LabeledUtterance, load_audio, load_corpus, speaker_folds
+from saywell.engine.dataset import LabeledUtterance, load_audio, load_corpus, load_expert_means, speaker_folds
 from saywell.engine.model_inputs import ModelInputs, build_inputs
 from saywell.engine.models import cache_dir
 from saywell.engine.scorer_network import SENTENCE_TARGETS, WORD_TARGETS
@@ -39,7 +39,8 @@ class TrainingItem:
     sentence_targets: np.ndarray  # (4,)
     word_spans: tuple[tuple[int, int], ...]  # ms, the scored words
     label_spans: tuple[tuple[int, int], ...] | None  # ms of the labelled words (force-aligned reference)
-    labels: np.ndarray  # (labelled words, 3): the human word scores, for metrics
+    labels: np.ndarray  # (labelled words, 3): the official word scores, for metrics
+    sentence_labels: np.ndarray  # (4,): the official sentence scores, for metrics
 
 
 def _inputs_worker(args: tuple[LabeledUtterance, str]):
@@ -88,9 +89,8 @@ def overlap_weights(span: tuple[int, int], others) -> tuple[list[int], np.ndarra
     return [j for j, _ in hits], weights / weights.sum()
 
 
-def overlap_targets(spans, label_spans, labels) -> np.ndarray:
-    """Each scored word takes the overlap-weighted mean label of the labelled words it overlaps (NaN when none)."""
-    table = np.array([[getattr(w, t) for t in WORD_TARGETS] for w in labels], np.float32)
+def overlap_targets(spans, label_spans, table: np.ndarray) -> np.ndarray:
+    """Each scored word takes the overlap-weighted mean of the labelled words' rows it overlaps (NaN when none)."""
     targets = np.full((len(spans), len(WORD_TARGETS)), np.nan, np.float32)
     for i, span in enumerate(spans):
         hits, weights = overlap_weights(span, label_spans)
@@ -99,7 +99,9 @@ def overlap_targets(spans, label_spans, labels) -> np.ndarray:
     return targets
 
 
-def training_items(utterances: list[LabeledUtterance], records: dict, mode: str) -> list[TrainingItem]:
+def training_items(utterances: list[LabeledUtterance], records: dict, mode: str,
+                   expert_means: dict | None = None) -> list[TrainingItem]:
+    """Targets are the experts' means when given (metrics always use the official scores)."""
     items = []
     for u in utterances:
         record = records.get(u.utt)
@@ -108,15 +110,22 @@ def training_items(utterances: list[LabeledUtterance], records: dict, mode: str)
         inputs, spans = record[mode]
         closed_spans = record["closed"][1]
         label_spans = closed_spans if len(closed_spans) == len(u.words) else None
+        official = np.array([[getattr(w, t) for t in WORD_TARGETS] for w in u.words], np.float32)
+        official_sentence = np.array([u.scores[t] for t in SENTENCE_TARGETS], np.float32)
+        experts = (expert_means or {}).get(u.utt)
+        if experts and len(experts["words"]) == len(u.words):
+            word_table = np.array([[w[t] for t in WORD_TARGETS] for w in experts["words"]], np.float32)
+            sentence = np.array([experts["sentence"][t] for t in SENTENCE_TARGETS], np.float32)
+        else:
+            word_table, sentence = official, official_sentence
         if mode == "closed" and label_spans is not None:
-            targets = np.array([[getattr(w, t) for t in WORD_TARGETS] for w in u.words], np.float32)
+            targets = word_table
         elif label_spans is not None:
-            targets = overlap_targets(spans, label_spans, u.words)
+            targets = overlap_targets(spans, label_spans, word_table)
         else:
             targets = np.full((len(spans), len(WORD_TARGETS)), np.nan, np.float32)
-        sentence = np.array([u.scores[t] for t in SENTENCE_TARGETS], np.float32)
-        labels = np.array([[getattr(w, t) for t in WORD_TARGETS] for w in u.words], np.float32)
-        items.append(TrainingItem(u.utt, u.speaker, inputs, targets, sentence, spans, label_spans, labels))
+        items.append(TrainingItem(u.utt, u.speaker, inputs, targets, sentence, spans, label_spans, official,
+                                  official_sentence))
     return items
 
 
@@ -140,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="use only this many utterances (smoke runs)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=1, help="training seeds averaged per CV fold")
+    parser.add_argument("--targets", choices=("experts", "official"), default="official",
+                        help="train on the mean of the five experts or on the official floored medians")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         corpus = random.Random(args.seed).sample(corpus, args.limit)
     records, failures = extract_inputs(corpus, args.jobs)
     folds = speaker_folds(corpus, args.folds, args.seed)
+    experts = load_expert_means(args.data) if args.targets == "experts" else None
     report = {"date": datetime.date.today().isoformat(), "utterances": len(corpus), "failed": len(failures),
+              "targets": args.targets,
               "folds": args.folds, "seed": args.seed, "validation_fold": args.validation_fold, "modes": {}}
     for mode in MODES:
-        fold_items = [training_items(fold, records, mode) for fold in folds]
+        fold_items = [training_items(fold, records, mode, experts) for fold in folds]
         result = cross_validate(fold_items, args.epochs, args.seed, args.seeds)
         threshold = out_of_fold_threshold(result, args.validation_fold)
         del result["out_of_fold"]

@@ -9,7 +9,6 @@ from saywell.engine.features import UtteranceFeatures, WordFeatures
 from saywell.engine.model_inputs import SENTENCE_SCALARS, TIMING_SCALARS, WORD_SCALARS, build_inputs
 from saywell.engine.scorer_network import load_network, save_network
 from saywell.engine.training import TrainingItem, overlap_targets, split_by_speaker
-from saywell.engine.dataset import LabeledWord
 
 
 def word(text, start, end, gop):
@@ -47,7 +46,7 @@ def synthetic_items(n, seed=0):
         targets = np.stack([acc, np.full_like(acc, 10), acc], axis=1)
         sentence = np.full(4, np.clip(10 + np.mean(gops), 0, 10), np.float32)
         spans = tuple((100 + 300 * i, 350 + 300 * i) for i in range(len(gops)))
-        items.append(TrainingItem(f"u{k}", f"s{k % 12}", inputs, targets, sentence, spans, spans, targets))
+        items.append(TrainingItem(f"u{k}", f"s{k % 12}", inputs, targets, sentence, spans, spans, targets, sentence))
     return items
 
 
@@ -78,7 +77,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
 
 
 def test_open_mode_word_targets_come_from_overlapping_labels():
-    labels = (LabeledWord("a", 10, 10, 10), LabeledWord("b", 4, 10, 5))
+    labels = np.array([[10, 10, 10], [4, 10, 5]], np.float32)
     targets = overlap_targets([(0, 90), (90, 300), (500, 600)], [(0, 95), (95, 300)], labels)
     assert targets[0, 0] == 10 and np.isnan(targets[2]).all()
     assert targets[1, 0] == pytest.approx((5 * 10 + 205 * 4) / 210)  # weighted by overlap
@@ -87,7 +86,8 @@ def test_open_mode_word_targets_come_from_overlapping_labels():
 def test_labelled_word_predictions_average_overlapping_recognised_words():
     item = synthetic_items(1)[0]
     shifted = TrainingItem(item.utt, item.speaker, item.inputs, item.word_targets, item.sentence_targets,
-                           tuple((s + 10, e + 10) for s, e in item.word_spans), item.label_spans, item.labels)
+                           tuple((s + 10, e + 10) for s, e in item.word_spans), item.label_spans, item.labels,
+                           item.sentence_labels)
     predictions = np.arange(len(item.word_spans) * 3, dtype=float).reshape(-1, 3)
     mapped = labelled_word_predictions(shifted, predictions)
     assert mapped.shape == (len(item.label_spans), 3)
