@@ -11,13 +11,13 @@ import asyncio
 import json
 import pathlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from saywell.engine.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio, load_corpus,
                                     select, speaker_folds)
-from saywell.engine.options import EngineOptions
+from saywell.engine.options import AsrOptions, EngineOptions
 from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult, WordScore
 
 CONCURRENCY = 4  # utterances in flight: lets the schedulers overlap ASR and alignment
@@ -135,7 +135,7 @@ async def run_engine(utterances: list[LabeledUtterance], mode: str, options: Eng
         for future in asyncio.as_completed([guarded(u) for u in utterances]):
             outcomes.append(await future)
             bar.update(1)
-    threshold = engine.scoring.scorers["baseline"].calibration.threshold(0.5)
+    threshold = engine.flag_threshold(0.5)
     await engine.close()
     return outcomes, threshold
 
@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=None,
                         help="evaluate only this speaker-disjoint fold (of --folds); default: all utterances")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--asr-model", default="tiny.en",
+                        help="recogniser (and open-mode target): packaged name, CTranslate2 folder or hub id")
+    parser.add_argument("--scorer", default="", help="scorer to use (default: the engine's default)")
     parser.add_argument("--report", required=True, help="JSON report path")
     parser.add_argument("--plot", default=None, help="PNG of predicted vs human scores")
     args = parser.parse_args(argv)
@@ -187,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen = speaker_folds(corpus, args.folds, args.seed)[args.fold] if args.fold is not None else corpus
     chosen = select(chosen, args.limit, args.seed)
     started = time.perf_counter()
-    outcomes, threshold = asyncio.run(run_engine(chosen, args.mode, EngineOptions()))
+    options = EngineOptions(asr=AsrOptions(model=args.asr_model))
+    if args.scorer:
+        options = replace(options, default_scorer=args.scorer)
+    outcomes, threshold = asyncio.run(run_engine(chosen, args.mode, options))
     seconds = time.perf_counter() - started
     audio_s = sum(o[3] for _, o in outcomes if not isinstance(o, BaseException))
     c, failed = collect(outcomes, args.mode, lowest_scores(corpus))

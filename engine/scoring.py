@@ -106,6 +106,9 @@ class BaselineScorer:
     def version(self) -> str:
         return str(self.calibration.meta.get("version", "unversioned"))
 
+    def flag_threshold(self, sensitivity: float) -> float:
+        return self.calibration.threshold(sensitivity)
+
     def score_words(self, features: UtteranceFeatures, sensitivity: float,
                     encoder: np.ndarray | None = None) -> tuple[WordScore, ...]:
         """Words of an utterance still in progress, scored as recognised words."""

@@ -79,6 +79,9 @@ class TrainedScorer:
     def _threshold(meta: dict, sensitivity: float) -> float:
         return float(meta["flag_threshold"]) + (sensitivity - 0.5) * 2 * FLAG_SPAN
 
+    def flag_threshold(self, sensitivity: float, mode: str = "closed") -> float:
+        return self._threshold(self.network(mode)[1], sensitivity)
+
     def score_words(self, features: UtteranceFeatures, sensitivity: float,
                     encoder: np.ndarray | None = None) -> tuple[WordScore, ...]:
         if not features.words:
