@@ -19,6 +19,7 @@ import numpy as np
 
 from saywell.engine.dataset import LabeledUtterance, load_audio, load_corpus, select, speaker_folds
 from saywell.engine.features import UtteranceFeatures, utterance_features
+from saywell.engine.flags import fit_thresholds
 from saywell.engine.models import cache_dir
 from saywell.engine.text import normalize_words
 
@@ -150,16 +151,6 @@ def word_rows(extracted: list[ExtractedUtterance], labels: dict[str, LabeledUtte
             yield from zip(item.closed.words, words)
 
 
-def flag_threshold(predicted: np.ndarray, needs_work: np.ndarray, min_precision: float = 0.9) -> float:
-    """Highest threshold whose flags keep the wanted precision: the most recall at that precision."""
-    best = float(np.min(predicted)) - 0.01
-    for threshold in np.arange(2.0, 10.0, 0.05):
-        flagged = predicted < threshold
-        if flagged.sum() >= 10 and needs_work[flagged].mean() >= min_precision:
-            best = float(threshold)
-    return best
-
-
 def fit_calibration(extracted: list[ExtractedUtterance], labels: dict[str, LabeledUtterance]) -> dict:
     pairs = list(word_rows(extracted, labels))
     rows = [w.values for w, _ in pairs]
@@ -170,7 +161,7 @@ def fit_calibration(extracted: list[ExtractedUtterance], labels: dict[str, Label
         row["pred_stress"] = _predict(word["stress"], row)
     word["total"] = fit_head(rows, [l.total for _, l in pairs], ("pred_accuracy", "pred_stress", "gop_mean"))
     predicted = np.array([row["pred_accuracy"] for row in rows])
-    threshold = flag_threshold(predicted, np.array([l.accuracy < 10 for _, l in pairs]))
+    thresholds = fit_thresholds(predicted, np.array([l.accuracy < 10 for _, l in pairs]))
 
     def sentence_heads(kind: str) -> dict:
         items = [(getattr(e, kind), labels[e.utt]) for e in extracted if getattr(e, kind).words]
@@ -184,7 +175,7 @@ def fit_calibration(extracted: list[ExtractedUtterance], labels: dict[str, Label
                 for aspect in ("accuracy", "fluency", "prosody")}
 
     return {"word": word, "sentence_closed": sentence_heads("closed"), "sentence_open": sentence_heads("open"),
-            "flag_threshold": threshold, "flag_span": 2.0}
+            "flag_thresholds": thresholds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "feature_version": FEATURE_VERSION, "ridge_alpha": RIDGE_ALPHA}
     pathlib.Path(args.out).write_text(json.dumps(calibration, indent=1) + "\n")
     print(f"wrote {args.out}: {len(extracted)} utterances, {len(failures)} failed, "
-          f"flag threshold {calibration['flag_threshold']:.2f}")
+          f"flag thresholds {calibration['flag_thresholds']}")
     for failure in failures[:10]:
         print("  failed:", failure)
     return 0

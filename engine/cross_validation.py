@@ -8,7 +8,8 @@ import numpy as np
 
 from saywell.engine.scorer_network import (SENTENCE_TARGETS, WORD_TARGETS, MultiTaskScorer, NetworkConfig,
                                            pad_batch, save_network)
-from saywell.engine.training import TrainingItem, flag_threshold, overlap_weights, split_by_speaker
+from saywell.engine.flags import fit_thresholds, threshold_for_precision
+from saywell.engine.training import TrainingItem, overlap_weights, split_by_speaker
 
 BATCH = 32
 PATIENCE = 10
@@ -136,7 +137,7 @@ def _stop_threshold(model, stop: list[TrainingItem], labels: dict) -> float:
     words, _ = predict(model, stop)
     pred = np.concatenate([labelled_word_predictions(i, w)[:, 0] for i, w in zip(stop, words) if i.label_spans])
     true = np.concatenate([labels[i.utt][:, 0] for i, w in zip(stop, words) if i.label_spans])
-    return flag_threshold(pred, true < 10)
+    return threshold_for_precision(pred, true < 10, 0.9)
 
 
 def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int, seeds: int = 1) -> dict:
@@ -166,18 +167,19 @@ def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int,
     return {"folds": per_fold, "summary": summary, "out_of_fold": out_of_fold}
 
 
-def out_of_fold_threshold(result: dict, exclude_fold: int, min_precision: float = 0.9) -> float:
-    """Flag threshold from the out-of-fold predictions of the training folds: thousands of words, not a few."""
+def out_of_fold_thresholds(result: dict, exclude_fold: int) -> list[list[float]]:
+    """Flag thresholds from the out-of-fold predictions of the training folds: thousands of words, not a few."""
     pairs = [p for k, rows in result["out_of_fold"].items() if k != exclude_fold for p in rows]
     predicted = np.concatenate([p for p, _ in pairs])
-    return flag_threshold(predicted, np.concatenate([t for _, t in pairs]) < 10, min_precision)
+    return fit_thresholds(predicted, np.concatenate([t for _, t in pairs]) < 10)
 
 
-def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode: str, threshold: float) -> dict:
+def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode: str, thresholds: list) -> dict:
     train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed)
     model, epoch = train_network(train, stop, epochs, seed)
     meta = {"version": f"trained-{mode}-{datetime.date.today().isoformat()}", "mode": mode, "best_epoch": epoch,
-            "flag_threshold": threshold, "train_utterances": len(train), "stop_utterances": len(stop), "seed": seed}
+            "flag_thresholds": thresholds, "train_utterances": len(train), "stop_utterances": len(stop),
+            "seed": seed}
     save_network(model, path, meta)
     return meta
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from saywell.engine.features import UtteranceFeatures, WordFeatures
+from saywell.engine.flags import threshold_at
 from saywell.engine.types import FRAME_MS, PhoneScore, SentenceScores, WordErrorType, WordScore
 
 DEFAULT_CALIBRATION = pathlib.Path(__file__).parent / "data" / "baseline.json"
@@ -47,8 +48,7 @@ class BaselineCalibration:
     word: dict[str, LinearHead]  # accuracy, stress, total
     sentence_closed: dict[str, LinearHead]  # accuracy, fluency, prosody
     sentence_open: dict[str, LinearHead]
-    flag_threshold: float  # word accuracy below this is flagged at sensitivity 0.5
-    flag_span: float = 2.0  # sensitivity 0 / 1 moves the threshold by -/+ this
+    flag_thresholds: tuple[tuple[float, float], ...]  # (sensitivity, word accuracy threshold), see flags.py
     meta: dict = field(default_factory=dict)
 
     @classmethod
@@ -56,10 +56,10 @@ class BaselineCalibration:
         data = json.loads(pathlib.Path(path).read_text())
         heads = lambda group: {k: LinearHead.from_dict(v) for k, v in data[group].items()}  # noqa: E731
         return cls(heads("word"), heads("sentence_closed"), heads("sentence_open"),
-                   float(data["flag_threshold"]), float(data.get("flag_span", 2.0)), data.get("meta", {}))
+                   tuple(tuple(row) for row in data["flag_thresholds"]), data.get("meta", {}))
 
     def threshold(self, sensitivity: float) -> float:
-        return self.flag_threshold + (sensitivity - 0.5) * 2 * self.flag_span
+        return threshold_at(self.flag_thresholds, sensitivity)
 
 
 def phone_accuracy(gop: float) -> float:

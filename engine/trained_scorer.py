@@ -10,12 +10,12 @@ import threading
 import numpy as np
 
 from saywell.engine.features import UtteranceFeatures
+from saywell.engine.flags import threshold_at
 from saywell.engine.model_inputs import build_inputs
 from saywell.engine.scoring import MISPRONOUNCED_BELOW, _phones, is_omitted
 from saywell.engine.types import FRAME_MS, EngineError, SentenceScores, WordErrorType, WordScore
 
 DEFAULT_MODEL_DIR = pathlib.Path(__file__).parent / "data"
-FLAG_SPAN = 2.0  # sensitivity 0 / 1 moves the flag threshold by -/+ this
 
 
 class TrainedScorer:
@@ -77,7 +77,7 @@ class TrainedScorer:
 
     @staticmethod
     def _threshold(meta: dict, sensitivity: float) -> float:
-        return float(meta["flag_threshold"]) + (sensitivity - 0.5) * 2 * FLAG_SPAN
+        return threshold_at(meta["flag_thresholds"], sensitivity)
 
     def flag_threshold(self, sensitivity: float, mode: str = "closed") -> float:
         return self._threshold(self.network(mode)[1], sensitivity)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.calibration import _extract_cached, flag_threshold, load_cached
+from saywell.engine.calibration import _extract_cached, load_cached
 from saywell.engine.dataset import LabeledUtterance, load_audio, load_corpus, load_expert_means, speaker_folds
 from saywell.engine.model_inputs import ModelInputs, build_inputs
 from saywell.engine.models import cache_dir
@@ -137,7 +137,7 @@ def split_by_speaker(items: list[TrainingItem], share: float, seed: int) -> tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    from saywell.engine.cross_validation import cross_validate, fit_final, model_card, out_of_fold_threshold
+    from saywell.engine.cross_validation import cross_validate, fit_final, model_card, out_of_fold_thresholds
 
     parser = argparse.ArgumentParser(prog="saywell train", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="corpus folder in the speechocean762 layout")
@@ -166,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     for mode in MODES:
         fold_items = [training_items(fold, records, mode, experts) for fold in folds]
         result = cross_validate(fold_items, args.epochs, args.seed, args.seeds)
-        threshold = out_of_fold_threshold(result, args.validation_fold)
+        thresholds = out_of_fold_thresholds(result, args.validation_fold)
         del result["out_of_fold"]
         report["modes"][mode] = result
         train = [i for k, f in enumerate(fold_items) if k != args.validation_fold for i in f]
-        meta = fit_final(train, args.epochs, args.seed, out / f"trained-{mode}.pt", mode, threshold)
+        meta = fit_final(train, args.epochs, args.seed, out / f"trained-{mode}.pt", mode, thresholds)
         report["modes"][mode]["shipped"] = meta
         print(f"{mode}: {json.dumps(report['modes'][mode]['summary'])}")
     (out / "cv.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -178,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}/trained-open.pt, trained-closed.pt, cv.json, MODEL_CARD.md ({len(failures)} failed)")
     return 0
 
-
-__all__ = ["TrainingItem", "training_items", "split_by_speaker", "extract_inputs", "flag_threshold", "main"]
 
 if __name__ == "__main__":
     from saywell.engine import training  # pickles must name the real module, not __main__

@@ -68,9 +68,9 @@ def test_training_lowers_the_loss_and_learns_the_relation():
 def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     items = synthetic_items(30)
     model, _ = train_network(items[:24], items[24:], epochs=2, seed=0)
-    save_network(model, tmp_path / "m.pt", {"flag_threshold": 7.0, "version": "test"})
+    save_network(model, tmp_path / "m.pt", {"flag_thresholds": [[0.0, 6.0], [0.5, 7.0], [1.0, 8.0]], "version": "t"})
     loaded, meta = load_network(tmp_path / "m.pt")
-    assert meta["flag_threshold"] == 7.0
+    assert meta["flag_thresholds"][1] == [0.5, 7.0]
     a, b = predict(model, items[24:]), predict(loaded, items[24:])
     np.testing.assert_allclose(a[1], b[1], atol=1e-6)
     assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(a[0], b[0]))
