@@ -1,0 +1,69 @@
+"""The shipped trained scorer: loads lazily, scores real (synthesized) speech within sane ranges."""
+import asyncio
+import pathlib
+
+import pytest
+import soundfile as sf
+
+from saywell.engine.options import EngineOptions
+from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.trained_scorer import DEFAULT_MODEL_DIR, TrainedScorer
+from saywell.engine.types import AssessmentRequest, EngineError, WordErrorType
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_shipped_checkpoints_exist_are_small_and_carry_their_card():
+    scorer = TrainedScorer()
+    assert scorer.available()
+    for mode in ("open", "closed"):
+        path = DEFAULT_MODEL_DIR / f"trained-{mode}.pt"
+        assert path.stat().st_size < 5 * 1024 * 1024
+        _, meta = scorer.network(mode)
+        assert meta["mode"] == mode and len(meta["flag_thresholds"]) == 3
+    assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text().count("|") > 10
+
+
+def test_missing_checkpoint_is_a_clear_engine_error(tmp_path):
+    scorer = TrainedScorer(tmp_path)
+    assert not scorer.available()
+    with pytest.raises(EngineError, match="trained-closed.pt is missing"):
+        scorer.network("closed")
+
+
+def assess(engine, audio, reference=""):
+    async def run():
+        engine.start()
+        try:
+            return await engine.assess(AssessmentRequest(audio=audio, reference_text=reference, scorer="trained"))
+        finally:
+            await engine.close()
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return AssessmentEngine(EngineOptions())
+
+
+def test_the_trained_scorer_is_the_default_and_scores_a_fixture_in_range(engine):
+    assert engine.scorer_names[0] == "trained" and "baseline" in engine.scorer_names
+    audio, _ = sf.read(FIXTURES / "fox.wav", dtype="float32")
+    closed = assess(engine, audio, "The quick brown fox jumps over the lazy dog")
+    assert closed.scorer == "trained" and len(closed.words) == 9
+    s = closed.scores
+    for value in (s.accuracy, s.fluency, s.prosody, s.total):
+        assert 3.0 <= value <= 10.0  # clear synthetic speech: no catastrophe
+    assert s.completeness == 10.0
+    assert all(0 <= w.accuracy <= 10 and 0 <= w.stress <= 10 for w in closed.words)
+    opened = assess(engine, audio)
+    assert opened.scores.completeness is None and {"fox", "dog"} <= {w.text for w in opened.words}
+
+
+def test_words_that_were_not_said_are_omissions_and_lower_the_scores(engine):
+    audio, _ = sf.read(FIXTURES / "brother.wav", dtype="float32")
+    full = assess(engine, audio, "my brother is ten years old")
+    padded = assess(engine, audio, "my brother is ten years old and he likes green apples")
+    omitted = [w.text for w in padded.words if w.error_type is WordErrorType.OMISSION]
+    assert len(omitted) >= 3 and set(omitted) <= {"and", "he", "likes", "green", "apples"}
+    assert padded.scores.completeness < full.scores.completeness
