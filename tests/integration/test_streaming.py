@@ -210,3 +210,20 @@ def test_metrics_endpoint_counts_utterances(server):
     finally:
         metered.stop()
     assert isinstance(metered.server, SaywellServer)
+
+
+@pytest.mark.parametrize("fixture, reference, said, omitted", [
+    ("brother.wav", "My brother is 10 years old.", ["my", "brother", "is", "ten", "years", "old"], set()),
+    ("fox.wav", "The quick, brown fox -- jumps over the lazy dog?!", ["the", "quick", "brown", "fox"], set()),
+    ("coffee.wav", "I would like a cup of café, please", ["i", "would", "like", "a", "cup", "of", "cafe", "please"],
+     set()),
+    ("fox.wav", "the quick brown fox jumps over the lazy dog blorpington", ["dog", "blorpington"], {"blorpington"}),
+])
+def test_reference_texts_with_numbers_punctuation_accents_and_made_up_words(server, fixture, reference, said,
+                                                                               omitted):
+    with SaywellClient(server.target) as client:
+        assessment = client.assess_source(load_audio(FIXTURES / fixture), reference_text=reference).assessment
+    words = [w.word for w in assessment.words]
+    assert all(w in words for w in said), words
+    assert {w.word for w in assessment.words if w.error_type == pb.OMISSION} >= omitted
+    assert assessment.reference_text == reference.strip()

@@ -201,3 +201,26 @@ def test_nothing_accepted_is_lost_under_concurrency_with_random_disconnects():
     for _, ended, finals, errors, summary in completed:
         assert ended == finals + errors == 2, "every accepted utterance ends in an assessment or an error"
         assert summary.utterances + summary.utterance_errors == ended
+
+
+def test_a_restarted_server_serves_again_at_once():
+    first = start(FakeEngine())
+    port = first.port
+    first.stop()
+    second = start(FakeEngine(), port=port)
+    try:
+        code, _, kinds = run_stream(second.target, [config(), pb.StreamAssessRequest(audio=PCM)])
+        assert code == grpc.StatusCode.OK and kinds[-1] == "summary"
+    finally:
+        second.stop()
+
+
+def test_the_client_deadline_is_respected():
+    server = start(FakeEngine(delay_s=10.0))
+    try:
+        started = time.monotonic()
+        code, _, _ = run_stream(server.target, [config(), pb.StreamAssessRequest(audio=PCM)], timeout=1.5)
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 5
+    finally:
+        server.stop()

@@ -1,0 +1,93 @@
+"""Soak: streams with random faults for a bounded time; nothing accepted is lost and memory stays flat.
+
+SAYWELL_SOAK_SECONDS (default 60) lengthens it; BENCHMARKS.md records a 10-minute run.
+"""
+import os
+import pathlib
+import random
+import sys
+import threading
+import time
+
+import grpc
+import psutil
+import soundfile as sf
+
+from saywell.server.config import ServerConfig
+from saywell.v1 import assessment_pb2 as pb
+from saywell.v1 import assessment_pb2_grpc as pb_grpc
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
+from fake_engine import FakeEngine  # noqa: E402
+from live_server import RunningServer  # noqa: E402
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
+PCM = sf.read(FIXTURES / "two_utterances.wav", dtype="int16")[0].tobytes()
+SOAK_SECONDS = float(os.environ.get("SAYWELL_SOAK_SECONDS", "60"))
+STREAMS = 6
+
+
+def one_stream(target: str, rng: random.Random, tally: dict, lock: threading.Lock) -> None:
+    fault = rng.choice(["none", "none", "none", "cancel", "garbage", "truncate"])
+    requests = [pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
+        audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000), interim_results=True))]
+    requests += [pb.StreamAssessRequest(audio=PCM[i:i + 3200]) for i in range(0, len(PCM), 3200)]
+    if fault == "garbage":
+        requests.insert(5, pb.StreamAssessRequest(config=requests[0].config))
+    elif fault == "truncate":
+        requests.append(pb.StreamAssessRequest(audio=b"\x01"))
+    ended = delivered = 0
+    with grpc.insecure_channel(target) as channel:
+        call = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter(requests), timeout=30)
+        try:
+            for n, response in enumerate(call):
+                kind = response.WhichOneof("event")
+                if kind == "speech_event" and response.speech_event.type == pb.SpeechEvent.SPEECH_ENDED:
+                    ended += 1
+                delivered += kind in ("utterance", "utterance_error")
+                if fault == "cancel" and n >= 3:
+                    call.cancel()
+                    break
+        except grpc.RpcError:
+            pass
+        code = call.code()
+    with lock:
+        tally["streams"] += 1
+        tally["codes"][code.name] = tally["codes"].get(code.name, 0) + 1
+        if fault != "cancel":
+            tally["ended"] += ended
+            tally["delivered"] += delivered
+
+
+def test_soak_with_random_faults_loses_nothing_and_keeps_memory_flat():
+    engine = FakeEngine(delay_s=0.03)
+    server = RunningServer(ServerConfig(port=0, metrics_port=0, warm_up=False, max_concurrent_streams=16),
+                           engine=engine)
+    process = psutil.Process()
+    tally = {"streams": 0, "ended": 0, "delivered": 0, "codes": {}}
+    lock = threading.Lock()
+    rss = []
+    deadline = time.monotonic() + SOAK_SECONDS
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < deadline:
+            one_stream(server.target, rng, tally, lock)
+
+    try:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(STREAMS)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            rss.append(process.memory_info().rss / 2**20)
+            time.sleep(1)
+        for t in threads:
+            t.join()
+        assert server.server.metrics.active_streams._value.get() == 0
+    finally:
+        server.stop()
+    assert tally["streams"] >= STREAMS * 3
+    assert tally["ended"] == tally["delivered"], "an accepted utterance ended without assessment or error"
+    assert set(tally["codes"]) <= {"OK", "CANCELLED", "INVALID_ARGUMENT"}, tally["codes"]
+    settled = rss[len(rss) // 4:]  # after warm-up
+    assert max(settled) - min(settled) < 40, f"RSS drifted: {min(settled):.0f} -> {max(settled):.0f} MB"
