@@ -20,7 +20,7 @@ from saywell.client.audio_files import AudioSource
 from saywell.client.channel import open_aio_channel
 from saywell.client.errors import RpcFailed, rpc_failed, status_failed
 from saywell.client.options import DEFAULT_TARGET, ClientOptions, StreamOptions
-from saywell.client.requests import stream_requests_async
+from saywell.client.requests import assess_request, stream_requests_async
 from saywell.v1 import assessment_pb2 as pb
 from saywell.v1 import assessment_pb2_grpc as pb_grpc
 
@@ -53,12 +53,7 @@ class AsyncSaywellClient:
         assessment_config: pb.AssessmentConfig | None = None,
         client_request_id: str = "",
     ) -> pb.AssessResponse:
-        request = pb.AssessRequest(
-            audio=audio_config,
-            assessment=assessment_config or pb.AssessmentConfig(),
-            audio_content=audio_bytes,
-            client_request_id=client_request_id,
-        )
+        request = assess_request(audio_bytes, audio_config, assessment_config, client_request_id)
         try:
             return await self._stub.Assess(request, timeout=self.options.timeout_s, metadata=self.options.metadata())
         except grpc.RpcError as e:

@@ -16,6 +16,14 @@ from saywell.v1 import assessment_pb2 as pb
 __all__ = ["streaming_config", "stream_requests", "stream_requests_async"]
 
 
+def assess_request(audio_bytes: bytes, audio_config: pb.AudioConfig,
+                   assessment_config: pb.AssessmentConfig | None = None,
+                   client_request_id: str = "") -> pb.AssessRequest:
+    """The unary Assess request for one whole recording."""
+    return pb.AssessRequest(audio=audio_config, assessment=assessment_config or pb.AssessmentConfig(),
+                            audio_content=audio_bytes, client_request_id=client_request_id)
+
+
 def streaming_config(source: AudioSource, opts: StreamOptions) -> pb.StreamingAssessConfig:
     """The StreamingAssessConfig announcing `source` with the options of `opts`."""
     config = pb.StreamingAssessConfig(

@@ -19,7 +19,7 @@ from saywell.client.audio_files import AudioSource
 from saywell.client.channel import open_channel
 from saywell.client.errors import rpc_failed
 from saywell.client.options import DEFAULT_TARGET, ClientOptions, StreamOptions
-from saywell.client.requests import stream_requests
+from saywell.client.requests import assess_request, stream_requests
 from saywell.v1 import assessment_pb2 as pb
 from saywell.v1 import assessment_pb2_grpc as pb_grpc
 
@@ -52,12 +52,7 @@ class SaywellClient:
         client_request_id: str = "",
     ) -> pb.AssessResponse:
         """Assess one whole recording as a single utterance (unary Assess)."""
-        request = pb.AssessRequest(
-            audio=audio_config,
-            assessment=assessment_config or pb.AssessmentConfig(),
-            audio_content=audio_bytes,
-            client_request_id=client_request_id,
-        )
+        request = assess_request(audio_bytes, audio_config, assessment_config, client_request_id)
         try:
             return self._stub.Assess(request, timeout=self.options.timeout_s, metadata=self.options.metadata())
         except grpc.RpcError as e:
