@@ -41,7 +41,7 @@ class EngineOptions:
     asr: AsrOptions = field(default_factory=AsrOptions)
     # Open mode: the words assessed are the ASR transcript; a second, larger ASR as target is optional.
     target_asr: AsrOptions | None = None
-    default_scorer: str = "baseline"
+    default_scorer: str = "trained"  # falls back to "baseline" when the trained checkpoints are missing
     asr_batching: BatchingOptions = field(default_factory=BatchingOptions)
     align_batching: BatchingOptions = field(default_factory=BatchingOptions)
     score_batching: BatchingOptions = field(default_factory=lambda: BatchingOptions(max_batch_size=8))

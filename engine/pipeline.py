@@ -125,6 +125,10 @@ class AssessmentEngine:
         versions.update({name: scorer.version() for name, scorer in self.scoring.scorers.items()})
         return versions
 
+    def backlog(self) -> int:
+        """Items waiting in the stage queues: the engine's measure of saturation."""
+        return sum(scheduler.queued for scheduler in self.schedulers)
+
     def warm_up(self) -> None:
         """Loads every model now (blocking) so the first learner does not pay for it."""
         self.asr.load()

@@ -64,11 +64,15 @@ def _inputs_worker(args: tuple[LabeledUtterance, str]):
     return record
 
 
+def _inputs_folder() -> pathlib.Path:
+    return cache_dir() / "features" / f"inputs-v{INPUT_VERSION}-tiny.en"
+
+
 def extract_inputs(utterances: list[LabeledUtterance], jobs: int) -> tuple[dict, list[str]]:
     from tqdm import tqdm
 
     (cache_dir() / "features" / "v1-tiny.en").mkdir(parents=True, exist_ok=True)
-    folder = cache_dir() / "features" / f"inputs-v{INPUT_VERSION}-tiny.en"
+    folder = _inputs_folder()
     folder.mkdir(parents=True, exist_ok=True)
     args = [(u, str(folder)) for u in utterances]
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--limit", type=int, default=None, help="use only this many utterances (smoke runs)")
     parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--cached-only", action="store_true",
+                        help="use only utterances whose features are already cached (a partial extraction)")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds averaged per CV fold")
     parser.add_argument("--targets", choices=("experts", "official"), default="official",
                         help="train on the mean of the five experts or on the official floored medians")
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus = load_corpus(args.data)
     if args.limit:
         corpus = random.Random(args.seed).sample(corpus, args.limit)
+    if args.cached_only:
+        corpus = [u for u in corpus if (_inputs_folder() / f"{u.utt}.pkl").exists()]
     records, failures = extract_inputs(corpus, args.jobs)
     folds = speaker_folds(corpus, args.folds, args.seed)
     experts = load_expert_means(args.data) if args.targets == "experts" else None

@@ -24,6 +24,9 @@ class ServerConfig:
     grace_s: float = 10.0  # SIGTERM: in-flight utterances get this long to finish
     asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
     allow_download: bool = False  # let hub ids download (needs the network)
+    # New streams are refused while more than this many items wait in the engine's queues: admitting them
+    # would only make every open stream slower.
+    max_engine_backlog: int = 12
     max_batch_size: int = 4
     max_wait_ms: float = 5.0
     max_queue_size: int = 64
@@ -51,6 +54,7 @@ class ServerConfig:
             (self.interim_step_ms >= 100, "interim_step_ms must be >= 100"),
             (self.grace_s >= 0, "grace_s must be >= 0"),
             (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
+            (self.max_engine_backlog >= 1, "max_engine_backlog must be >= 1"),
             (self.max_streams_per_client >= 0, "max_streams_per_client must be >= 0 (0: unlimited)"),
             (bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key must be set together "
              f"(got tls_cert={self.tls_cert!r}, tls_key={self.tls_key!r})"),

@@ -79,6 +79,10 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
         if self.active_streams >= self.config.max_concurrent_streams:
             raise ResourceExhausted(f"server is at its limit of {self.config.max_concurrent_streams} concurrent "
                                     f"streams; retry after {RETRY_AFTER_MS} ms")
+        backlog = self.engine.backlog()
+        if backlog > self.config.max_engine_backlog:
+            raise ResourceExhausted(f"server is saturated ({backlog} utterances waiting for the engine); "
+                                    f"retry after {RETRY_AFTER_MS} ms")
         self.active_streams += 1
         self.metrics.active_streams.inc()
         session = AssessmentSession(self.engine, self.config, self.metrics)

@@ -15,6 +15,10 @@ class FakeEngine:
         self.assessed = 0
         self.cancelled = 0
         self.started = False
+        self.waiting = 0  # what backlog() reports
+
+    def backlog(self) -> int:
+        return self.waiting
 
     @property
     def scorer_names(self) -> list[str]:

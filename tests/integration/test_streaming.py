@@ -44,7 +44,8 @@ def test_stream_of_one_sentence_gives_ordered_events_and_a_scored_final(server):
     for value in (s.accuracy, s.fluency, s.prosody, s.total):
         assert 0 <= value <= 10
     assert not s.HasField("completeness")  # open mode
-    assert s.total == pytest.approx(0.8 * s.accuracy + 0.1 * s.fluency + 0.1 * s.prosody, abs=0.02)
+    assert utterance.processing.scorer == "trained"  # the default
+    assert abs(s.total - (0.8 * s.accuracy + 0.1 * s.fluency + 0.1 * s.prosody)) < 1.5  # near the rubric
     assert all(p.phone and 0 <= p.accuracy <= 2 for w in utterance.words for p in w.phones)
     assert utterance.processing.model_versions["asr"].startswith("whisper-tiny.en")
     summary = out[-1][1].summary
@@ -114,7 +115,8 @@ def test_unary_assess_and_capabilities(server):
     assessment = response.assessment
     assert len(assessment.words) == 9 and assessment.scores.completeness == pytest.approx(10)
     assert pb.OGG_OPUS in capabilities.encodings and "en-US" in capabilities.language_codes
-    assert capabilities.limits.max_concurrent_streams == 4 and capabilities.engine.scorers[0] == "baseline"
+    assert capabilities.limits.max_concurrent_streams == 4
+    assert capabilities.engine.scorers == ["trained", "baseline"]
 
 
 @pytest.mark.parametrize("first, message", [
@@ -227,3 +229,14 @@ def test_reference_texts_with_numbers_punctuation_accents_and_made_up_words(serv
     assert all(w in words for w in said), words
     assert {w.word for w in assessment.words if w.error_type == pb.OMISSION} >= omitted
     assert assessment.reference_text == reference.strip()
+
+
+def test_the_baseline_stays_selectable_and_follows_the_rubric_exactly(server):
+    source = load_audio(FIXTURES / "fox.wav")
+    config = pb.AssessmentConfig(reference_text="the quick brown fox jumps over the lazy dog", scorer="baseline")
+    with SaywellClient(server.target) as client:
+        assessment = client.assess(source.data, source.audio_config(), config).assessment
+    s = assessment.scores
+    assert assessment.processing.scorer == "baseline"
+    expected = 0.8 * s.accuracy * s.completeness / 10 + 0.1 * s.fluency + 0.1 * s.prosody
+    assert s.total == pytest.approx(expected, abs=0.02)

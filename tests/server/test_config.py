@@ -35,6 +35,7 @@ def test_bad_environment_value_names_the_variable():
     ("interim_step_ms", 50, "interim_step_ms"),
     ("grace_s", -1.0, "grace_s"),
     ("max_batch_size", 0, "max_batch_size"),
+    ("max_engine_backlog", 0, "max_engine_backlog"),
 ])
 def test_every_limit_is_validated(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -224,3 +224,22 @@ def test_the_client_deadline_is_respected():
         assert time.monotonic() - started < 5
     finally:
         server.stop()
+
+
+def test_a_saturated_engine_refuses_new_streams_with_a_retry_hint():
+    engine = FakeEngine()
+    server = start(engine, max_engine_backlog=3)
+    try:
+        engine.waiting = 4
+        with grpc.insecure_channel(server.target) as channel:
+            call = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter([config()]), timeout=10)
+            with pytest.raises(grpc.RpcError) as error:
+                list(call)
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "saturated" in error.value.details()
+            assert ("retry-after-ms", "1000") in tuple(call.trailing_metadata())
+        engine.waiting = 0
+        code, _, _ = run_stream(server.target, [config(), pb.StreamAssessRequest(audio=PCM)])
+        assert code == grpc.StatusCode.OK
+    finally:
+        server.stop()
