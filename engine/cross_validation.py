@@ -13,13 +13,15 @@ from saywell.engine.training import TrainingItem, overlap_weights, split_by_spea
 
 BATCH = 32
 PATIENCE = 10
+LEARNING_RATE = 3e-4
+WEIGHT_DECAY = 1e-2
 EARLY_STOP_SHARE = 0.12  # of the training speakers, held out to pick the epoch
 
 
-def _config(items: list[TrainingItem]) -> NetworkConfig:
+def _config(items: list[TrainingItem], dropout: float = 0.3) -> NetworkConfig:
     first = items[0].inputs
     return NetworkConfig(word_scalar_dim=first.word_scalars.shape[1], encoder_dim=first.word_encoder.shape[1],
-                         sentence_dim=first.sentence.shape[0])
+                         sentence_dim=first.sentence.shape[0], dropout=dropout)
 
 
 def _tensors(items: list[TrainingItem], config: NetworkConfig):
@@ -57,18 +59,19 @@ def predict(model, items: list[TrainingItem]) -> tuple[list[np.ndarray], np.ndar
     return words, np.concatenate(sentences) if sentences else np.zeros((0, len(SENTENCE_TARGETS)))
 
 
-def train_network(train: list[TrainingItem], stop: list[TrainingItem], epochs: int, seed: int):
+def train_network(train: list[TrainingItem], stop: list[TrainingItem], epochs: int, seed: int,
+                  dropout: float = 0.3):
     """Adam on word + sentence MSE; keeps the epoch with the lowest loss on the early-stopping speakers."""
     import torch
 
     torch.manual_seed(seed)
     random.seed(seed)
-    config = _config(train)
+    config = _config(train, dropout)
     model = MultiTaskScorer(config)
     model.set_normalization(np.concatenate([i.inputs.word_scalars for i in train]),
                             np.concatenate([i.inputs.word_encoder for i in train]),
                             np.stack([i.inputs.sentence for i in train]))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     stop_batch = _tensors(stop, config)
     best = (float("inf"), None, 0)
     order = list(range(len(train)))
@@ -159,12 +162,18 @@ def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int,
         metrics.update({"n_test": len(test), "epochs": [e for _, e in runs], "flag_threshold": threshold})
         per_fold.append(metrics)
         out_of_fold[k] = [(labelled_word_predictions(i, w)[:, 0], labels[i.utt][:, 0]) for i, w in zip(test, words)]
+    return {"folds": per_fold, "summary": summarize(per_fold), "out_of_fold": out_of_fold}
+
+
+def summarize(per_fold: list[dict]) -> dict:
+    """Mean and std over folds; a metric no fold could compute (e.g. precision with nothing flagged) is None."""
     keys = [k for k in per_fold[0] if k.startswith(("sentence_", "word_", "flag_p", "flag_r"))]
     summary = {}
     for key in keys:
         values = [m[key] for m in per_fold if m[key] is not None]
-        summary[key] = {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)}
-    return {"folds": per_fold, "summary": summary, "out_of_fold": out_of_fold}
+        summary[key] = ({"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)}
+                        if values else None)
+    return summary
 
 
 def out_of_fold_thresholds(result: dict, exclude_fold: int) -> list[list[float]]:
@@ -195,15 +204,15 @@ def model_card(report: dict) -> str:
              "probabilities, pitch/intensity statistics, and the Whisper tiny.en encoder pooled per word and over "
              "the utterance. Network: 2-layer transformer over words (d=96), word heads (accuracy, stress, total), "
              "attention-pooled sentence heads (accuracy, fluency, prosody, total); MSE on the official scores; "
-             "AdamW; early stopping on held-out training speakers.", "",
+             "AdamW (lr 3e-4, weight decay 1e-2, dropout 0.3); early stopping on held-out training speakers.", "",
              "## Cross-validation (Pearson correlation, mean ± std over folds)", "",
              "| mode | " + " | ".join(f"sent. {t}" for t in SENTENCE_TARGETS) + " | "
              + " | ".join(f"word {t}" for t in WORD_TARGETS) + " | flag precision | flag recall |",
              "|---|" + "---|" * (len(SENTENCE_TARGETS) + len(WORD_TARGETS) + 2)]
     for mode, result in report["modes"].items():
         s = result["summary"]
-        cells = [f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}" for k in
+        cells = [f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}" if s.get(k) else "— (nothing flagged)" for k in
                  [f"sentence_{t}" for t in SENTENCE_TARGETS] + [f"word_{t}" for t in WORD_TARGETS]
-                 + ["flag_precision", "flag_recall"] if k in s]
+                 + ["flag_precision", "flag_recall"]]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

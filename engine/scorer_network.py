@@ -23,7 +23,7 @@ class NetworkConfig:
     d_model: int = 96
     heads: int = 4
     layers: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.3
 
 
 class MultiTaskScorer(nn.Module):
