@@ -215,4 +215,14 @@ def model_card(report: dict) -> str:
                  [f"sentence_{t}" for t in SENTENCE_TARGETS] + [f"word_{t}" for t in WORD_TARGETS]
                  + ["flag_precision", "flag_recall"]]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    lines += ["", "## Limits", "",
+              "- Open-mode word scores are weak. In closed mode the strongest word signal is whether the "
+              "recogniser heard the reference word; open mode has no reference, and a single ASR cannot "
+              "disagree with itself. A second, larger ASR as the target (MultiPA's design; Whisper base is "
+              "packaged) is the next lever.",
+              "- Word stress is close to chance: 99% of stress labels in train are 10, and the features describe stress "
+              "only through one prominence number per word.",
+              "- Flags follow precision targets measured out of fold. Where a target is unreachable (open mode), "
+              "no word is flagged rather than many wrongly.",
+              "- Numbers are cross-validated on the train split; the held-out test split may differ."]
     return "\n".join(lines) + "\n"
