@@ -9,8 +9,10 @@ class FakeEngine:
     name = "fake"
     version = "0"
 
-    def __init__(self, delay_s: float = 0.01, fail_every: int = 0) -> None:
+    def __init__(self, delay_s: float = 0.01, fail_every: int = 0, capacity: int = 0) -> None:
         self.delay_s = delay_s
+        self.capacity = capacity  # > 0: only this many assessments run at once, the rest wait (a busy CPU)
+        self._slots = None
         self.fail_every = fail_every  # every n-th final assessment raises EngineError
         self.assessed = 0
         self.cancelled = 0
@@ -48,8 +50,23 @@ class FakeEngine:
             self.cancelled += 1
             raise
 
+    async def _compute(self) -> None:
+        if not self.capacity:
+            return await self._wait()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.capacity)
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1  # also when cancelled while queued
+        try:
+            await self._wait()
+        finally:
+            self._slots.release()
+
     async def assess(self, request) -> UtteranceResult:
-        await self._wait()
+        await self._compute()
         self.assessed += 1
         if self.fail_every and self.assessed % self.fail_every == 0:
             raise EngineError("injected failure")

@@ -243,3 +243,49 @@ def test_a_saturated_engine_refuses_new_streams_with_a_retry_hint():
         assert code == grpc.StatusCode.OK
     finally:
         server.stop()
+
+
+def overload_run(max_engine_backlog: int) -> tuple[list[float], dict]:
+    """20 streams at once against an engine that assesses 2 utterances at a time, 0.2 s each."""
+    engine = FakeEngine(delay_s=0.2, capacity=2)
+    server = start(engine, max_engine_backlog=max_engine_backlog, max_concurrent_streams=64)
+    latencies, codes, lock = [], {}, threading.Lock()
+
+    def client() -> None:
+        requests = [config(), pb.StreamAssessRequest(audio=PCM)]
+        with grpc.insecure_channel(server.target) as channel:
+            call = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter(requests), timeout=60)
+            try:
+                for response in call:
+                    if response.WhichOneof("event") == "utterance":
+                        with lock:
+                            latencies.append(response.utterance.processing.latency_ms)
+            except grpc.RpcError:
+                pass
+            with lock:
+                codes[call.code().name] = codes.get(call.code().name, 0) + 1
+
+    try:
+        threads = []
+        for _ in range(20):
+            threads.append(threading.Thread(target=client))
+            threads[-1].start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(90)
+    finally:
+        server.stop()
+    return latencies, codes
+
+
+def test_under_overload_admitted_streams_keep_their_latency_and_the_rest_are_refused():
+    guarded, guarded_codes = overload_run(max_engine_backlog=2)
+    unguarded, unguarded_codes = overload_run(max_engine_backlog=10_000)
+    assert guarded_codes.get("RESOURCE_EXHAUSTED", 0) > 0 and guarded_codes.get("OK", 0) > 0
+    assert unguarded_codes == {"OK": 20}
+    p95 = lambda values: float(np.percentile(values, 95))  # noqa: E731
+    print(f"\noverload: with admission p95 {p95(guarded):.0f} ms, {guarded_codes}; "
+          f"without p95 {p95(unguarded):.0f} ms, {unguarded_codes}")
+    # Admission keeps the queue short: a final waits for at most a few others (0.2 s each on 2 slots).
+    assert p95(guarded) < 1500, guarded
+    assert p95(unguarded) > 2 * p95(guarded), (p95(unguarded), p95(guarded))
