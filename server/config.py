@@ -33,6 +33,7 @@ class ServerConfig:
     warm_up: bool = True  # load models before serving
     log_level: str = "INFO"
     log_json: bool = True
+    log_transcripts: bool = False  # privacy: transcripts and reference texts reach the logs only when enabled
     tls_cert: str = ""  # PEM server certificate chain; with tls_key turns TLS on ("" = plaintext)
     tls_key: str = ""  # PEM private key of tls_cert
     tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mutual TLS)

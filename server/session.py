@@ -225,6 +225,11 @@ class AssessmentSession:
             message = {"utterance_error": pb.UtteranceError(utterance_index=event.index, code=code, message=str(exc))}
         if previous is not None:
             await asyncio.wait([previous])
+        if "utterance" in message and self.config.log_transcripts:
+            log.info("utterance assessed", extra={"utterance_index": event.index,
+                                                  "transcript": message["utterance"].transcript,
+                                                  "reference_text": s.reference_text,
+                                                  "total": round(message["utterance"].scores.total, 2)})
         if "utterance" in message:
             self._totals.utterances += 1
             self._totals.total_sum += message["utterance"].scores.total

@@ -289,3 +289,16 @@ def test_under_overload_admitted_streams_keep_their_latency_and_the_rest_are_ref
     # Admission keeps the queue short: a final waits for at most a few others (0.2 s each on 2 slots).
     assert p95(guarded) < 1500, guarded
     assert p95(unguarded) > 2 * p95(guarded), (p95(unguarded), p95(guarded))
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_transcripts_reach_the_logs_only_when_enabled(caplog, enabled):
+    server = start(FakeEngine(), log_transcripts=enabled)
+    try:
+        with caplog.at_level("INFO", logger="saywell.server.session"):
+            code, _, _ = run_stream(server.target, [config(), pb.StreamAssessRequest(audio=PCM)])
+    finally:
+        server.stop()
+    assert code == grpc.StatusCode.OK
+    logged = [r for r in caplog.records if getattr(r, "transcript", None) == "fake words"]
+    assert bool(logged) == enabled
