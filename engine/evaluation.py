@@ -135,7 +135,7 @@ async def run_engine(utterances: list[LabeledUtterance], mode: str, options: Eng
         for future in asyncio.as_completed([guarded(u) for u in utterances]):
             outcomes.append(await future)
             bar.update(1)
-    threshold = engine.flag_threshold(0.5)
+    threshold = engine.flag_threshold(0.5, closed=mode == "closed")
     await engine.close()
     return outcomes, threshold
 

@@ -108,9 +108,9 @@ class AssessmentEngine:
         default = self.scoring.default_scorer
         return [default] + [n for n in self.scoring.scorers if n != default]
 
-    def flag_threshold(self, sensitivity: float, scorer: str = "") -> float:
+    def flag_threshold(self, sensitivity: float, closed: bool, scorer: str = "") -> float:
         """Word accuracy below which the given scorer flags a word at this sensitivity."""
-        return self.scoring.scorer_for(scorer).flag_threshold(sensitivity)
+        return self.scoring.scorer_for(scorer).flag_threshold(sensitivity, closed)
 
     def _needs_encoder(self, request: AssessmentRequest) -> bool:
         return self.scoring.scorer_for(request.scorer).name == "trained"

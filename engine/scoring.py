@@ -108,8 +108,8 @@ class BaselineScorer:
     def version(self) -> str:
         return str(self.calibration.meta.get("version", "unversioned"))
 
-    def flag_threshold(self, sensitivity: float) -> float:
-        return self.calibration.threshold(sensitivity)
+    def flag_threshold(self, sensitivity: float, closed: bool = True) -> float:
+        return self.calibration.threshold(sensitivity)  # one word model serves both modes
 
     def score_words(self, features: UtteranceFeatures, sensitivity: float,
                     encoder: np.ndarray | None = None) -> tuple[WordScore, ...]:

@@ -79,8 +79,8 @@ class TrainedScorer:
     def _threshold(meta: dict, sensitivity: float) -> float:
         return threshold_at(meta["flag_thresholds"], sensitivity)
 
-    def flag_threshold(self, sensitivity: float, mode: str = "closed") -> float:
-        return self._threshold(self.network(mode)[1], sensitivity)
+    def flag_threshold(self, sensitivity: float, closed: bool = True) -> float:
+        return self._threshold(self.network("closed" if closed else "open")[1], sensitivity)
 
     def score_words(self, features: UtteranceFeatures, sensitivity: float,
                     encoder: np.ndarray | None = None) -> tuple[WordScore, ...]:
