@@ -91,7 +91,7 @@ def load_cached(path: pathlib.Path):
         return _CacheUnpickler(handle).load()
 
 
-def _extract_cached(args: tuple[LabeledUtterance, str, str]) -> ExtractedUtterance | str:
+def extract_cached(args: tuple[LabeledUtterance, str, str]) -> ExtractedUtterance | str:
     global _worker
     utterance, asr_model, folder = args
     path = pathlib.Path(folder) / f"{utterance.utt}.pkl"
@@ -115,7 +115,7 @@ def extract_all(utterances: list[LabeledUtterance], asr_model: str = "tiny.en", 
     folder.mkdir(parents=True, exist_ok=True)
     args = [(u, asr_model, str(folder)) for u in utterances]
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        results = list(tqdm(pool.imap(_extract_cached, args, chunksize=4), total=len(args),
+        results = list(tqdm(pool.imap(extract_cached, args, chunksize=4), total=len(args),
                             desc="features", unit="utt"))
     return [r for r in results if not isinstance(r, str)], [r for r in results if isinstance(r, str)]
 

@@ -65,7 +65,7 @@ def phone_accuracy(gop: float) -> float:
     return float(np.clip((gop - PHONE_GOP_BAD) / (PHONE_GOP_GOOD - PHONE_GOP_BAD) * 2, 0.0, 2.0))
 
 
-def _phones(word: WordFeatures) -> tuple[PhoneScore, ...]:
+def phone_scores(word: WordFeatures) -> tuple[PhoneScore, ...]:
     return tuple(PhoneScore(p.phone, p.start_frame * FRAME_MS, p.end_frame * FRAME_MS, float(p.gop),
                             phone_accuracy(p.gop)) for p in word.word.phones)
 
@@ -97,13 +97,13 @@ class BaselineScorer:
         w = word.word
         if closed and is_omitted(word):
             return WordScore(w.text, w.start_frame * FRAME_MS, w.end_frame * FRAME_MS, 0.0, 0.0, 0.0,
-                             WordErrorType.OMISSION, True, _phones(word))
+                             WordErrorType.OMISSION, True, phone_scores(word))
         accuracy = cal.word["accuracy"].predict(word.values)
         stress = cal.word["stress"].predict(word.values)
         total = cal.word["total"].predict({**word.values, "pred_accuracy": accuracy, "pred_stress": stress})
         error = WordErrorType.MISPRONUNCIATION if accuracy < MISPRONOUNCED_BELOW else WordErrorType.NONE
         return WordScore(w.text, w.start_frame * FRAME_MS, w.end_frame * FRAME_MS, accuracy, stress, total,
-                         error, accuracy < cal.threshold(sensitivity), _phones(word))
+                         error, accuracy < cal.threshold(sensitivity), phone_scores(word))
 
     def version(self) -> str:
         return str(self.calibration.meta.get("version", "unversioned"))

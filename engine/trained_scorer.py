@@ -12,7 +12,7 @@ import numpy as np
 from saywell.engine.features import UtteranceFeatures
 from saywell.engine.flags import threshold_at
 from saywell.engine.model_inputs import build_inputs
-from saywell.engine.scoring import MISPRONOUNCED_BELOW, _phones, is_omitted
+from saywell.engine.scoring import MISPRONOUNCED_BELOW, is_omitted, phone_scores
 from saywell.engine.types import FRAME_MS, EngineError, SentenceScores, WordErrorType, WordScore
 
 DEFAULT_MODEL_DIR = pathlib.Path(__file__).parent / "data"
@@ -68,11 +68,11 @@ class TrainedScorer:
             w = word.word
             if closed and is_omitted(word):
                 result.append(WordScore(w.text, w.start_frame * FRAME_MS, w.end_frame * FRAME_MS, 0.0, 0.0, 0.0,
-                                        WordErrorType.OMISSION, True, _phones(word)))
+                                        WordErrorType.OMISSION, True, phone_scores(word)))
                 continue
             error = WordErrorType.MISPRONUNCIATION if accuracy < MISPRONOUNCED_BELOW else WordErrorType.NONE
             result.append(WordScore(w.text, w.start_frame * FRAME_MS, w.end_frame * FRAME_MS, float(accuracy),
-                                    float(stress), float(total), error, bool(accuracy < threshold), _phones(word)))
+                                    float(stress), float(total), error, bool(accuracy < threshold), phone_scores(word)))
         return tuple(result)
 
     @staticmethod

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.calibration import _extract_cached, load_cached
+from saywell.engine.calibration import extract_cached, load_cached
 from saywell.engine.dataset import LabeledUtterance, load_audio, load_corpus, load_expert_means, speaker_folds
 from saywell.engine.model_inputs import ModelInputs, build_inputs
 from saywell.engine.models import cache_dir
@@ -48,7 +48,7 @@ def _inputs_worker(args: tuple[LabeledUtterance, str]):
     path = pathlib.Path(folder) / f"{utterance.utt}.pkl"
     if path.exists():
         return load_cached(path)
-    extracted = _extract_cached((utterance, "tiny.en", str(cache_dir() / "features" / "v1-tiny.en")))
+    extracted = extract_cached((utterance, "tiny.en", str(cache_dir() / "features" / "v1-tiny.en")))
     if isinstance(extracted, str):
         return extracted
     from saywell.engine import calibration
