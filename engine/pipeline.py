@@ -5,6 +5,7 @@ it, and the schedulers batch work across streams.
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import time
 from collections.abc import Sequence
@@ -98,6 +99,7 @@ class AssessmentEngine:
         self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
         self._align = BatchScheduler(self.aligner, options.align_batching, on_batch)
         self._score = BatchScheduler(self.scoring, options.score_batching, on_batch)
+        self._model_versions: dict[str, str] | None = None
 
     @property
     def schedulers(self) -> tuple[BatchScheduler, ...]:
@@ -115,15 +117,18 @@ class AssessmentEngine:
     def _needs_encoder(self, request: AssessmentRequest) -> bool:
         return self.scoring.scorer_for(request.scorer).name == "trained"
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         return importlib.metadata.version("saywell")
 
     def model_versions(self) -> dict[str, str]:
-        versions = {"asr": self.asr.version,
-                    "aligner": "pocketsphinx en-us " + importlib.metadata.version("pocketsphinx")}
-        versions.update({name: scorer.version() for name, scorer in self.scoring.scorers.items()})
-        return versions
+        """Fixed for the life of the process: computed once (package metadata lookups touch the disk)."""
+        if self._model_versions is None:
+            versions = {"asr": self.asr.version,
+                        "aligner": "pocketsphinx en-us " + importlib.metadata.version("pocketsphinx")}
+            versions.update({name: scorer.version() for name, scorer in self.scoring.scorers.items()})
+            self._model_versions = versions
+        return dict(self._model_versions)
 
     def backlog(self) -> int:
         """Items waiting in the stage queues: the engine's measure of saturation."""
