@@ -86,7 +86,7 @@ class Alignment:
 
 
 @dataclass(frozen=True)
-class _LoopSegment:
+class LoopSegment:
     phone: str
     start: int
     end: int  # exclusive
@@ -94,18 +94,36 @@ class _LoopSegment:
 
 
 class _Decoders:
-    """One thread's forced-alignment and phone-loop decoders (~115 MB each)."""
+    """One thread's forced-alignment and phone-loop decoders (~115 MB each), each built on first use."""
 
     def __init__(self, options: AlignerOptions) -> None:
-        from pocketsphinx import Decoder, get_model_path  # deferred: loads a native library
+        from pocketsphinx import get_model_path  # deferred: loads a native library
 
         root = options.model_dir or get_model_path()
-        hmm, dic = os.path.join(root, "en-us", "en-us"), os.path.join(root, "en-us", "cmudict-en-us.dict")
-        common = dict(hmm=hmm, dict=dic, compallsen=True, loglevel="FATAL")
-        beam = options.align_beam
-        self.align = Decoder(lm=None, bestpath=False, beam=beam, pbeam=beam, wbeam=beam, **common)
-        self.loop = Decoder(allphone=os.path.join(root, "en-us", "en-us-phone.lm.bin"), lw=options.loop_lw,
-                            beam=options.loop_beam, pbeam=options.loop_pbeam, **common)
+        self._options = options
+        self._root = root
+        self._common = dict(hmm=os.path.join(root, "en-us", "en-us"),
+                            dict=os.path.join(root, "en-us", "cmudict-en-us.dict"), compallsen=True, loglevel="FATAL")
+        self._align = self._loop = None
+
+    @property
+    def align(self):
+        if self._align is None:
+            from pocketsphinx import Decoder
+
+            beam = self._options.align_beam
+            self._align = Decoder(lm=None, bestpath=False, beam=beam, pbeam=beam, wbeam=beam, **self._common)
+        return self._align
+
+    @property
+    def loop(self):
+        if self._loop is None:
+            from pocketsphinx import Decoder
+
+            o = self._options
+            self._loop = Decoder(allphone=os.path.join(self._root, "en-us", "en-us-phone.lm.bin"), lw=o.loop_lw,
+                                 beam=o.loop_beam, pbeam=o.loop_pbeam, **self._common)
+        return self._loop
 
 
 def _decode(decoder, pcm: bytes) -> None:
@@ -158,30 +176,42 @@ class PhoneAligner:
     def load(self) -> "PhoneAligner":
         """Warm up the calling thread's decoders and the lexicon, so the first request pays nothing."""
         self.lexicon.load()
-        self._decoders()
+        decoders = self._decoders()
+        self._loaded(lambda: decoders.align)
+        self._loaded(lambda: decoders.loop)
         return self
 
     def _decoders(self) -> _Decoders:
         decoders = getattr(self._local, "decoders", None)
         if decoders is None:
-            try:
-                decoders = _Decoders(self.options)
-            except (RuntimeError, OSError, ValueError) as exc:
-                raise AlignmentError(f"could not load the pocketsphinx model: {exc}") from exc
+            decoders = self._loaded(lambda: _Decoders(self.options))
             self._local.decoders = decoders
         return decoders
 
-    def run_batch(self, items: Sequence[tuple[np.ndarray, Sequence[str]]]) -> list[Alignment | Exception]:
-        """Align each (audio, words) item on its own; a failed item yields its exception, not a raise."""
+    @staticmethod
+    def _loaded(build):
+        try:
+            return build()
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise AlignmentError(f"could not load the pocketsphinx model: {exc}") from exc
+
+    def run_batch(self, items: Sequence[tuple]) -> list[Alignment | Exception]:
+        """Align each (audio, words) or (audio, words, loop) item on its own; a failed item yields its
+        exception, not a raise. `loop` is a phone loop already decoded for that audio (see PhoneLoopStage)."""
         results: list[Alignment | Exception] = []
-        for audio, words in items:
+        for audio, words, *loop in items:
             try:
-                results.append(self.align(audio, words))
+                results.append(self.align(audio, words, loop[0] if loop else None))
             except Exception as exc:  # noqa: BLE001 - handed back to the item's caller, not swallowed
                 results.append(exc)
         return results
 
-    def align(self, audio: np.ndarray, words: Sequence[str]) -> Alignment:
+    def phone_loop(self, audio: np.ndarray) -> list[LoopSegment]:
+        """The free phone loop alone: it needs no words, so it can run while the words are recognised."""
+        pcm = _to_pcm(audio, self.options.min_audio_ms * SAMPLE_RATE // 1000)
+        return self._phone_loop(self._loaded(lambda: self._decoders().loop), pcm)
+
+    def align(self, audio: np.ndarray, words: Sequence[str], loop: list[LoopSegment] | None = None) -> Alignment:
         """Align normalised `words` to 16 kHz mono float32 `audio`; raises AlignmentError saying why not."""
         words = [w.lower() if isinstance(w, str) else w for w in words]
         if not words:
@@ -189,16 +219,17 @@ class PhoneAligner:
         if any(not isinstance(w, str) or not w.strip() or any(ch.isspace() for ch in w) for w in words):
             raise AlignmentError(f"words must be single non-empty tokens, got {words!r}")
         pcm = _to_pcm(audio, self.options.min_audio_ms * SAMPLE_RATE // 1000)
-        decoders = self._decoders()
-        n_phones = sum(self._ensure_word(decoders.align, w) for w in words)
+        decoder = self._loaded(lambda: self._decoders().align)
+        n_phones = sum(self._ensure_word(decoder, w) for w in words)
         frames = len(audio) * 100 // SAMPLE_RATE
         if frames < n_phones * _MIN_FRAMES_PER_PHONE:
             raise AlignmentError(f"audio too short: {frames * 10} ms for {n_phones} phones "
                                  f"(needs >= {_MIN_FRAMES_PER_PHONE * 10} ms per phone)")
-        segments = self._align_segments(decoders.align, pcm, words)
-        loop = self._phone_loop(decoders.loop, pcm)
+        segments = self._align_segments(decoder, pcm, words)
+        if loop is None:
+            loop = self._phone_loop(self._loaded(lambda: self._decoders().loop), pcm)
         aligned = tuple(self._word(text, phones, loop) for text, phones in zip(words, segments))
-        n_frames = max(decoders.align.n_frames(), loop[-1].end if loop else 0)
+        n_frames = max(decoder.n_frames(), loop[-1].end if loop else 0)
         return Alignment(words=aligned, n_frames=n_frames,
                          loop_phones=tuple((s.phone, s.start, s.end) for s in loop))
 
@@ -246,17 +277,17 @@ class PhoneAligner:
             raise AlignmentError(f"alignment returned {len(result)} words for {len(words)} in the text")
         return result
 
-    def _phone_loop(self, decoder, pcm: bytes) -> list[_LoopSegment]:
+    def _phone_loop(self, decoder, pcm: bytes) -> list[LoopSegment]:
         try:
             _decode(decoder, pcm)
             segs = list(decoder.seg())
         except RuntimeError as exc:
             raise AlignmentError(f"phone loop decoding failed: {exc}") from exc
         # The binding hands back exp(score): take the log again (floored so an underflow stays finite).
-        return [_LoopSegment(s.word, s.start_frame, s.end_frame + 1, math.log(max(s.ascore, 1e-300)) * _SCORE_SCALE)
+        return [LoopSegment(s.word, s.start_frame, s.end_frame + 1, math.log(max(s.ascore, 1e-300)) * _SCORE_SCALE)
                 for s in segs if s.end_frame >= s.start_frame]
 
-    def _word(self, text: str, segments: list[tuple[str, int, int, float]], loop: list[_LoopSegment]) -> AlignedWord:
+    def _word(self, text: str, segments: list[tuple[str, int, int, float]], loop: list[LoopSegment]) -> AlignedWord:
         names = [name for name, *_ in segments]
         canonical = _stress_map(names, self.lexicon.variants(text))
         phones = []
@@ -272,3 +303,21 @@ class PhoneAligner:
                                        aligned_loglik=loglik, loop_loglik=loop_ll, gop=(loglik - loop_ll) / frames,
                                        loop_phones=tuple(heard)))
         return AlignedWord(text=text, start_frame=segments[0][1], end_frame=segments[-1][2], phones=tuple(phones))
+
+
+class PhoneLoopStage:
+    """Stage `run_batch(audios) -> phone loops` over a PhoneAligner's decoders (one loop decoder per thread)."""
+
+    name = "loop"
+
+    def __init__(self, aligner: PhoneAligner) -> None:
+        self.aligner = aligner
+
+    def run_batch(self, items: Sequence[np.ndarray]) -> list[list[LoopSegment] | Exception]:
+        results: list[list[LoopSegment] | Exception] = []
+        for audio in items:
+            try:
+                results.append(self.aligner.phone_loop(audio))
+            except Exception as exc:  # noqa: BLE001 - handed back to the item's caller
+                results.append(exc)
+        return results

@@ -31,8 +31,11 @@ class AsrOptions:
     model: str = "tiny.en"  # packaged name ("tiny.en", "base"), a local CTranslate2 folder, or a hub id
     compute_type: str = "int8"
     cpu_threads: int = 1  # per model instance; stages run in parallel on the other core
-    beam_size: int = 5  # final decodes
+    # Greedy on a 10 s window matched beam 5 on Whisper's 30 s window in WER (22.8 vs 23.3% on 250 validation
+    # utterances) at under a third of the cost; beam search on a short window loops more (35.8%).
+    beam_size: int = 1  # final decodes
     partial_beam_size: int = 1  # interim decodes while the learner speaks
+    window_s: float = 10.0  # encoder window: the audio plus silence up to this (>= 5 s of it); 0: 30 s
     allow_download: bool = False  # hub ids need the network; packaged names never do
 
 
@@ -44,4 +47,5 @@ class EngineOptions:
     default_scorer: str = "trained"  # falls back to "baseline" when the trained checkpoints are missing
     asr_batching: BatchingOptions = field(default_factory=BatchingOptions)
     align_batching: BatchingOptions = field(default_factory=BatchingOptions)
+    loop_batching: BatchingOptions = field(default_factory=BatchingOptions)
     score_batching: BatchingOptions = field(default_factory=lambda: BatchingOptions(max_batch_size=8))

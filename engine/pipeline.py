@@ -5,6 +5,7 @@ it, and the schedulers batch work across streams.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.metadata
 import time
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.alignment import Alignment, PhoneAligner
+from saywell.engine.alignment import Alignment, PhoneAligner, PhoneLoopStage
 from saywell.engine.asr import AsrRequest, WhisperAsr
 from saywell.engine.features import utterance_features
 from saywell.engine.options import EngineOptions
@@ -98,12 +99,13 @@ class AssessmentEngine:
         self.scoring = ScoringStage(scorers, default)
         self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
         self._align = BatchScheduler(self.aligner, options.align_batching, on_batch)
+        self._loop = BatchScheduler(PhoneLoopStage(self.aligner), options.loop_batching, on_batch)
         self._score = BatchScheduler(self.scoring, options.score_batching, on_batch)
         self._model_versions: dict[str, str] | None = None
 
     @property
     def schedulers(self) -> tuple[BatchScheduler, ...]:
-        return self._asr, self._align, self._score
+        return self._asr, self._loop, self._align, self._score
 
     @property
     def scorer_names(self) -> list[str]:
@@ -134,14 +136,14 @@ class AssessmentEngine:
         """Items waiting in the stage queues: the engine's measure of saturation."""
         return sum(scheduler.queued for scheduler in self.schedulers)
 
-    def warm_up(self) -> None:
-        """Loads every model now (blocking) so the first learner does not pay for it."""
-        self.asr.load()
+    async def warm_up(self) -> None:
+        """Loads every model now, on the threads that will use them, so the first learner pays nothing."""
+        self.start()
         silence = np.zeros(16000, dtype=np.float32)
-        self.asr.run_batch([AsrRequest(silence, partial=True)])
-        self.aligner.run_batch([(silence, ["a"])])
+        await asyncio.gather(self._asr.submit(AsrRequest(silence, partial=True)), self._loop.submit(silence),
+                             self._align.submit((silence, ["a"])))
         for scorer in self.scoring.scorers.values():
-            scorer.version()  # loads calibration / checkpoints
+            await asyncio.to_thread(scorer.version)  # loads calibration / checkpoints
 
     def start(self) -> None:
         for scheduler in self.schedulers:
@@ -161,15 +163,20 @@ class AssessmentEngine:
         self.scoring.scorer_for(request.scorer)  # fail fast on an unknown scorer
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        transcript = await self._asr.submit(AsrRequest(request.audio, with_encoder=self._needs_encoder(request)))
-        timings["asr"] = (time.perf_counter() - started) * 1000
-        words = await self._target_words(request, transcript)
-        if not words:
-            empty = SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if request.closed else None)
-            return UtteranceResult(transcript.text, request.reference_text, empty, (), request.scorer or
-                                   self.options.default_scorer, timings)
-        mark = time.perf_counter()
-        alignment = await self._align.submit((request.audio, words))
+        # The phone loop needs no words: it runs on the other core while Whisper recognises them.
+        loop = asyncio.ensure_future(self._loop.submit(request.audio))
+        try:
+            transcript = await self._asr.submit(AsrRequest(request.audio, with_encoder=self._needs_encoder(request)))
+            timings["asr"] = (time.perf_counter() - started) * 1000
+            words = await self._target_words(request, transcript)
+            if not words:
+                empty = SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if request.closed else None)
+                return UtteranceResult(transcript.text, request.reference_text, empty, (), request.scorer or
+                                       self.options.default_scorer, timings)
+            mark = time.perf_counter()
+            alignment = await self._align.submit((request.audio, words, await loop))
+        finally:
+            loop.cancel()
         timings["align"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
         scores, word_scores, scorer_name = await self._score.submit(
@@ -183,10 +190,14 @@ class AssessmentEngine:
 
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
         """Recognised words of an utterance still in progress, with provisional accuracy and flags."""
-        transcript = await self._asr.submit(AsrRequest(request.audio, partial=True,
-                                                       with_encoder=self._needs_encoder(request)))
-        words = plausible_words(transcript, request.duration_ms)
-        if not words:
-            return ()
-        alignment = await self._align.submit((request.audio, words))
+        loop = asyncio.ensure_future(self._loop.submit(request.audio))
+        try:
+            transcript = await self._asr.submit(AsrRequest(request.audio, partial=True,
+                                                           with_encoder=self._needs_encoder(request)))
+            words = plausible_words(transcript, request.duration_ms)
+            if not words:
+                return ()
+            alignment = await self._align.submit((request.audio, words, await loop))
+        finally:
+            loop.cancel()
         return await self._score.submit(ScoreItem(request.audio, transcript, alignment, request, partial=True))

@@ -44,9 +44,9 @@ class SaywellServer:
         self._metrics_server = None
 
     async def start(self) -> int:
-        if self.config.warm_up:
-            await asyncio.get_running_loop().run_in_executor(None, self.engine.warm_up)
         self.engine.start()
+        if self.config.warm_up:
+            await self.engine.warm_up()
         limit = self.config.max_message_bytes
         self.server = grpc.aio.server(
             interceptors=[self.access, StatusInterceptor(self.metrics)],  # refuse before anything else runs

@@ -21,6 +21,11 @@ class ServerConfig:
     max_utterance_ms: int = 20_000
     max_reference_text_chars: int = 2_000
     interim_step_ms: int = 700  # new speech needed before another interim decode
+    # Start the final assessment when the learner pauses (the segmenter's tail_ms of silence) rather than at
+    # the endpoint; if speech resumes the work is dropped. Skipped while more than speculation_max_backlog
+    # items wait in the engine, so under load no CPU goes to guesses.
+    speculative_finals: bool = True
+    speculation_max_backlog: int = 2
     grace_s: float = 10.0  # SIGTERM: in-flight utterances get this long to finish
     asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
     allow_download: bool = False  # let hub ids download (needs the network)
@@ -53,6 +58,7 @@ class ServerConfig:
             (self.max_stream_ms >= self.max_utterance_ms, "max_stream_ms must be >= max_utterance_ms"),
             (self.max_reference_text_chars >= 1, "max_reference_text_chars must be >= 1"),
             (self.interim_step_ms >= 100, "interim_step_ms must be >= 100"),
+            (self.speculation_max_backlog >= 0, "speculation_max_backlog must be >= 0"),
             (self.grace_s >= 0, "grace_s must be >= 0"),
             (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
             (self.max_engine_backlog >= 1, "max_engine_backlog must be >= 1"),

@@ -17,6 +17,9 @@ class ServerMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.interim_latency = Histogram("saywell_interim_latency_seconds", "Interim decode wall time",
                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.speculations = Counter("saywell_speculative_finals_total",
+                                    "Final assessments started at a pause: started, used at the endpoint, dropped",
+                                    ["outcome"], registry=r)
         self.audio_seconds = Counter("saywell_audio_seconds_total", "Audio received", registry=r)
         self.errors = Counter("saywell_errors_total", "Errors returned, by gRPC status", ["code"], registry=r)
         self.batch_size = Histogram("saywell_stage_batch_size", "Items per engine batch", ["stage"],

@@ -36,6 +36,21 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    """Silence has lasted `tail_ms`: if it lasts until the endpoint, the utterance is exactly this audio."""
+
+    index: int
+    audio: np.ndarray
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """Speech came back after a SpeechPaused: the paused audio is no longer the utterance."""
+
+    index: int
+
+
+@dataclass(frozen=True)
 class UtteranceEnded:
     index: int
     start_ms: int  # stream offset of audio[0]
@@ -63,13 +78,20 @@ class VadSegmenter:
         self._voiced_since_end = 0
         self._start: int | None = None  # stream sample where the current utterance starts
         self._last_voiced_end = 0
+        self._paused = False
         self.index = 0
         self._start_frames = math.ceil(options.min_speech_ms / FRAME_MS)
         self._end_frames = math.ceil(options.silence_ms / FRAME_MS)
+        self._pause_frames = math.ceil(options.tail_ms / FRAME_MS)
 
     @property
     def in_speech(self) -> bool:
         return self._start is not None
+
+    @property
+    def paused(self) -> bool:
+        """In an utterance, silent for at least `tail_ms`: no new words are coming for now."""
+        return self._paused
 
     @property
     def position_ms(self) -> int:
@@ -125,13 +147,22 @@ class VadSegmenter:
             keep = self._pos - (self.options.pre_roll_ms + self.options.min_speech_ms + FRAME_MS) * RATE // 1000
             self._drop_before(max(keep, self._buf_start))
             return []
+        if voiced and self._paused:
+            self._paused = False
+            return [SpeechResumed(self.index)]
         if self._silent_run >= self._end_frames:
-            end = min(self._last_voiced_end + self.options.tail_ms * RATE // 1000, self._pos)
-            return [self._end(end, EndCause.SILENCE)]
+            return [self._end(self._trimmed_end(), EndCause.SILENCE)]
+        if self._silent_run == self._pause_frames:
+            self._paused = True
+            return [SpeechPaused(self.index, self._slice(self._start, self._trimmed_end()).copy())]
         if _ms(self._pos - self._start) >= self.options.max_utterance_ms:
             # Idle again: if the learner keeps talking, the start rule fires on the next voiced frame.
             return [self._end(self._pos, EndCause.MAX_LENGTH)]
         return []
+
+    def _trimmed_end(self) -> int:
+        """Where an utterance ending now is cut: `tail_ms` after its last speech, or now if that is later."""
+        return min(self._last_voiced_end + self.options.tail_ms * RATE // 1000, self._pos)
 
     def _begin(self, start: int) -> SpeechStarted:
         self._drop_before(start)
@@ -145,6 +176,7 @@ class VadSegmenter:
         event = UtteranceEnded(self.index, _ms(start), _ms(max(speech_end, start)), audio, cause)
         self.index += 1
         self._start = None
+        self._paused = False
         self._voiced_since_end = 0
         self._drop_before(end)
         return event
@@ -155,8 +187,8 @@ class VadSegmenter:
             self._chunks.append(self._pending)
             self._pos += len(self._pending)
             self._pending = np.zeros(0, np.float32)
-        if self._start is not None:
-            return [self._end(self._pos, cause)]
+        if self._start is not None:  # cut where the endpoint would have: the paused audio stays valid
+            return [self._end(self._trimmed_end() if self._paused else self._pos, cause)]
         if self._voiced_since_end > 0:  # speech too short for the VAD's start rule still counts when asked
             return [self._begin(self._buf_start), self._end(self._pos, cause)]
         return []

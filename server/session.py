@@ -7,6 +7,7 @@ goes away every task of the session is cancelled and the engine drops its queued
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,23 +20,53 @@ from saywell.server.audio_decoding import make_decoder
 from saywell.server.config import ServerConfig
 from saywell.server.errors import InvalidArgument, OutOfRange, StatusError
 from saywell.server.metrics import ServerMetrics
-from saywell.server.segmenter import EndCause, SegmenterOptions, SpeechStarted, UtteranceEnded, VadSegmenter
+from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechPaused, SpeechResumed, SpeechStarted,
+                                      UtteranceEnded, VadSegmenter)
 from saywell.server.settings import StreamSettings, stream_settings
 from saywell.v1 import assessment_pb2 as pb
 
 log = logging.getLogger(__name__)
 _END = object()
 COMMIT_MARGIN_MS = 400  # a word this close to the live edge may still grow or change
+INTERIM_CONTEXT_MS = 500  # audio before the first uncommitted word that an interim decode still hears
 
 
 @dataclass
 class InterimState:
-    """Word results sent for the open utterance: committed words are final until the assessment."""
+    """Word results sent for the open utterance: committed words are final until the assessment.
+
+    Interim decodes cover only the audio after the committed words (plus INTERIM_CONTEXT_MS before them), so
+    their cost stays flat however long the learner talks.
+    """
 
     utterance_index: int
-    committed: int = 0
-    previous: list[str] = field(default_factory=list)
+    committed: int = 0  # words sent as committed
+    committed_end_ms: int = 0  # where the last committed word ends, from the utterance start
+    previous: list[str] = field(default_factory=list)  # uncommitted words of the last decode
     decoded_ms: int = 0
+
+    def window_start_ms(self) -> int:
+        return max(0, self.committed_end_ms - INTERIM_CONTEXT_MS)
+
+
+def shifted(word: WordScore, ms: int) -> WordScore:
+    """The word with its times (and its phones') moved `ms` later."""
+    if not ms:
+        return word
+    phones = tuple(dataclasses.replace(p, start_ms=p.start_ms + ms, end_ms=p.end_ms + ms) for p in word.phones)
+    return dataclasses.replace(word, start_ms=word.start_ms + ms, end_ms=word.end_ms + ms, phones=phones)
+
+
+@dataclass
+class Speculation:
+    """A final assessment started when the learner paused, before the endpoint: used if the pause is the end."""
+
+    index: int
+    samples: int  # length of the paused audio; the utterance must end with exactly this audio to use it
+    task: asyncio.Task
+
+    def matches(self, event: UtteranceEnded) -> bool:
+        return event.index == self.index and len(event.audio) == self.samples
 
 
 @dataclass
@@ -56,6 +87,7 @@ class AssessmentSession:
         self._last_final: asyncio.Task | None = None
         self._interim: InterimState | None = None
         self._interim_task: asyncio.Task | None = None
+        self._speculation: Speculation | None = None
         self._segmenter: VadSegmenter | None = None
         self._decoder = None
         self._totals = StreamTotals()
@@ -156,19 +188,58 @@ class AssessmentSession:
                 self._interim = InterimState(event.index)
                 self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED,
                                                        utterance_index=event.index, offset_ms=event.offset_ms))
+            elif isinstance(event, SpeechPaused):
+                self._speculate(event)
+            elif isinstance(event, SpeechResumed):
+                self._drop_speculation()
             elif isinstance(event, UtteranceEnded):
                 self._interim = None
                 if self._interim_task is not None:
                     self._interim_task.cancel()
+                speculation, self._speculation = self._speculation, None
+                if speculation is not None and not speculation.matches(event):
+                    speculation.task.cancel()
+                    speculation = None
                 self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_ENDED, utterance_index=event.index,
                                                        offset_ms=event.speech_end_ms,
                                                        cause=convert.END_CAUSES[event.cause]))
-                self._last_final = self._spawn(self._final(event, self._last_final))
+                self._last_final = self._spawn(self._final(event, self._last_final, speculation))
+
+    def _request(self, audio) -> AssessmentRequest:
+        s = self.settings
+        return AssessmentRequest(audio=audio, reference_text=s.reference_text, flag_sensitivity=s.flag_sensitivity,
+                                 scorer=s.scorer)
+
+    # -- speculative finals -------------------------------------------------------------------------------
+    def _speculate(self, event: SpeechPaused) -> None:
+        """Start the final assessment at the pause, so an endpoint `silence_ms` later finds it (nearly) done."""
+        self._drop_speculation()
+        if not self.config.speculative_finals or self.engine.backlog() > self.config.speculation_max_backlog:
+            return
+        if self._interim_task is not None:
+            self._interim_task.cancel()  # superseded: the speculation covers every word heard so far
+        self.metrics.speculations.labels("started").inc()
+        task = self._spawn(self._speculative_assessment(self._request(event.audio), self._interim))
+        self._speculation = Speculation(event.index, len(event.audio), task)
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.task.cancel()
+            self.metrics.speculations.labels("dropped").inc()
+            self._speculation = None
+
+    async def _speculative_assessment(self, request: AssessmentRequest, state: InterimState | None):
+        result = await self.engine.assess(request)
+        if state is not None and self._interim is state and not request.closed:
+            # Still paused: the words are the best interim results there are (closed mode scores reference
+            # words, not the recognised ones that interim results number).
+            self._send_interim(state, list(result.words), request.duration_ms)
+        return result
 
     # -- interim words ------------------------------------------------------------------------------------
     def _maybe_interim(self) -> None:
         state = self._interim
-        if not (self.settings.interim_results and state and self._segmenter.in_speech):
+        if not (self.settings.interim_results and state and self._segmenter.in_speech) or self._segmenter.paused:
             return
         if self._interim_task is not None and not self._interim_task.done():
             return
@@ -177,11 +248,13 @@ class AssessmentSession:
         if audio_ms - state.decoded_ms < self.config.interim_step_ms:
             return
         state.decoded_ms = audio_ms
-        request = AssessmentRequest(audio=audio, flag_sensitivity=self.settings.flag_sensitivity,
+        window_ms = state.window_start_ms()
+        request = AssessmentRequest(audio=audio[window_ms * 16:], flag_sensitivity=self.settings.flag_sensitivity,
                                     scorer=self.settings.scorer)
-        self._interim_task = self._spawn(self._interim_words(state, request, self._segmenter.utterance_start_ms()))
+        self._interim_task = self._spawn(self._interim_words(state, request, window_ms, audio_ms))
 
-    async def _interim_words(self, state: InterimState, request: AssessmentRequest, offset_ms: int) -> None:
+    async def _interim_words(self, state: InterimState, request: AssessmentRequest, window_ms: int,
+                             audio_ms: int) -> None:
         started = time.perf_counter()
         try:
             words = await self.engine.provisional_words(request)
@@ -191,29 +264,38 @@ class AssessmentSession:
         self.metrics.interim_latency.observe(time.perf_counter() - started)
         if self._interim is not state:
             return  # the utterance ended meanwhile; its final assessment supersedes these words
-        self._send_interim(state, words, request.duration_ms, offset_ms)
+        self._send_interim(state, [shifted(w, window_ms) for w in words], audio_ms)
 
-    def _send_interim(self, state: InterimState, words: tuple[WordScore, ...], audio_ms: int, offset_ms: int) -> None:
-        texts = [w.text for w in words]
-        stable = state.committed
-        while (stable < min(len(texts), len(state.previous)) and texts[stable] == state.previous[stable]
-               and words[stable].end_ms < audio_ms - COMMIT_MARGIN_MS):
+    def _send_interim(self, state: InterimState, words: list[WordScore], audio_ms: int) -> None:
+        """Send the words after the committed ones; commit those two decodes agree on, clear of the live edge."""
+        tail = [w for w in words if (w.start_ms + w.end_ms) / 2 > state.committed_end_ms]
+        texts = [w.text for w in tail]
+        stable = 0
+        while (stable < min(len(tail), len(state.previous)) and texts[stable] == state.previous[stable]
+               and tail[stable].end_ms < audio_ms - COMMIT_MARGIN_MS):
             stable += 1
-        for index in range(state.committed, len(words)):
-            self._emit(word_result=convert.word_result(words[index], utterance_index=state.utterance_index,
-                                                       word_index=index, offset_ms=offset_ms,
-                                                       committed=index < stable))
-        state.committed = max(stable, state.committed)
-        state.previous = texts
+        offset_ms = self._segmenter.utterance_start_ms()
+        for i, word in enumerate(tail):
+            self._emit(word_result=convert.word_result(word, utterance_index=state.utterance_index,
+                                                       word_index=state.committed + i, offset_ms=offset_ms,
+                                                       committed=i < stable))
+        if stable:
+            state.committed += stable
+            state.committed_end_ms = tail[stable - 1].end_ms
+        state.previous = texts[stable:]
 
     # -- final assessments --------------------------------------------------------------------------------
-    async def _final(self, event: UtteranceEnded, previous: asyncio.Task | None) -> None:
+    async def _final(self, event: UtteranceEnded, previous: asyncio.Task | None,
+                     speculation: Speculation | None) -> None:
         endpoint = time.perf_counter()
         s = self.settings
-        request = AssessmentRequest(audio=event.audio, reference_text=s.reference_text,
-                                    flag_sensitivity=s.flag_sensitivity, scorer=s.scorer)
+        request = self._request(event.audio)
         try:
-            result = await self.engine.assess(request)
+            if speculation is not None:
+                self.metrics.speculations.labels("used").inc()
+                result = await speculation.task
+            else:
+                result = await self.engine.assess(request)
             latency_ms = (time.perf_counter() - endpoint) * 1000
             message = {"utterance": convert.utterance_assessment(
                 result, index=event.index, start_ms=event.start_ms, end_ms=event.start_ms + request.duration_ms,

@@ -29,7 +29,7 @@ class FakeEngine:
     def model_versions(self) -> dict[str, str]:
         return {"fake": "0"}
 
-    def warm_up(self) -> None:
+    async def warm_up(self) -> None:
         pass
 
     def start(self) -> None:

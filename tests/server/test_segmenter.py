@@ -3,17 +3,19 @@ import pathlib
 import numpy as np
 import soundfile as sf
 
-from saywell.server.segmenter import EndCause, SegmenterOptions, SpeechStarted, UtteranceEnded, VadSegmenter
+from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechPaused, SpeechResumed, SpeechStarted,
+                                      UtteranceEnded, VadSegmenter)
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 
 
-def run(audio, options=SegmenterOptions(), chunk=1600, flush=EndCause.END_OF_STREAM):
+def run(audio, options=SegmenterOptions(), chunk=1600, flush=EndCause.END_OF_STREAM, pauses=False):
     segmenter = VadSegmenter(options)
     events = []
     for i in range(0, len(audio), chunk):
         events += segmenter.feed(audio[i:i + chunk])
-    return events + segmenter.end_utterance(flush)
+    events += segmenter.end_utterance(flush)
+    return events if pauses else [e for e in events if not isinstance(e, (SpeechPaused, SpeechResumed))]
 
 
 def two_utterances():
@@ -65,3 +67,37 @@ def test_chunking_does_not_change_the_segmentation():
     a = [(type(e).__name__, getattr(e, "start_ms", getattr(e, "offset_ms", None))) for e in run(audio, chunk=480)]
     b = [(type(e).__name__, getattr(e, "start_ms", getattr(e, "offset_ms", None))) for e in run(audio, chunk=7777)]
     assert a == b
+
+
+def test_a_pause_that_becomes_the_endpoint_carries_exactly_the_utterance_audio():
+    events = run(two_utterances(), SegmenterOptions(silence_ms=500), pauses=True)
+    first_end = next(i for i, e in enumerate(events) if isinstance(e, UtteranceEnded))
+    pauses = [e for e in events[:first_end] if isinstance(e, SpeechPaused)]
+    # the pause right before the endpoint: nothing voiced came between it and the end
+    assert not isinstance(events[first_end - 1], SpeechResumed) and pauses
+    last_pause, ended = pauses[-1], events[first_end]
+    assert last_pause.index == ended.index == 0
+    np.testing.assert_array_equal(last_pause.audio, ended.audio)
+
+
+def test_speech_after_a_pause_resumes_the_same_utterance():
+    audio = two_utterances()
+    events = run(audio, SegmenterOptions(silence_ms=2000), pauses=True)
+    kinds = [type(e) for e in events]
+    assert kinds.count(UtteranceEnded) == 1  # the 1.2 s gap between the sentences is only a pause
+    resumed = [e for e in events if isinstance(e, SpeechResumed)]
+    assert resumed and all(e.index == 0 for e in resumed)
+    for i, kind in enumerate(kinds):  # every resume follows a pause of the same utterance
+        if kind is SpeechResumed:
+            assert SpeechPaused in kinds[:i]
+    assert len(events[-1].audio) > len([e for e in events if isinstance(e, SpeechPaused)][0].audio)
+
+
+def test_a_client_end_during_a_pause_cuts_where_the_pause_did():
+    audio = two_utterances()[:16000 * 3]  # coffee.wav and ~0.3 s of the silence after it
+    segmenter = VadSegmenter(SegmenterOptions(silence_ms=1000))
+    events = segmenter.feed(audio)
+    assert segmenter.paused
+    pause = [e for e in events if isinstance(e, SpeechPaused)][-1]
+    ended = segmenter.end_utterance(EndCause.CLIENT)[-1]
+    np.testing.assert_array_equal(pause.audio, ended.audio)
