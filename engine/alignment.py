@@ -7,6 +7,7 @@ pocketsphinx decoders are not thread-safe, so each thread gets its own pair, bui
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
@@ -83,6 +84,19 @@ class Alignment:
     def gop(self) -> float:
         frames = sum(p.n_frames for w in self.words for p in w.phones)
         return sum(p.gop * p.n_frames for w in self.words for p in w.phones) / frames if frames else 0.0
+
+    @staticmethod
+    def joined(parts: Sequence[tuple[int, "Alignment"]], n_frames: int) -> "Alignment":
+        """One alignment from alignments of consecutive stretches of audio, each with its start frame."""
+        def moved_word(word: AlignedWord, by: int) -> AlignedWord:
+            phones = tuple(dataclasses.replace(p, start_frame=p.start_frame + by, end_frame=p.end_frame + by)
+                           for p in word.phones)
+            return dataclasses.replace(word, start_frame=word.start_frame + by, end_frame=word.end_frame + by,
+                                       phones=phones)
+
+        words = tuple(moved_word(w, start) for start, part in parts for w in part.words)
+        loop = tuple((phone, a + start, b + start) for start, part in parts for phone, a, b in part.loop_phones)
+        return Alignment(words=words, n_frames=n_frames, loop_phones=loop)
 
 
 @dataclass(frozen=True)

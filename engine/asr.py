@@ -22,6 +22,7 @@ class AsrRequest:
     audio: np.ndarray  # 16 kHz mono float32
     partial: bool = False  # interim decode: greedy, cheaper
     with_encoder: bool = False  # also return the encoder frames (acoustic features for the trained scorer)
+    encoder_only: bool = False  # only the encoder frames: no decoding
 
 
 class WhisperAsr:
@@ -70,6 +71,8 @@ class WhisperAsr:
         if len(item.audio) < MIN_AUDIO_SAMPLES:
             return Transcript(text="", words=(), encoder=np.zeros((0, 0), np.float32) if item.with_encoder else None)
         audio = np.ascontiguousarray(item.audio, dtype=np.float32)
+        if item.encoder_only:
+            return Transcript(text="", words=(), encoder=encoder_frames(model, audio))
         beam = self.options.partial_beam_size if item.partial else self.options.beam_size
         segments = decode_segments(model, audio, beam, self.options.window_s)
         texts: list[str] = []

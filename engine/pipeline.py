@@ -6,6 +6,7 @@ it, and the schedulers batch work across streams.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import importlib.metadata
 import time
@@ -23,18 +24,46 @@ from saywell.engine.scheduler import BatchScheduler
 from saywell.engine.scoring import BaselineScorer
 from saywell.engine.trained_scorer import TrainedScorer
 from saywell.engine.text import normalize_words
-from saywell.engine.types import (AssessmentRequest, EngineError, SentenceScores, Transcript,
+from saywell.engine.types import (AssessmentRequest, EngineError, RecognizedWord, SentenceScores, Transcript,
                                   UtteranceResult, WordScore)
 
 ENGINE_NAME = "saywell-cpu"
+MIN_SEGMENT_SAMPLES = 1600  # 0.1 s: shorter stretches hold no word
 MAX_WORDS_PER_SECOND = 7.0  # faster than any speech: the rest is a Whisper repetition loop
 
 
-def plausible_words(transcript: Transcript, duration_ms: int) -> list[str]:
+def plausible(transcript: Transcript, duration_ms: int) -> tuple[RecognizedWord, ...]:
     """Recognised words the audio can hold: Whisper sometimes loops on a phrase past the end of the speech."""
     words = [w for w in transcript.words if w.start_ms < duration_ms]
-    limit = max(int(duration_ms / 1000 * MAX_WORDS_PER_SECOND), 1)
-    return [w.text for w in words[:limit]]
+    return tuple(words[:max(int(duration_ms / 1000 * MAX_WORDS_PER_SECOND), 1)])
+
+
+def plausible_words(transcript: Transcript, duration_ms: int) -> list[str]:
+    return [w.text for w in plausible(transcript, duration_ms)]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Words, alignment and phone loop of one stretch of an utterance, analysed while the learner went on.
+
+    Streams cut utterances at pauses into consecutive segments; the final assessment joins them and only the
+    segment after the last pause is left to analyse when the utterance ends.
+    """
+
+    start: int  # first sample, from the utterance start
+    samples: int
+    transcript: Transcript  # word times from the segment start
+    alignment: Alignment | None  # None when the segment holds no words
+
+    @property
+    def end(self) -> int:
+        return self.start + self.samples
+
+
+def joined_transcript(segments: Sequence[Segment]) -> Transcript:
+    words = tuple(dataclasses.replace(w, start_ms=w.start_ms + s.start // 16, end_ms=w.end_ms + s.start // 16)
+                  for s in segments for w in s.transcript.words)
+    return Transcript(text=" ".join(s.transcript.text for s in segments if s.transcript.text), words=words)
 
 
 @dataclass(frozen=True)
@@ -183,6 +212,42 @@ class AssessmentEngine:
             ScoreItem(request.audio, transcript, alignment, request, partial=False))
         timings["score"] = (time.perf_counter() - mark) * 1000
         return UtteranceResult(transcript.text, request.reference_text, scores, word_scores, scorer_name, timings)
+
+    async def analyse_segment(self, audio: np.ndarray, start: int) -> Segment:
+        """ASR, phone loop and alignment of `audio`, which begins `start` samples into its utterance."""
+        if len(audio) < MIN_SEGMENT_SAMPLES:
+            return Segment(start, len(audio), Transcript("", ()), None)
+        loop = asyncio.ensure_future(self._loop.submit(audio))
+        try:
+            transcript = await self._asr.submit(AsrRequest(audio))
+            kept = plausible(transcript, len(audio) * 1000 // 16000)
+            transcript = Transcript(transcript.text, kept)
+            words = [w.text for w in kept]
+            alignment = await self._align.submit((audio, words, await loop)) if words else None
+        finally:
+            loop.cancel()
+        return Segment(start, len(audio), transcript, alignment)
+
+    async def assess_segments(self, request: AssessmentRequest, segments: Sequence[Segment]) -> UtteranceResult:
+        """The final assessment of an open-response utterance from segments covering all of its audio."""
+        if request.closed or not segments or segments[0].start != 0 or segments[-1].end != len(request.audio) or \
+                any(a.end != b.start for a, b in zip(segments, segments[1:])):
+            raise EngineError("segments must cover the utterance's audio end to end (open mode only)")
+        self.scoring.scorer_for(request.scorer)
+        started = time.perf_counter()
+        transcript = joined_transcript(segments)
+        if self._needs_encoder(request):
+            encoded = await self._asr.submit(AsrRequest(request.audio, encoder_only=True))
+            transcript = dataclasses.replace(transcript, encoder=encoded.encoder)
+        parts = [(s.start // 160, s.alignment) for s in segments if s.alignment is not None]
+        if not parts:
+            empty = SentenceScores(0.0, 0.0, 0.0, 0.0, None)
+            return UtteranceResult(transcript.text, "", empty, (), request.scorer or self.options.default_scorer, {})
+        alignment = Alignment.joined(parts, n_frames=len(request.audio) // 160)
+        scores, word_scores, scorer_name = await self._score.submit(
+            ScoreItem(request.audio, transcript, alignment, request, partial=False))
+        timings = {"segments": len(segments), "score": (time.perf_counter() - started) * 1000}
+        return UtteranceResult(transcript.text, "", scores, word_scores, scorer_name, timings)
 
     async def align(self, audio: np.ndarray, words: list[str]) -> Alignment:
         """Forced alignment alone (the evaluator times labelled words with it)."""

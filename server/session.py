@@ -23,6 +23,7 @@ from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechPaused, SpeechResumed, SpeechStarted,
                                       UtteranceEnded, VadSegmenter)
 from saywell.server.settings import StreamSettings, stream_settings
+from saywell.server.speculation import SegmentChain, Speculation
 from saywell.v1 import assessment_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -58,18 +59,6 @@ def shifted(word: WordScore, ms: int) -> WordScore:
 
 
 @dataclass
-class Speculation:
-    """A final assessment started when the learner paused, before the endpoint: used if the pause is the end."""
-
-    index: int
-    samples: int  # length of the paused audio; the utterance must end with exactly this audio to use it
-    task: asyncio.Task
-
-    def matches(self, event: UtteranceEnded) -> bool:
-        return event.index == self.index and len(event.audio) == self.samples
-
-
-@dataclass
 class StreamTotals:
     utterances: int = 0
     errors: int = 0
@@ -88,6 +77,7 @@ class AssessmentSession:
         self._interim: InterimState | None = None
         self._interim_task: asyncio.Task | None = None
         self._speculation: Speculation | None = None
+        self._chain: SegmentChain | None = None  # open mode: the utterance's segments analysed at its pauses
         self._segmenter: VadSegmenter | None = None
         self._decoder = None
         self._totals = StreamTotals()
@@ -186,6 +176,8 @@ class AssessmentSession:
         for event in events:
             if isinstance(event, SpeechStarted):
                 self._interim = InterimState(event.index)
+                if self.config.speculative_finals and not self.settings.reference_text.strip():
+                    self._chain = SegmentChain(self.engine, self._spawn)
                 self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED,
                                                        utterance_index=event.index, offset_ms=event.offset_ms))
             elif isinstance(event, SpeechPaused):
@@ -203,7 +195,8 @@ class AssessmentSession:
                 self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_ENDED, utterance_index=event.index,
                                                        offset_ms=event.speech_end_ms,
                                                        cause=convert.END_CAUSES[event.cause]))
-                self._last_final = self._spawn(self._final(event, self._last_final, speculation))
+                chain, self._chain = self._chain, None
+                self._last_final = self._spawn(self._final(event, self._last_final, speculation, chain))
 
     def _request(self, audio) -> AssessmentRequest:
         s = self.settings
@@ -219,7 +212,9 @@ class AssessmentSession:
         if self._interim_task is not None:
             self._interim_task.cancel()  # superseded: the speculation covers every word heard so far
         self.metrics.speculations.labels("started").inc()
-        task = self._spawn(self._speculative_assessment(self._request(event.audio), self._interim))
+        if self._chain is not None:
+            self._chain.extend(event.audio)
+        task = self._spawn(self._speculative_assessment(self._request(event.audio), self._interim, self._chain))
         self._speculation = Speculation(event.index, len(event.audio), task)
 
     def _drop_speculation(self) -> None:
@@ -228,8 +223,9 @@ class AssessmentSession:
             self.metrics.speculations.labels("dropped").inc()
             self._speculation = None
 
-    async def _speculative_assessment(self, request: AssessmentRequest, state: InterimState | None):
-        result = await self.engine.assess(request)
+    async def _speculative_assessment(self, request: AssessmentRequest, state: InterimState | None,
+                                      chain: SegmentChain | None):
+        result = await (chain.assess(request) if chain is not None else self.engine.assess(request))
         if state is not None and self._interim is state and not request.closed:
             # Still paused: the words are the best interim results there are (closed mode scores reference
             # words, not the recognised ones that interim results number).
@@ -286,7 +282,7 @@ class AssessmentSession:
 
     # -- final assessments --------------------------------------------------------------------------------
     async def _final(self, event: UtteranceEnded, previous: asyncio.Task | None,
-                     speculation: Speculation | None) -> None:
+                     speculation: Speculation | None, chain: SegmentChain | None) -> None:
         endpoint = time.perf_counter()
         s = self.settings
         request = self._request(event.audio)
@@ -294,6 +290,8 @@ class AssessmentSession:
             if speculation is not None:
                 self.metrics.speculations.labels("used").inc()
                 result = await speculation.task
+            elif chain is not None:
+                result = await chain.assess(request)
             else:
                 result = await self.engine.assess(request)
             latency_ms = (time.perf_counter() - endpoint) * 1000
@@ -305,6 +303,10 @@ class AssessmentSession:
             code = "RESOURCE_EXHAUSTED" if isinstance(exc, OverloadedError) else "INTERNAL"
             log.warning("utterance %d failed: %s", event.index, exc)
             message = {"utterance_error": pb.UtteranceError(utterance_index=event.index, code=code, message=str(exc))}
+        except Exception as exc:  # a bug must still end the utterance with an explicit error, not silence
+            log.exception("utterance %d failed unexpectedly", event.index)
+            message = {"utterance_error": pb.UtteranceError(
+                utterance_index=event.index, code="INTERNAL", message=f"internal error: {type(exc).__name__}")}
         if previous is not None:
             await asyncio.wait([previous])
         if "utterance" in message and self.config.log_transcripts:

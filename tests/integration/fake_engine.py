@@ -74,6 +74,13 @@ class FakeEngine:
         return UtteranceResult("fake words", request.reference_text, SentenceScores(8, 8, 8, 8, completeness),
                                self._words(request), "baseline")
 
+    async def analyse_segment(self, audio, start: int):
+        await self._wait()
+        return ("segment", start, len(audio))
+
+    async def assess_segments(self, request, segments) -> UtteranceResult:
+        return await self.assess(request)
+
     async def provisional_words(self, request) -> tuple[WordScore, ...]:
         await self._wait()
         return self._words(request)

@@ -78,6 +78,25 @@ def test_two_utterances_are_assessed_in_order_with_stream_offsets(server):
     assert finals[0].cause == pb.SILENCE and finals[1].cause == pb.END_OF_STREAM
 
 
+def test_a_pause_inside_an_utterance_is_analysed_while_the_learner_goes_on(server):
+    metrics = server.server.metrics.registry
+
+    def count(outcome):
+        return metrics.get_sample_value("saywell_speculative_finals_total", {"outcome": outcome}) or 0
+
+    dropped_before = count("dropped")
+    with SaywellClient(server.target) as client:
+        out = events(client.stream_file(load_audio(FIXTURES / "two_utterances.wav"), chunk_ms=100,
+                                        realtime_factor=1.0, endpointing={"end_of_utterance_silence_ms": 2000}))
+    finals = [r.utterance for k, r in out if k == "utterance"]
+    assert len(finals) == 1, "the 1.2 s gap is shorter than the endpoint: one utterance"
+    words = [w.word for w in finals[0].words]
+    assert {"coffee", "please", "brother", "years", "old"} <= set(words)
+    assert [w.start_ms for w in finals[0].words] == sorted(w.start_ms for w in finals[0].words)
+    assert words.index("brother") > words.index("coffee")
+    assert count("dropped") > dropped_before, "the pause between the sentences started work that speech resumed"
+
+
 def test_closed_mode_reports_completeness_and_omissions(server):
     with SaywellClient(server.target) as client:
         out = events(client.stream_file(load_audio(FIXTURES / "brother.wav"),

@@ -1,0 +1,68 @@
+"""Work a stream starts before the endpoint, so that little is left to do when the utterance ends.
+
+Each pause of the learner (the segmenter's SpeechPaused) does two things:
+- extends the utterance's `SegmentChain` (open mode): the audio since the previous pause is analysed now
+  (ASR, phone loop, alignment) and stays valid whether or not the learner goes on;
+- starts a `Speculation`: the final assessment of the audio so far, used as is if the pause becomes the
+  endpoint, cancelled if speech resumes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult
+from saywell.server.segmenter import UtteranceEnded
+
+log = logging.getLogger(__name__)
+Spawn = Callable[[Coroutine], asyncio.Task]
+
+
+@dataclass
+class Speculation:
+    """A final assessment started at a pause: used if the utterance ends with exactly the paused audio."""
+
+    index: int
+    samples: int
+    task: asyncio.Task
+
+    def matches(self, event: UtteranceEnded) -> bool:
+        return event.index == self.index and len(event.audio) == self.samples
+
+
+@dataclass
+class SegmentChain:
+    """Consecutive segments of one open-response utterance, from its first sample, analysed at its pauses."""
+
+    engine: AssessmentEngine
+    spawn: Spawn
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+    covered: int = 0  # samples analysed or being analysed
+
+    def extend(self, audio: np.ndarray) -> None:
+        """Start analysing the audio after what the chain covers (`audio` is the utterance so far)."""
+        if len(audio) <= self.covered:
+            return
+        self._tasks.append(self.spawn(self.engine.analyse_segment(audio[self.covered:], self.covered)))
+        self.covered = len(audio)
+
+    async def assess(self, request: AssessmentRequest) -> UtteranceResult:
+        """The final assessment: analyse only what the chain does not cover yet, then join and score.
+
+        A failed segment (say, alignment found no path in a stretch of noise) falls back to assessing the
+        whole utterance at once.
+        """
+        try:
+            # Shielded: cancelling a speculation that waits here must not cancel segments the final still needs.
+            segments = [await asyncio.shield(task) for task in self._tasks]
+            if self.covered < len(request.audio):
+                segments.append(await self.engine.analyse_segment(request.audio[self.covered:], self.covered))
+            return await self.engine.assess_segments(request, segments)
+        except EngineError as exc:
+            log.info("segmented assessment failed (%s); assessing the whole utterance", exc)
+            return await self.engine.assess(request)

@@ -1,0 +1,63 @@
+"""Segmented finals: an utterance analysed in stretches at its pauses scores like the whole of it."""
+import asyncio
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.types import AssessmentRequest, EngineError
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_segments_joined_at_a_pause_score_like_the_whole_utterance():
+    audio = sf.read(FIXTURES / "two_utterances.wav", dtype="float32")[0]
+    cut = 16000 * 3 // 160 * 160  # inside the 1.2 s of silence between the two sentences
+
+    async def both():
+        engine = AssessmentEngine()
+        try:
+            request = AssessmentRequest(audio=audio)
+            whole = await engine.assess(request)
+            segments = [await engine.analyse_segment(audio[:cut], 0),
+                        await engine.analyse_segment(audio[cut:], cut)]
+            return whole, segments, await engine.assess_segments(request, segments)
+        finally:
+            await engine.close()
+
+    whole, segments, joined = run(both())
+    assert [w.text for w in joined.words] == [w.text for w in whole.words]
+    assert "coffee" in [w.text for w in joined.words] and "brother" in [w.text for w in joined.words]
+    # the second segment's words are placed in utterance time, after the cut
+    assert segments[1].transcript.words[0].start_ms < 2000  # "my" starts ~1.1 s after the cut
+    assert joined.words[[w.text for w in joined.words].index("brother")].start_ms > cut // 16
+    for name in ("accuracy", "fluency", "prosody", "total"):
+        assert abs(getattr(joined.scores, name) - getattr(whole.scores, name)) < 0.3, name
+    starts = [w.start_ms for w in joined.words]
+    assert starts == sorted(starts)
+    assert np.allclose([w.accuracy for w in joined.words], [w.accuracy for w in whole.words], atol=0.5)
+
+
+def test_segments_must_cover_the_utterance_in_open_mode():
+    audio = sf.read(FIXTURES / "coffee.wav", dtype="float32")[0]
+
+    async def check():
+        engine = AssessmentEngine()
+        try:
+            first = await engine.analyse_segment(audio[:16000], 0)
+            with pytest.raises(EngineError, match="cover"):
+                await engine.assess_segments(AssessmentRequest(audio=audio), [first])  # the rest is missing
+            with pytest.raises(EngineError, match="open mode"):
+                await engine.assess_segments(AssessmentRequest(audio=audio[:16000], reference_text="coffee"), [first])
+            tiny = await engine.analyse_segment(audio[:800], 0)  # 50 ms: no word fits
+            assert tiny.alignment is None and tiny.samples == 800
+        finally:
+            await engine.close()
+
+    run(check())
