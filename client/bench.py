@@ -31,7 +31,8 @@ import grpc
 
 from saywell.client.bench_measure import RunStats
 from saywell.client.bench_plan import BenchCorpus, load_corpus
-from saywell.client.bench_report import StageResult, build_report, stage_held, stage_summary, write_plot, write_report
+from saywell.client.bench_report import (StageResult, build_report, compute_bound, stage_held, stage_summary,
+                                         write_plot, write_report)
 from saywell.client.bench_run import LoadOptions, run_load
 from saywell.client.bench_server import ResourceSampler, SpawnedServer
 from saywell.client.channel import open_channel
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime-factor", type=float, default=1.0, help="pace: 1 = real time, 2 = twice as fast")
     p.add_argument("--chunk-ms", type=int, default=100, help="audio per message, 20..200 (default %(default)s)")
     p.add_argument("--ramp", action="store_true", help="stages of 1, 2, 3, 4, 6, 8, ... streams")
+    p.add_argument("--compare-batching", action="store_true",
+                   help="with --spawn: run the load twice, on a server with micro-batching as configured and on "
+                        "one with --max-batch-size=1, and report both")
     p.add_argument("--max-p95-ms", type=float, default=1500.0, help="ramp: p95 final latency that still holds")
     p.add_argument("--max-streams", type=int, default=64, help="ramp: stop after this many streams")
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report here (default: stdout)")
@@ -115,10 +119,25 @@ def _run_stage(target: str, corpus: BenchCorpus, opts: LoadOptions, pid: int | N
 
 
 def run_bench(args: argparse.Namespace) -> tuple[dict, StageResult, list[dict] | None]:
-    """Load the corpus, get a server, run once or ramp; returns (report, headline stage, ramp stages)."""
+    """Load the corpus, get a server, run once or ramp (or compare batching); returns (report, headline stage,
+    ramp stages)."""
     corpus = load_corpus(args.data, max_files=args.max_files, seed=args.seed)
+    if args.compare_batching:
+        on_report, on, _ = _run_with_server(args, corpus, args.server_arg)
+        off_report, _off, _ = _run_with_server(args, corpus, [*args.server_arg, "--max-batch-size=1"])
+        on_report["batching"] = {"on": _without_ramp(on_report), "off": _without_ramp(off_report)}
+        return on_report, on, None
+    return _run_with_server(args, corpus, args.server_arg)
+
+
+def _without_ramp(report: dict) -> dict:
+    return {key: value for key, value in report.items() if key not in ("ramp", "batching")}
+
+
+def _run_with_server(args: argparse.Namespace, corpus: BenchCorpus,
+                     server_args: Sequence[str]) -> tuple[dict, StageResult, list[dict] | None]:
     client_options = ClientOptions(bearer_token=args.token, tls_root_cert=args.tls_ca)
-    server = SpawnedServer(args.server_arg, startup_timeout_s=args.startup_timeout) if args.spawn else None
+    server = SpawnedServer(server_args, startup_timeout_s=args.startup_timeout) if args.spawn else None
     try:
         target = server.target if server else args.target
         if server is None:
@@ -131,9 +150,13 @@ def run_bench(args: argparse.Namespace) -> tuple[dict, StageResult, list[dict] |
                                label=label)
             return _run_stage(target, corpus, opts, pid, client_options)
 
+        cores = os.cpu_count() or 1
         if not args.ramp:
             result = stage(args.streams)
-            return build_report(result), result, None
+            report = build_report(result)
+            if args.streams == 1:
+                report["compute_bound_streams"] = compute_bound(result, cores)
+            return report, result, None
         ramp: list[dict] = []
         held: list[StageResult] = []
         first: StageResult | None = None
@@ -147,6 +170,8 @@ def run_bench(args: argparse.Namespace) -> tuple[dict, StageResult, list[dict] |
             held.append(result)
         headline = held[-1] if held else first
         report = build_report(headline, max_realtime_streams=held[-1].streams if held else 0, ramp=ramp)
+        # Issue 4's bound: cores / per-stream CPU seconds per audio second, measured single-stream in this run.
+        report["compute_bound_streams"] = compute_bound(first, cores) if first else None
         return report, headline, ramp
     finally:
         if server is not None:
@@ -163,6 +188,11 @@ def _summary_lines(report: dict) -> list[str]:
              f"server  cpu {report['server_cpu_percent']} %  rss {report['server_rss_mb']} MB"]
     if report["max_realtime_streams"] is not None:
         lines.append(f"max realtime streams {report['max_realtime_streams']}")
+    if report.get("compute_bound_streams") is not None:
+        lines.append(f"compute bound {report['compute_bound_streams']} streams")
+    for mode, run in report.get("batching", {}).items():
+        lines.append(f"batching {mode}: audio {run['audio_seconds_per_second']} s/s  "
+                     f"p95 final {run['final_latency_ms']['p95']} ms  cpu {run['server_cpu_percent']} %")
     return lines
 
 
@@ -175,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--tls-ca goes with --target (a spawned server listens in plaintext on loopback)")
     if args.server_arg and not args.spawn:
         parser.error("--server-arg goes with --spawn")
+    if args.compare_batching and (not args.spawn or args.ramp):
+        parser.error("--compare-batching goes with --spawn (it starts both servers) and not with --ramp")
     try:
         report, headline, ramp = run_bench(args)
     except (SaywellClientError, ValueError) as e:

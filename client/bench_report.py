@@ -12,7 +12,8 @@ from saywell.client.bench_measure import RunStats
 from saywell.client.bench_server import ResourceUsage
 from saywell.client.hdr import LatencyHistogram
 
-__all__ = ["REPORT_KEYS", "StageResult", "build_report", "stage_held", "stage_summary", "write_plot", "write_report"]
+__all__ = ["REPORT_KEYS", "StageResult", "build_report", "compute_bound", "cpu_per_audio_second", "stage_held",
+           "stage_summary", "write_plot", "write_report"]
 
 # The keys every report has, in this order; extras (endpointing delay, first response, ramp) follow.
 REPORT_KEYS = (
@@ -56,6 +57,20 @@ def stage_held(result: StageResult, max_p95_ms: float) -> bool:
     return result.stats.error_count == 0 and p95 is not None and p95 <= max_p95_ms
 
 
+def cpu_per_audio_second(result: StageResult) -> float | None:
+    """Server CPU seconds spent per second of audio received, over all streams of the run."""
+    usage, stats = result.usage, result.stats
+    if usage is None or usage.cpu_percent is None or result.wall_s <= 0 or stats.audio_seconds_sent <= 0:
+        return None
+    return (usage.cpu_percent / 100) / (stats.audio_seconds_sent / result.wall_s)
+
+
+def compute_bound(result: StageResult, cores: int) -> float | None:
+    """Real-time streams the cores could carry at this run's CPU cost per audio second (issue 4's bound)."""
+    cost = cpu_per_audio_second(result)
+    return round(cores / cost, 2) if cost else None
+
+
 def stage_summary(result: StageResult) -> dict[str, Any]:
     """The report's keys for one run (max_realtime_streams aside), then the extras."""
     stats = result.stats
@@ -71,6 +86,7 @@ def stage_summary(result: StageResult) -> dict[str, Any]:
                                              3),
         "server_cpu_percent": _rounded(usage.cpu_percent),
         "server_rss_mb": _rounded(usage.rss_mb),
+        "cpu_seconds_per_audio_second": _rounded(cpu_per_audio_second(result), 3),
         "endpointing_delay_ms": _percentiles(stats.endpointing_delay, SHORT_PERCENTILES),
         "server_latency_ms": _percentiles(stats.server_latency, SHORT_PERCENTILES),
         "time_to_first_response_ms": _percentiles(stats.first_response, {"p50": 50, "p95": 95, "max": 100}),

@@ -27,7 +27,8 @@ from saywell.client.bench_plan import (
     plan_stream,
     segment_chunks,
 )
-from saywell.client.bench_report import REPORT_KEYS, StageResult, build_report, stage_held, write_plot
+from saywell.client.bench_report import (REPORT_KEYS, StageResult, build_report, compute_bound, stage_held,
+                                         write_plot)
 from saywell.client.bench_run import ProgressLine
 from saywell.client.bench_server import ResourceUsage
 from saywell.client.hdr import LatencyHistogram
@@ -283,6 +284,14 @@ def test_report_without_samples_or_server_uses_nulls():
     assert report["max_realtime_streams"] == 0 and report["ramp"] == []
 
 
+def test_compute_bound_is_cores_over_cpu_seconds_per_audio_second():
+    # 2 audio s/s (40 s sent in 20 s) at 50% of a core: 0.25 CPU-s per audio second, 2 cores carry 8 streams
+    result = StageResult(streams=1, duration_s=10.0, wall_s=20.0, stats=_stats(), usage=ResourceUsage(50.0, 700.0))
+    assert build_report(result)["cpu_seconds_per_audio_second"] == 0.25
+    assert compute_bound(result, cores=2) == 8.0
+    assert compute_bound(StageResult(1, 10.0, 20.0, _stats()), cores=2) is None  # no CPU sample: no bound
+
+
 def test_a_stage_holds_only_without_errors_and_within_the_p95_limit():
     good = StageResult(1, 5.0, 5.0, _stats())
     assert stage_held(good, 2000) and not stage_held(good, 1500)
@@ -312,6 +321,14 @@ def test_server_args_may_look_like_flags():
     args = bench.build_parser().parse_args(bench._join_server_args(
         ["--spawn", "--data", "d", "--server-arg", "--max-concurrent-streams=16", "--server-arg=--grace-s=1"]))
     assert args.server_arg == ["--max-concurrent-streams=16", "--grace-s=1"]
+
+
+def test_batching_comparison_needs_a_spawned_server_and_no_ramp(capsys):
+    for argv in (["--target", "h:1", "--data", "d", "--compare-batching"],
+                 ["--spawn", "--data", "d", "--compare-batching", "--ramp"]):
+        with pytest.raises(SystemExit):
+            bench.main(argv)
+        assert "--compare-batching goes with --spawn" in capsys.readouterr().err
 
 
 def test_progress_line_without_a_terminal_prints_whole_lines():
