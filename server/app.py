@@ -26,7 +26,9 @@ SERVICE_NAME = assessment_pb2.DESCRIPTOR.services_by_name["PronunciationAssessme
 def engine_options(config: ServerConfig) -> EngineOptions:
     batching = BatchingOptions(max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
                                max_queue_size=config.max_queue_size)
-    return EngineOptions(asr=AsrOptions(model=config.asr_model, allow_download=config.allow_download),
+    asr = AsrOptions(model=config.asr_model, allow_download=config.allow_download, beam_size=config.asr_beam_size,
+                     window_s=config.asr_window_s)
+    return EngineOptions(asr=asr,
                          asr_batching=batching, align_batching=batching)
 
 

@@ -36,7 +36,18 @@ def test_bad_environment_value_names_the_variable():
     ("grace_s", -1.0, "grace_s"),
     ("max_batch_size", 0, "max_batch_size"),
     ("max_engine_backlog", 0, "max_engine_backlog"),
+    ("speculation_max_backlog", -1, "speculation_max_backlog"),
+    ("asr_beam_size", 0, "asr_beam_size"),
+    ("asr_window_s", 2.0, "asr_window_s"),
 ])
 def test_every_limit_is_validated(field, value, message):
     with pytest.raises(ValueError, match=message):
         ServerConfig(**{field: value})
+
+
+def test_asr_decoding_flags_reach_the_engine_options():
+    from saywell.server.app import engine_options
+
+    asr = engine_options(load_config(["--asr-beam-size", "5", "--asr-window-s", "0"], environ={})).asr
+    assert (asr.beam_size, asr.window_s) == (5, 0.0)
+    assert (engine_options(ServerConfig()).asr.beam_size, engine_options(ServerConfig()).asr.window_s) == (1, 10.0)
