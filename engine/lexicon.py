@@ -132,8 +132,9 @@ class Lexicon:
         return self._g2p
 
     def load(self) -> "Lexicon":
-        """Parse the dictionary now (~1 s) instead of inside the first request."""
+        """Parse the dictionary and load the G2P model now (~1 s) instead of inside the first request."""
         self._dictionary()
+        self._model()
         return self
 
     def is_known(self, word: str) -> bool:

@@ -173,6 +173,8 @@ class AssessmentEngine:
                              self._align.submit((silence, ["a"])))
         for scorer in self.scoring.scorers.values():
             await asyncio.to_thread(scorer.version)  # loads calibration / checkpoints
+        await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
+        await asyncio.to_thread(self.aligner.lexicon.load)  # dictionary and G2P model
 
     def start(self) -> None:
         for scheduler in self.schedulers:

@@ -27,6 +27,7 @@ class SegmenterOptions:
     min_speech_ms: int = 120
     pre_roll_ms: int = 300  # audio kept before the detected start: onsets are quiet
     tail_ms: int = 200  # silence kept after the last speech: word ends fade
+    gap_ms: int = 150  # a silence this long inside an utterance is a place to cut it for early analysis
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,15 @@ class SpeechPaused:
 
     index: int
     audio: np.ndarray
+
+
+@dataclass(frozen=True)
+class SpeechGap:
+    """A short silence inside the utterance (`gap_ms`): audio before `cut_ms` (from the utterance start) will
+    not change, and a cut there falls between words, so it can be analysed while the learner goes on."""
+
+    index: int
+    cut_ms: int
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class VadSegmenter:
         self._start_frames = math.ceil(options.min_speech_ms / FRAME_MS)
         self._end_frames = math.ceil(options.silence_ms / FRAME_MS)
         self._pause_frames = math.ceil(options.tail_ms / FRAME_MS)
+        self._gap_frames = math.ceil(options.gap_ms / FRAME_MS)
 
     @property
     def in_speech(self) -> bool:
@@ -152,6 +163,9 @@ class VadSegmenter:
             return [SpeechResumed(self.index)]
         if self._silent_run >= self._end_frames:
             return [self._end(self._trimmed_end(), EndCause.SILENCE)]
+        if self._silent_run == self._gap_frames < self._pause_frames:
+            cut = self._pos - self._silent_run * FRAME_SAMPLES // 2  # the middle of the gap so far
+            return [SpeechGap(self.index, _ms(cut - self._start))]
         if self._silent_run == self._pause_frames:
             self._paused = True
             return [SpeechPaused(self.index, self._slice(self._start, self._trimmed_end()).copy())]

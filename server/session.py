@@ -20,8 +20,8 @@ from saywell.server.audio_decoding import make_decoder
 from saywell.server.config import ServerConfig
 from saywell.server.errors import InvalidArgument, OutOfRange, StatusError
 from saywell.server.metrics import ServerMetrics
-from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechPaused, SpeechResumed, SpeechStarted,
-                                      UtteranceEnded, VadSegmenter)
+from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed,
+                                      SpeechStarted, UtteranceEnded, VadSegmenter)
 from saywell.server.settings import StreamSettings, stream_settings
 from saywell.server.speculation import SegmentChain, Speculation
 from saywell.v1 import assessment_pb2 as pb
@@ -29,6 +29,7 @@ from saywell.v1 import assessment_pb2 as pb
 log = logging.getLogger(__name__)
 _END = object()
 COMMIT_MARGIN_MS = 400  # a word this close to the live edge may still grow or change
+MIN_GAP_SEGMENT_MS = 1500  # shorter stretches are left for the next cut: each segment pays Whisper's fixed cost
 INTERIM_CONTEXT_MS = 500  # audio before the first uncommitted word that an interim decode still hears
 
 
@@ -180,6 +181,8 @@ class AssessmentSession:
                     self._chain = SegmentChain(self.engine, self._spawn)
                 self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED,
                                                        utterance_index=event.index, offset_ms=event.offset_ms))
+            elif isinstance(event, SpeechGap):
+                self._cut_at_gap(event)
             elif isinstance(event, SpeechPaused):
                 self._speculate(event)
             elif isinstance(event, SpeechResumed):
@@ -207,7 +210,7 @@ class AssessmentSession:
     def _speculate(self, event: SpeechPaused) -> None:
         """Start the final assessment at the pause, so an endpoint `silence_ms` later finds it (nearly) done."""
         self._drop_speculation()
-        if not self.config.speculative_finals or self.engine.backlog() > self.config.speculation_max_backlog:
+        if not self._engine_has_room():
             return
         if self._interim_task is not None:
             self._interim_task.cancel()  # superseded: the speculation covers every word heard so far
@@ -216,6 +219,17 @@ class AssessmentSession:
             self._chain.extend(event.audio)
         task = self._spawn(self._speculative_assessment(self._request(event.audio), self._interim, self._chain))
         self._speculation = Speculation(event.index, len(event.audio), task)
+
+    def _engine_has_room(self) -> bool:
+        return self.config.speculative_finals and self.engine.backlog() <= self.config.speculation_max_backlog
+
+    def _cut_at_gap(self, event: SpeechGap) -> None:
+        """Analyse the utterance up to a short silence now, if that makes a segment worth its fixed costs."""
+        chain = self._chain
+        cut = event.cut_ms * 16 // 160 * 160  # whole 10 ms frames from the utterance start
+        if chain is None or cut - chain.covered < MIN_GAP_SEGMENT_MS * 16 or not self._engine_has_room():
+            return
+        chain.extend(self._segmenter.utterance_audio()[:cut])
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
@@ -295,6 +309,10 @@ class AssessmentSession:
             else:
                 result = await self.engine.assess(request)
             latency_ms = (time.perf_counter() - endpoint) * 1000
+            log.debug("final assessment", extra={
+                "utterance_index": event.index, "audio_ms": request.duration_ms, "latency_ms": round(latency_ms),
+                "path": "speculation" if speculation else "segments" if chain else "whole",
+                "segments": chain.segments if chain else 0, "cause": event.cause.value})
             message = {"utterance": convert.utterance_assessment(
                 result, index=event.index, start_ms=event.start_ms, end_ms=event.start_ms + request.duration_ms,
                 cause=event.cause, latency_ms=latency_ms, engine=f"{self.engine.name} {self.engine.version}",

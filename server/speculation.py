@@ -44,6 +44,10 @@ class SegmentChain:
     _tasks: list[asyncio.Task] = field(default_factory=list)
     covered: int = 0  # samples analysed or being analysed
 
+    @property
+    def segments(self) -> int:
+        return len(self._tasks)
+
     def extend(self, audio: np.ndarray) -> None:
         """Start analysing the audio after what the chain covers (`audio` is the utterance so far)."""
         if len(audio) <= self.covered:

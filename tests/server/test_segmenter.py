@@ -3,7 +3,7 @@ import pathlib
 import numpy as np
 import soundfile as sf
 
-from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechPaused, SpeechResumed, SpeechStarted,
+from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed, SpeechStarted,
                                       UtteranceEnded, VadSegmenter)
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -15,7 +15,7 @@ def run(audio, options=SegmenterOptions(), chunk=1600, flush=EndCause.END_OF_STR
     for i in range(0, len(audio), chunk):
         events += segmenter.feed(audio[i:i + chunk])
     events += segmenter.end_utterance(flush)
-    return events if pauses else [e for e in events if not isinstance(e, (SpeechPaused, SpeechResumed))]
+    return events if pauses else [e for e in events if not isinstance(e, (SpeechPaused, SpeechResumed, SpeechGap))]
 
 
 def two_utterances():
@@ -101,3 +101,20 @@ def test_a_client_end_during_a_pause_cuts_where_the_pause_did():
     pause = [e for e in events if isinstance(e, SpeechPaused)][-1]
     ended = segmenter.end_utterance(EndCause.CLIENT)[-1]
     np.testing.assert_array_equal(pause.audio, ended.audio)
+
+
+def test_gaps_are_cut_points_in_silence_inside_the_utterance():
+    audio = two_utterances()
+    events = run(audio, SegmenterOptions(silence_ms=2000), pauses=True)
+    start = events[0].offset_ms
+    gaps = [e for e in events if isinstance(e, SpeechGap)]
+    assert gaps and [g.cut_ms for g in gaps] == sorted(g.cut_ms for g in gaps)
+    speech_rms = np.sqrt(np.mean(audio ** 2))
+    for gap in gaps:
+        at = (start + gap.cut_ms) * 16
+        around = audio[at - 320:at + 320]  # +-20 ms
+        assert np.sqrt(np.mean(around ** 2)) < speech_rms / 3, gap
+    # the silence between the two sentences (stream 2.6-3.8 s) holds a gap cut before its pause fires
+    kinds = [type(e) for e in events]
+    between = [g for g in gaps if 2500 <= start + g.cut_ms <= 3900]
+    assert between and kinds.index(SpeechPaused) > events.index(between[0])
