@@ -73,8 +73,9 @@ class WhisperAsr:
         audio = np.ascontiguousarray(item.audio, dtype=np.float32)
         if item.encoder_only:
             return Transcript(text="", words=(), encoder=encoder_frames(model, audio))
-        beam = self.options.partial_beam_size if item.partial else self.options.beam_size
-        segments = decode_segments(model, audio, beam, self.options.window_s)
+        o = self.options
+        beam, window = (o.partial_beam_size, o.partial_window_s) if item.partial else (o.beam_size, o.window_s)
+        segments = decode_segments(model, audio, beam, window)
         texts: list[str] = []
         words: list[RecognizedWord] = []
         for segment in segments:

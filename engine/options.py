@@ -36,6 +36,7 @@ class AsrOptions:
     beam_size: int = 1  # final decodes
     partial_beam_size: int = 1  # interim decodes while the learner speaks
     window_s: float = 10.0  # encoder window: the audio plus silence up to this (>= 5 s of it); 0: 30 s
+    partial_window_s: float = 5.0  # interim decodes: the audio plus 5 s (WER 25.9 vs 22.8%, a third cheaper)
     allow_download: bool = False  # hub ids need the network; packaged names never do
 
 
