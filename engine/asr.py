@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ from saywell.engine.types import EngineError, RecognizedWord, Transcript
 
 MIN_AUDIO_SAMPLES = 1600  # 0.1 s: Whisper has nothing to say about less
 MIN_PADDING_FRAMES = 500  # 5 s of silence after the audio: with less, Whisper tends to loop
+WINDOW_STEP_FRAMES = 100  # encoder windows are whole seconds
+TOKENS_BASE, TOKENS_PER_SECOND = 12, 10  # generous: timestamps and punctuation are tokens too
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,26 +60,55 @@ class WhisperAsr:
             return self._model
 
     def run_batch(self, items: Sequence[AsrRequest]) -> list[Transcript | Exception]:
+        """Items whose encoder windows have the same length are encoded in one call; decoding is per item."""
         model = self.load()
+        try:
+            encoded = self._encode_together(model, items)
+        except Exception:  # noqa: BLE001 - each item then encodes (and fails, if it must) on its own
+            log.exception("batched encoding failed; encoding items one by one")
+            encoded = {}
         results: list[Transcript | Exception] = []
-        for item in items:
+        for index, item in enumerate(items):
             try:
-                results.append(self._transcribe(model, item))
+                results.append(self._transcribe(model, item, encoded.get(index)))
             except EngineError as exc:
                 results.append(exc)
             except Exception as exc:  # a decoder failure must only fail its own utterance
                 results.append(EngineError(f"ASR failed: {type(exc).__name__}: {exc}"))
         return results
 
-    def _transcribe(self, model, item: AsrRequest) -> Transcript:
+    def _window_s(self, item: AsrRequest) -> float:
+        return self.options.partial_window_s if item.partial else self.options.window_s
+
+    def _encode_together(self, model, items: Sequence[AsrRequest]) -> dict[int, object]:
+        """Encoder outputs of the items that share a window length with another item, by item index."""
+        windows: dict[int, np.ndarray] = {}
+        for index, item in enumerate(items):
+            if len(item.audio) >= MIN_AUDIO_SAMPLES and not item.encoder_only:
+                mel = model.feature_extractor(np.ascontiguousarray(item.audio, dtype=np.float32))
+                windows[index] = encoder_window(model, mel, self._window_s(item))
+        groups: dict[int, list[int]] = {}
+        for index, window in windows.items():
+            groups.setdefault(window.shape[-1], []).append(index)
+        encoded: dict[int, object] = {}
+        for indices in groups.values():
+            if len(indices) < 2:
+                continue
+            import ctranslate2
+
+            states = np.array(model.encode(np.ascontiguousarray(np.stack([windows[i] for i in indices]))))
+            for row, index in enumerate(indices):
+                encoded[index] = ctranslate2.StorageView.from_array(np.ascontiguousarray(states[row:row + 1]))
+        return encoded
+
+    def _transcribe(self, model, item: AsrRequest, encoded=None) -> Transcript:
         if len(item.audio) < MIN_AUDIO_SAMPLES:
             return Transcript(text="", words=(), encoder=np.zeros((0, 0), np.float32) if item.with_encoder else None)
         audio = np.ascontiguousarray(item.audio, dtype=np.float32)
         if item.encoder_only:
             return Transcript(text="", words=(), encoder=encoder_frames(model, audio))
-        o = self.options
-        beam, window = (o.partial_beam_size, o.partial_window_s) if item.partial else (o.beam_size, o.window_s)
-        segments = decode_segments(model, audio, beam, window)
+        beam = self.options.partial_beam_size if item.partial else self.options.beam_size
+        segments = decode_segments(model, audio, beam, self._window_s(item), encoded)
         texts: list[str] = []
         words: list[RecognizedWord] = []
         for segment in segments:
@@ -86,7 +119,13 @@ class WhisperAsr:
         return Transcript(text=" ".join(t for t in texts if t), words=tuple(words), encoder=encoder)
 
 
-def transcription_options(model, beam_size: int):
+def max_new_tokens(audio_s: float) -> int:
+    """Tokens a decode may produce: speech is ~4 tokens a second; more is a repetition loop, which would
+    otherwise run to Whisper's 448-token limit (over a second of CPU on a short window)."""
+    return int(TOKENS_BASE + TOKENS_PER_SECOND * audio_s)
+
+
+def transcription_options(model, beam_size: int, audio_s: float = 30.0):
     """faster-whisper's own defaults for `transcribe`, with ours on top: English, greedy fallback-free, words."""
     import inspect
 
@@ -94,30 +133,48 @@ def transcription_options(model, beam_size: int):
 
     defaults = {name: p.default for name, p in inspect.signature(model.transcribe).parameters.items()
                 if p.default is not inspect.Parameter.empty}
+    # no_speech_threshold off: the VAD already decided this is speech, and Whisper's no-speech guess on short
+    # stretches that start in silence dropped whole sentences (p(no speech) 0.92 on "my brother is ten").
     ours = dict(beam_size=beam_size, temperatures=[0.0], condition_on_previous_text=False, word_timestamps=True,
-                without_timestamps=False, clip_timestamps="0", multilingual=False)
+                without_timestamps=False, clip_timestamps="0", multilingual=False, no_speech_threshold=None,
+                max_new_tokens=max_new_tokens(audio_s))
     names = [f.name for f in dataclasses.fields(TranscriptionOptions)]
     return TranscriptionOptions(**{name: ours[name] if name in ours else defaults[name] for name in names})
 
 
-def decode_segments(model, audio: np.ndarray, beam_size: int, window_s: float) -> list:
+def encoder_window(model, mel: np.ndarray, window_s: float) -> np.ndarray:
+    """The log-mel input padded with silence to the encoder window (see decode_segments), C-contiguous.
+
+    Windows are whole multiples of WINDOW_STEP_FRAMES, so that items of similar length share a window length
+    and can be encoded in one batch.
+    """
+    frames = mel.shape[-1]
+    full = model.feature_extractor.nb_max_frames
+    if window_s <= 0:
+        window = full
+    else:
+        wanted = max(int(window_s * 100), frames + MIN_PADDING_FRAMES)
+        window = min(full, -(-wanted // WINDOW_STEP_FRAMES) * WINDOW_STEP_FRAMES)
+    return np.ascontiguousarray(np.pad(mel, ((0, 0), (0, max(window - frames, 0))))[:, :max(window, 1)])
+
+
+def decode_segments(model, audio: np.ndarray, beam_size: int, window_s: float, encoded=None) -> list:
     """Whisper's segments with word timestamps, the encoder run on a window of `window_s` instead of 30 s.
 
     Whisper always sees 30 s windows; faster-whisper pads short audio to that. Encoding only the audio plus
     enough silence to reach `window_s` (at least 5 s of it) costs a fraction of that. Unpadded input makes the
     decoder loop; measured on 250 validation utterances, greedy decoding on a 10 s window matches beam 5 on
     30 s (WER 22.8 vs 23.3%) at under a third of the cost (see BENCHMARKS.md). `window_s` 0 keeps 30 s.
+    `encoded`: the encoder output of that window, when it was computed in a batch with other audio.
     """
     from faster_whisper.tokenizer import Tokenizer
 
     mel = model.feature_extractor(audio)
-    frames = mel.shape[-1]
-    full = model.feature_extractor.nb_max_frames
-    window = full if window_s <= 0 else min(full, max(int(window_s * 100), frames + MIN_PADDING_FRAMES))
-    padded = np.ascontiguousarray(np.pad(mel, ((0, 0), (0, max(window - frames, 0))))[:, :max(window, 1)])
+    if encoded is None:
+        encoded = model.encode(encoder_window(model, mel, window_s))
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
-    options = transcription_options(model, beam_size)
-    return list(model.generate_segments(mel, tokenizer, options, False, encoder_output=model.encode(padded)))
+    options = transcription_options(model, beam_size, len(audio) / 16000)
+    return list(model.generate_segments(mel, tokenizer, options, False, encoder_output=encoded))
 
 
 def encoder_frames(model, audio: np.ndarray) -> np.ndarray:

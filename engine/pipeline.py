@@ -215,20 +215,30 @@ class AssessmentEngine:
         timings["score"] = (time.perf_counter() - mark) * 1000
         return UtteranceResult(transcript.text, request.reference_text, scores, word_scores, scorer_name, timings)
 
-    async def analyse_segment(self, audio: np.ndarray, start: int) -> Segment:
-        """ASR, phone loop and alignment of `audio`, which begins `start` samples into its utterance."""
+    async def analyse_segment(self, audio: np.ndarray, start: int, scorer: str = "") -> Segment:
+        """ASR, phone loop and alignment of `audio`, which begins `start` samples into its utterance (with the
+        encoder frames `scorer` needs to score the segment's words on their own, see segment_words)."""
         if len(audio) < MIN_SEGMENT_SAMPLES:
             return Segment(start, len(audio), Transcript("", ()), None)
         loop = asyncio.ensure_future(self._loop.submit(audio))
         try:
-            transcript = await self._asr.submit(AsrRequest(audio))
+            transcript = await self._asr.submit(AsrRequest(
+                audio, with_encoder=self._needs_encoder(AssessmentRequest(audio=audio, scorer=scorer))))
             kept = plausible(transcript, len(audio) * 1000 // 16000)
-            transcript = Transcript(transcript.text, kept)
+            transcript = Transcript(transcript.text, kept, transcript.encoder)
             words = [w.text for w in kept]
             alignment = await self._align.submit((audio, words, await loop)) if words else None
         finally:
             loop.cancel()
         return Segment(start, len(audio), transcript, alignment)
+
+    async def segment_words(self, segment: Segment, audio: np.ndarray, request: AssessmentRequest
+                            ) -> tuple[WordScore, ...]:
+        """Provisional scores of an analysed segment's words (`audio`: the segment's), times from its start."""
+        if segment.alignment is None:
+            return ()
+        return await self._score.submit(ScoreItem(audio, segment.transcript, segment.alignment, request,
+                                                  partial=True))
 
     async def assess_segments(self, request: AssessmentRequest, segments: Sequence[Segment]) -> UtteranceResult:
         """The final assessment of an open-response utterance from segments covering all of its audio."""

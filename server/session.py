@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.pipeline import AssessmentEngine, Segment
 from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError, WordScore
 from saywell.server import convert
 from saywell.server.audio_decoding import make_decoder
@@ -49,6 +50,12 @@ class InterimState:
 
     def window_start_ms(self) -> int:
         return max(0, self.committed_end_ms - INTERIM_CONTEXT_MS)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """A session task that died of an exception (a bug: expected failures are handled where they happen)."""
+    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), StatusError):
+        log.error("session task failed", exc_info=task.exception())
 
 
 def shifted(word: WordScore, ms: int) -> WordScore:
@@ -98,6 +105,7 @@ class AssessmentSession:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     async def run(self, requests: AsyncIterator[pb.StreamAssessRequest]) -> AsyncIterator[pb.StreamAssessResponse]:
@@ -178,7 +186,9 @@ class AssessmentSession:
             if isinstance(event, SpeechStarted):
                 self._interim = InterimState(event.index)
                 if self.config.speculative_finals and not self.settings.reference_text.strip():
-                    self._chain = SegmentChain(self.engine, self._spawn)
+                    announce = (functools.partial(self._segment_words, self._interim)
+                                if self.settings.interim_results else None)
+                    self._chain = SegmentChain(self.engine, self._spawn, self.settings.scorer, announce)
                 self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED,
                                                        utterance_index=event.index, offset_ms=event.offset_ms))
             elif isinstance(event, SpeechGap):
@@ -215,8 +225,8 @@ class AssessmentSession:
         if self._interim_task is not None:
             self._interim_task.cancel()  # superseded: the speculation covers every word heard so far
         self.metrics.speculations.labels("started").inc()
-        if self._chain is not None:
-            self._chain.extend(event.audio)
+        if self._chain is not None and len(event.audio) - self._chain.covered >= MIN_GAP_SEGMENT_MS * 16:
+            self._chain.extend(event.audio)  # shorter: the speculation analyses that rest itself
         task = self._spawn(self._speculative_assessment(self._request(event.audio), self._interim, self._chain))
         self._speculation = Speculation(event.index, len(event.audio), task)
 
@@ -275,6 +285,29 @@ class AssessmentSession:
         if self._interim is not state:
             return  # the utterance ended meanwhile; its final assessment supersedes these words
         self._send_interim(state, [shifted(w, window_ms) for w in words], audio_ms)
+
+    async def _segment_words(self, state: InterimState, segment: Segment, audio) -> None:
+        """An analysed segment's words, committed at once: the audio before a cut never changes."""
+        request = AssessmentRequest(audio=audio, flag_sensitivity=self.settings.flag_sensitivity,
+                                    scorer=self.settings.scorer)
+        try:
+            words = await self.engine.segment_words(segment, audio, request)
+        except EngineError as exc:
+            log.warning("segment scoring failed: %s", exc)
+            return
+        if self._interim is not state:
+            return
+        start_ms = segment.start // 16
+        placed = (shifted(w, start_ms) for w in words)
+        tail = [w for w in placed if (w.start_ms + w.end_ms) / 2 > state.committed_end_ms]
+        offset_ms = self._segmenter.utterance_start_ms()
+        for i, word in enumerate(tail):
+            self._emit(word_result=convert.word_result(word, utterance_index=state.utterance_index,
+                                                       word_index=state.committed + i, offset_ms=offset_ms,
+                                                       committed=True))
+        state.committed += len(tail)
+        state.committed_end_ms = max(state.committed_end_ms, (segment.start + segment.samples) // 16)
+        state.previous = []
 
     def _send_interim(self, state: InterimState, words: list[WordScore], audio_ms: int) -> None:
         """Send the words after the committed ones; commit those two decodes agree on, clear of the live edge."""

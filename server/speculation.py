@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.pipeline import AssessmentEngine, Segment
 from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult
 from saywell.server.segmenter import UtteranceEnded
 
@@ -41,7 +41,12 @@ class SegmentChain:
 
     engine: AssessmentEngine
     spawn: Spawn
+    scorer: str = ""
+    # Called with each analysed segment and its audio: its words are final until the assessment, so a stream
+    # can send them as committed interim results.
+    on_segment: Callable[[Segment, np.ndarray], Coroutine] | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    _announced: asyncio.Task | None = None  # the last announcement: they run in chain order
     covered: int = 0  # samples analysed or being analysed
 
     @property
@@ -52,8 +57,21 @@ class SegmentChain:
         """Start analysing the audio after what the chain covers (`audio` is the utterance so far)."""
         if len(audio) <= self.covered:
             return
-        self._tasks.append(self.spawn(self.engine.analyse_segment(audio[self.covered:], self.covered)))
+        piece = audio[self.covered:]
+        task = self.spawn(self.engine.analyse_segment(piece, self.covered, self.scorer))
+        self._tasks.append(task)
         self.covered = len(audio)
+        if self.on_segment is not None:
+            self._announced = self.spawn(self._announce(task, piece, self._announced))
+
+    async def _announce(self, task: asyncio.Task, audio: np.ndarray, previous: asyncio.Task | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # a later segment's words never go out before an earlier one's
+        try:
+            segment = await asyncio.shield(task)
+        except EngineError:
+            return  # the final assessment falls back to the whole utterance; nothing to announce
+        await self.on_segment(segment, audio)
 
     async def assess(self, request: AssessmentRequest) -> UtteranceResult:
         """The final assessment: analyse only what the chain does not cover yet, then join and score.

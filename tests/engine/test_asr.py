@@ -129,3 +129,16 @@ def test_tiny_model_from_a_local_folder(tiny_random_whisper, fox):
     assert again.load() is not None
     assert isinstance(again.run_batch([AsrRequest(fox[:16000])])[0], Transcript)
     assert time.monotonic() - started < 30
+
+
+def test_items_with_the_same_window_are_encoded_together_with_the_same_result(asr, fox):
+    brother = sf.read(FIXTURES / "brother.wav", dtype="float32")[0]
+    requests = [AsrRequest(fox), AsrRequest(brother), AsrRequest(fox[:800])]  # the last is too short to decode
+    assert len(asr._encode_together(asr.load(), requests)) == 2  # both 10 s windows: one encoder call
+    together = asr.run_batch(requests)
+    alone = [asr.run_batch([request])[0] for request in requests]
+    for batched, single in zip(together, alone):
+        assert batched.text == single.text
+        assert [(w.text, w.start_ms, w.end_ms) for w in batched.words] == \
+               [(w.text, w.start_ms, w.end_ms) for w in single.words]
+    assert together[2].text == ""

@@ -1,8 +1,15 @@
 """An engine with the AssessmentEngine surface that answers at once (or fails on demand): server tests
 exercise sessions, ordering and faults without paying for models."""
 import asyncio
+from dataclasses import dataclass
 
 from saywell.engine.types import EngineError, SentenceScores, UtteranceResult, WordErrorType, WordScore
+
+
+@dataclass(frozen=True)
+class FakeSegment:
+    start: int
+    samples: int
 
 
 class FakeEngine:
@@ -74,9 +81,12 @@ class FakeEngine:
         return UtteranceResult("fake words", request.reference_text, SentenceScores(8, 8, 8, 8, completeness),
                                self._words(request), "baseline")
 
-    async def analyse_segment(self, audio, start: int):
-        await self._wait()
-        return ("segment", start, len(audio))
+    async def analyse_segment(self, audio, start: int, scorer: str = ""):
+        await asyncio.sleep(0)  # the fake's cost lives in assess / assess_segments
+        return FakeSegment(start, len(audio))
+
+    async def segment_words(self, segment, audio, request) -> tuple[WordScore, ...]:
+        return self._words(request)
 
     async def assess_segments(self, request, segments) -> UtteranceResult:
         return await self.assess(request)

@@ -95,6 +95,12 @@ def test_a_pause_inside_an_utterance_is_analysed_while_the_learner_goes_on(serve
     assert [w.start_ms for w in finals[0].words] == sorted(w.start_ms for w in finals[0].words)
     assert words.index("brother") > words.index("coffee")
     assert count("dropped") > dropped_before, "the pause between the sentences started work that speech resumed"
+    ended = next(i for i, (k, r) in enumerate(out) if k == "speech_event"
+                 and r.speech_event.type == pb.SpeechEvent.SPEECH_ENDED)
+    early = [r.word_result for k, r in out[:ended] if k == "word_result" and r.word_result.committed]
+    assert "coffee" in {w.word for w in early}, "the first sentence's segment is committed while the learner goes on"
+    indices = [w.word_index for w in early]
+    assert len(set(indices)) == len(indices), "a committed word is never re-sent"
 
 
 def test_closed_mode_reports_completeness_and_omissions(server):
