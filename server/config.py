@@ -25,7 +25,7 @@ class ServerConfig:
     # the endpoint; if speech resumes the work is dropped. Skipped while more than speculation_max_backlog
     # items wait in the engine, so under load no CPU goes to guesses.
     speculative_finals: bool = True
-    speculation_max_backlog: int = 0
+    speculation_max_backlog: int = 4
     grace_s: float = 10.0  # SIGTERM: in-flight utterances get this long to finish
     asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
     # Whisper decoding of finals: beam 1 on a 10 s encoder window by default (fast). Beam 5 with window 0
