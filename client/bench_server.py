@@ -109,29 +109,52 @@ class ResourceUsage:
 
 
 class ResourceSampler:
-    """Samples a process's CPU % and RSS every SAMPLE_INTERVAL_S on a thread, between start() and stop()."""
+    """Samples CPU % and RSS of a process and its children (the server's pocketsphinx workers) every
+    SAMPLE_INTERVAL_S on a thread, between start() and stop(). CPU is summed over the processes; RSS is their
+    summed peak, an upper bound (shared library pages count once per process)."""
 
     def __init__(self, pid: int, interval_s: float = SAMPLE_INTERVAL_S) -> None:
         self._process = psutil.Process(pid)
         self._interval_s = interval_s
         self._cpu: list[float] = []
         self._rss_max = 0
+        self._known: dict[int, psutil.Process] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-resource-sampler", daemon=True)
 
+    def _processes(self) -> list[psutil.Process]:
+        """The server and its children, each kept once so cpu_percent() measures since its last call."""
+        try:
+            found = [self._process, *self._process.children(recursive=True)]
+        except psutil.Error:
+            found = [self._process]
+        for process in found:
+            if process.pid not in self._known:
+                self._known[process.pid] = process
+                try:
+                    process.cpu_percent(None)  # the first call only sets the reference point
+                except psutil.Error:
+                    pass
+        return [self._known[p.pid] for p in found]
+
     def start(self) -> ResourceSampler:
-        self._process.cpu_percent(None)  # the first call only sets the reference point
+        self._processes()
         self._thread.start()
         return self
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            try:
-                with self._process.oneshot():
-                    self._cpu.append(self._process.cpu_percent(None))
-                    self._rss_max = max(self._rss_max, self._process.memory_info().rss)
-            except psutil.Error:
-                return  # the process is gone: keep what was sampled
+            cpu, rss = 0.0, 0
+            for process in self._processes():
+                try:
+                    with process.oneshot():
+                        cpu += process.cpu_percent(None)
+                        rss += process.memory_info().rss
+                except psutil.Error:
+                    if process is self._process:
+                        return  # the server is gone: keep what was sampled
+            self._cpu.append(cpu)
+            self._rss_max = max(self._rss_max, rss)
 
     def stop(self) -> ResourceUsage:
         self._stop.set()

@@ -49,4 +49,6 @@ class EngineOptions:
     asr_batching: BatchingOptions = field(default_factory=BatchingOptions)
     align_batching: BatchingOptions = field(default_factory=BatchingOptions)
     loop_batching: BatchingOptions = field(default_factory=BatchingOptions)
+    # pocketsphinx (alignment, phone loop) in worker processes: it holds the GIL while it decodes
+    aligner_processes: bool = True
     score_batching: BatchingOptions = field(default_factory=lambda: BatchingOptions(max_batch_size=8))

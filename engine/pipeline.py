@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saywell.engine.aligner_process import ProcessStage
 from saywell.engine.alignment import Alignment, PhoneAligner, PhoneLoopStage
 from saywell.engine.asr import AsrRequest, WhisperAsr
 from saywell.engine.features import utterance_features
@@ -127,8 +128,15 @@ class AssessmentEngine:
         default = options.default_scorer if options.default_scorer in scorers else "baseline"
         self.scoring = ScoringStage(scorers, default)
         self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
-        self._align = BatchScheduler(self.aligner, options.align_batching, on_batch)
-        self._loop = BatchScheduler(PhoneLoopStage(self.aligner), options.loop_batching, on_batch)
+        if options.aligner_processes:
+            self._pocketsphinx = [ProcessStage("align", workers=options.align_batching.workers),
+                                  ProcessStage("loop", workers=options.loop_batching.workers)]
+            align_stage, loop_stage = self._pocketsphinx
+        else:
+            self._pocketsphinx = []
+            align_stage, loop_stage = self.aligner, PhoneLoopStage(self.aligner)
+        self._align = BatchScheduler(align_stage, options.align_batching, on_batch)
+        self._loop = BatchScheduler(loop_stage, options.loop_batching, on_batch)
         self._score = BatchScheduler(self.scoring, options.score_batching, on_batch)
         self._model_versions: dict[str, str] | None = None
 
@@ -175,6 +183,8 @@ class AssessmentEngine:
             await asyncio.to_thread(scorer.version)  # loads calibration / checkpoints
         await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
         await asyncio.to_thread(self.aligner.lexicon.load)  # dictionary and G2P model
+        for stage in self._pocketsphinx:
+            await asyncio.to_thread(stage.load)
 
     def start(self) -> None:
         for scheduler in self.schedulers:
@@ -183,6 +193,8 @@ class AssessmentEngine:
     async def close(self) -> None:
         for scheduler in self.schedulers:
             await scheduler.close()
+        for stage in self._pocketsphinx:
+            await asyncio.to_thread(stage.close)
 
     async def _target_words(self, request: AssessmentRequest, transcript: Transcript) -> list[str]:
         if request.closed:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 
@@ -28,8 +29,8 @@ def engine_options(config: ServerConfig) -> EngineOptions:
                                max_queue_size=config.max_queue_size)
     asr = AsrOptions(model=config.asr_model, allow_download=config.allow_download, beam_size=config.asr_beam_size,
                      window_s=config.asr_window_s)
-    return EngineOptions(asr=asr,
-                         asr_batching=batching, align_batching=batching)
+    aligners = dataclasses.replace(batching, workers=config.aligner_workers)
+    return EngineOptions(asr=asr, asr_batching=batching, align_batching=aligners, loop_batching=aligners)
 
 
 class SaywellServer:

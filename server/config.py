@@ -38,6 +38,8 @@ class ServerConfig:
     # would only make every open stream slower.
     max_engine_backlog: int = 12
     max_batch_size: int = 4
+    # Threads of each pocketsphinx stage (alignment, phone loop); each holds its own ~115 MB decoder.
+    aligner_workers: int = 1
     max_wait_ms: float = 5.0
     max_queue_size: int = 64
     warm_up: bool = True  # load models before serving
@@ -68,6 +70,7 @@ class ServerConfig:
             (self.asr_window_s == 0 or 5 <= self.asr_window_s <= 30, "asr_window_s must be 0 (30 s) or 5..30"),
             (self.grace_s >= 0, "grace_s must be >= 0"),
             (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
+            (1 <= self.aligner_workers <= 8, "aligner_workers must be 1..8"),
             (self.max_engine_backlog >= 1, "max_engine_backlog must be >= 1"),
             (self.max_streams_per_client >= 0, "max_streams_per_client must be >= 0 (0: unlimited)"),
             (bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key must be set together "

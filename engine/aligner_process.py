@@ -1,0 +1,67 @@
+"""pocketsphinx in worker processes: its decoder holds the GIL while it decodes (measured: two threads took
+2.25x the time of one), which would stall Whisper's thread and the event loop for the whole decode.
+
+`ProcessStage` has the stage shape `run_batch(items) -> results`; a BatchScheduler thread calls it and waits
+on the worker process, without the GIL. Workers start with `spawn` (forking a process that runs gRPC threads
+is unsafe) and build their PhoneAligner on first use.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+from collections.abc import Sequence
+
+from saywell.engine.alignment import AlignerOptions, PhoneAligner, PhoneLoopStage
+
+_aligner: PhoneAligner | None = None  # the worker process's own
+
+
+def _init(options: AlignerOptions) -> None:
+    global _aligner
+    _aligner = PhoneAligner(options=options)
+
+
+def _align(items: Sequence[tuple]) -> list:
+    return _aligner.run_batch(items)
+
+
+def _loop(items: Sequence) -> list:
+    return PhoneLoopStage(_aligner).run_batch(items)
+
+
+def _load() -> bool:
+    _aligner.load()
+    return True
+
+
+class ProcessStage:
+    """A pocketsphinx stage ("align" or "loop") run by `workers` processes of its own."""
+
+    _FUNCTIONS = {"align": _align, "loop": _loop}
+
+    def __init__(self, name: str, options: AlignerOptions = AlignerOptions(), workers: int = 1) -> None:
+        self.name = name
+        self._function = self._FUNCTIONS[name]
+        self._options = options
+        self._workers = workers
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init, initargs=(self._options,))
+        return self._pool
+
+    def load(self) -> None:
+        """Start the workers and load their models now (a few seconds each)."""
+        for future in [self._executor().submit(_load) for _ in range(self._workers)]:
+            future.result()
+
+    def run_batch(self, items: Sequence) -> list:
+        return self._executor().submit(self._function, list(items)).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, cancel_futures=True)
