@@ -297,17 +297,20 @@ class AssessmentSession:
             return
         if self._interim is not state:
             return
-        start_ms = segment.start // 16
-        placed = (shifted(w, start_ms) for w in words)
-        tail = [w for w in placed if (w.start_ms + w.end_ms) / 2 > state.committed_end_ms]
+        tail = self._emit_after_committed(state, [shifted(w, segment.start // 16) for w in words], len(words))
+        state.committed += len(tail)
+        state.committed_end_ms = max(state.committed_end_ms, (segment.start + segment.samples) // 16)
+        state.previous = []
+
+    def _emit_after_committed(self, state: InterimState, words: list[WordScore], committing: int) -> list[WordScore]:
+        """Send the words after the committed ones, the first `committing` of them as committed; returns them."""
+        tail = [w for w in words if (w.start_ms + w.end_ms) / 2 > state.committed_end_ms]
         offset_ms = self._segmenter.utterance_start_ms()
         for i, word in enumerate(tail):
             self._emit(word_result=convert.word_result(word, utterance_index=state.utterance_index,
                                                        word_index=state.committed + i, offset_ms=offset_ms,
-                                                       committed=True))
-        state.committed += len(tail)
-        state.committed_end_ms = max(state.committed_end_ms, (segment.start + segment.samples) // 16)
-        state.previous = []
+                                                       committed=i < committing))
+        return tail
 
     def _send_interim(self, state: InterimState, words: list[WordScore], audio_ms: int) -> None:
         """Send the words after the committed ones; commit those two decodes agree on, clear of the live edge."""
@@ -317,11 +320,7 @@ class AssessmentSession:
         while (stable < min(len(tail), len(state.previous)) and texts[stable] == state.previous[stable]
                and tail[stable].end_ms < audio_ms - COMMIT_MARGIN_MS):
             stable += 1
-        offset_ms = self._segmenter.utterance_start_ms()
-        for i, word in enumerate(tail):
-            self._emit(word_result=convert.word_result(word, utterance_index=state.utterance_index,
-                                                       word_index=state.committed + i, offset_ms=offset_ms,
-                                                       committed=i < stable))
+        self._emit_after_committed(state, tail, stable)
         if stable:
             state.committed += stable
             state.committed_end_ms = tail[stable - 1].end_ms
