@@ -4,8 +4,12 @@ and short runs against the fake server."""
 from __future__ import annotations
 
 import io
+import os
 import json
 import random
+import subprocess
+import sys
+import time
 from collections import Counter
 
 import grpc
@@ -30,7 +34,7 @@ from saywell.client.bench_plan import (
 from saywell.client.bench_report import (REPORT_KEYS, StageResult, build_report, compute_bound, stage_held,
                                          write_plot)
 from saywell.client.bench_run import ProgressLine
-from saywell.client.bench_server import ResourceUsage
+from saywell.client.bench_server import ResourceSampler, ResourceUsage
 from saywell.client.hdr import LatencyHistogram
 from saywell.v1 import assessment_pb2 as pb
 
@@ -379,3 +383,17 @@ def test_an_unreachable_target_is_a_clear_error(dead_target, fixtures_dir, tmp_p
     assert code == bench.EXIT_ERROR
     assert "no saywell server" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_resource_sampler_counts_the_servers_child_processes():
+    # A busy child (like the server's pocketsphinx workers) shows up in the CPU of the process sampled.
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        sampler = ResourceSampler(os.getpid(), interval_s=0.2).start()
+        time.sleep(1.5)
+        usage = sampler.stop()
+    finally:
+        child.kill()
+        child.wait()
+    assert usage.cpu_percent is not None and usage.cpu_percent > 50  # the child burns about one core
+    assert usage.rss_mb is not None and usage.rss_mb > 10
