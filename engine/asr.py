@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -62,15 +63,16 @@ class WhisperAsr:
     def run_batch(self, items: Sequence[AsrRequest]) -> list[Transcript | Exception]:
         """Items whose encoder windows have the same length are encoded in one call; decoding is per item."""
         model = self.load()
+        mels = {i: log_mel(model, item.audio) for i, item in enumerate(items) if len(item.audio) >= MIN_AUDIO_SAMPLES}
         try:
-            encoded = self._encode_together(model, items)
+            encoded = self._encode_together(model, items, mels)
         except Exception:  # noqa: BLE001 - each item then encodes (and fails, if it must) on its own
             log.exception("batched encoding failed; encoding items one by one")
             encoded = {}
         results: list[Transcript | Exception] = []
         for index, item in enumerate(items):
             try:
-                results.append(self._transcribe(model, item, encoded.get(index)))
+                results.append(self._transcribe(model, item, mels.get(index), encoded.get(index)))
             except EngineError as exc:
                 results.append(exc)
             except Exception as exc:  # a decoder failure must only fail its own utterance
@@ -80,13 +82,10 @@ class WhisperAsr:
     def _window_s(self, item: AsrRequest) -> float:
         return self.options.partial_window_s if item.partial else self.options.window_s
 
-    def _encode_together(self, model, items: Sequence[AsrRequest]) -> dict[int, object]:
+    def _encode_together(self, model, items: Sequence[AsrRequest], mels: dict[int, np.ndarray]) -> dict[int, object]:
         """Encoder outputs of the items that share a window length with another item, by item index."""
-        windows: dict[int, np.ndarray] = {}
-        for index, item in enumerate(items):
-            if len(item.audio) >= MIN_AUDIO_SAMPLES and not item.encoder_only:
-                mel = model.feature_extractor(np.ascontiguousarray(item.audio, dtype=np.float32))
-                windows[index] = encoder_window(model, mel, self._window_s(item))
+        windows = {index: encoder_window(model, mel, self._window_s(items[index]))
+                   for index, mel in mels.items() if not items[index].encoder_only}
         groups: dict[int, list[int]] = {}
         for index, window in windows.items():
             groups.setdefault(window.shape[-1], []).append(index)
@@ -101,21 +100,20 @@ class WhisperAsr:
                 encoded[index] = ctranslate2.StorageView.from_array(np.ascontiguousarray(states[row:row + 1]))
         return encoded
 
-    def _transcribe(self, model, item: AsrRequest, encoded=None) -> Transcript:
-        if len(item.audio) < MIN_AUDIO_SAMPLES:
+    def _transcribe(self, model, item: AsrRequest, mel: np.ndarray | None, encoded=None) -> Transcript:
+        if mel is None:  # shorter than MIN_AUDIO_SAMPLES
             return Transcript(text="", words=(), encoder=np.zeros((0, 0), np.float32) if item.with_encoder else None)
-        audio = np.ascontiguousarray(item.audio, dtype=np.float32)
         if item.encoder_only:
-            return Transcript(text="", words=(), encoder=encoder_frames(model, audio))
+            return Transcript(text="", words=(), encoder=mel_encoder_frames(model, mel))
         beam = self.options.partial_beam_size if item.partial else self.options.beam_size
-        segments = decode_segments(model, audio, beam, self._window_s(item), encoded)
+        segments = decode_segments(model, mel, beam, self._window_s(item), encoded)
         texts: list[str] = []
         words: list[RecognizedWord] = []
         for segment in segments:
             texts.append(segment.text.strip())
             for word in segment.words or ():
                 words.extend(_split_normalized(word.word, word.start, word.end, word.probability))
-        encoder = encoder_frames(model, audio) if item.with_encoder else None
+        encoder = mel_encoder_frames(model, mel) if item.with_encoder else None
         return Transcript(text=" ".join(t for t in texts if t), words=tuple(words), encoder=encoder)
 
 
@@ -125,14 +123,22 @@ def max_new_tokens(audio_s: float) -> int:
     return int(TOKENS_BASE + TOKENS_PER_SECOND * audio_s)
 
 
-def transcription_options(model, beam_size: int, audio_s: float = 30.0):
-    """faster-whisper's own defaults for `transcribe`, with ours on top: English, greedy fallback-free, words."""
+@functools.lru_cache(maxsize=1)
+def _transcribe_defaults() -> dict:
+    """faster-whisper's own defaults for `WhisperModel.transcribe`, read once."""
     import inspect
 
+    from faster_whisper import WhisperModel
+
+    return {name: p.default for name, p in inspect.signature(WhisperModel.transcribe).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def transcription_options(model, beam_size: int, audio_s: float = 30.0):
+    """faster-whisper's own defaults for `transcribe`, with ours on top: English, greedy fallback-free, words."""
     from faster_whisper.transcribe import TranscriptionOptions
 
-    defaults = {name: p.default for name, p in inspect.signature(model.transcribe).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    defaults = _transcribe_defaults()
     # no_speech_threshold off: the VAD already decided this is speech, and Whisper's no-speech guess on short
     # stretches that start in silence dropped whole sentences (p(no speech) 0.92 on "my brother is ten").
     ours = dict(beam_size=beam_size, temperatures=[0.0], condition_on_previous_text=False, word_timestamps=True,
@@ -158,7 +164,7 @@ def encoder_window(model, mel: np.ndarray, window_s: float) -> np.ndarray:
     return np.ascontiguousarray(np.pad(mel, ((0, 0), (0, max(window - frames, 0))))[:, :max(window, 1)])
 
 
-def decode_segments(model, audio: np.ndarray, beam_size: int, window_s: float, encoded=None) -> list:
+def decode_segments(model, mel: np.ndarray, beam_size: int, window_s: float, encoded=None) -> list:
     """Whisper's segments with word timestamps, the encoder run on a window of `window_s` instead of 30 s.
 
     Whisper always sees 30 s windows; faster-whisper pads short audio to that. Encoding only the audio plus
@@ -169,18 +175,26 @@ def decode_segments(model, audio: np.ndarray, beam_size: int, window_s: float, e
     """
     from faster_whisper.tokenizer import Tokenizer
 
-    mel = model.feature_extractor(audio)
     if encoded is None:
         encoded = model.encode(encoder_window(model, mel, window_s))
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
-    options = transcription_options(model, beam_size, len(audio) / 16000)
+    options = transcription_options(model, beam_size, mel.shape[-1] / 100)
     return list(model.generate_segments(mel, tokenizer, options, False, encoder_output=encoded))
 
 
-def encoder_frames(model, audio: np.ndarray) -> np.ndarray:
+def log_mel(model, audio: np.ndarray) -> np.ndarray:
+    """Whisper's log-mel features of 16 kHz audio, unpadded, C-contiguous (100 frames a second)."""
+    return np.ascontiguousarray(model.feature_extractor(np.ascontiguousarray(audio, dtype=np.float32)))
+
+
+def mel_encoder_frames(model, mel: np.ndarray) -> np.ndarray:
     """Encoder states over the unpadded log-mel input: ~10x cheaper than Whisper's 30 s padding."""
-    mel = np.ascontiguousarray(model.feature_extractor(np.ascontiguousarray(audio, dtype=np.float32)))
     return np.array(model.encode(mel))[0].astype(np.float32)
+
+
+def encoder_frames(model, audio: np.ndarray) -> np.ndarray:
+    """Encoder states of 16 kHz audio (the acoustic features of the trained scorer)."""
+    return mel_encoder_frames(model, log_mel(model, audio))
 
 
 def _split_normalized(raw: str, start_s: float, end_s: float, probability: float) -> list[RecognizedWord]:

@@ -182,9 +182,11 @@ class AssessmentEngine:
         for scorer in self.scoring.scorers.values():
             await asyncio.to_thread(scorer.version)  # loads calibration / checkpoints
         await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
-        await asyncio.to_thread(self.aligner.lexicon.load)  # dictionary and G2P model
-        for stage in self._pocketsphinx:
-            await asyncio.to_thread(stage.load)
+        if self._pocketsphinx:  # the workers' own dictionary and G2P model; this process needs none
+            for stage in self._pocketsphinx:
+                await asyncio.to_thread(stage.load)
+        else:
+            await asyncio.to_thread(self.aligner.lexicon.load)
 
     def start(self) -> None:
         for scheduler in self.schedulers:
