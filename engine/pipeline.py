@@ -21,7 +21,7 @@ from saywell.engine.asr import AsrRequest, WhisperAsr
 from saywell.engine.features import utterance_features
 from saywell.engine.options import EngineOptions
 from saywell.engine.prosody import extract_prosody
-from saywell.engine.scheduler import BatchScheduler
+from saywell.engine.scheduler import BACKGROUND, BatchScheduler
 from saywell.engine.scoring import BaselineScorer
 from saywell.engine.trained_scorer import TrainedScorer
 from saywell.engine.text import normalize_words
@@ -281,14 +281,16 @@ class AssessmentEngine:
 
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
         """Recognised words of an utterance still in progress, with provisional accuracy and flags."""
-        loop = asyncio.ensure_future(self._loop.submit(request.audio))
+        # Background priority: a final assessment (or a segment it will join) never queues behind these.
+        loop = asyncio.ensure_future(self._loop.submit(request.audio, BACKGROUND))
         try:
             transcript = await self._asr.submit(AsrRequest(request.audio, partial=True,
-                                                           with_encoder=self._needs_encoder(request)))
+                                                           with_encoder=self._needs_encoder(request)), BACKGROUND)
             words = plausible_words(transcript, request.duration_ms)
             if not words:
                 return ()
-            alignment = await self._align.submit((request.audio, words, await loop))
+            alignment = await self._align.submit((request.audio, words, await loop), BACKGROUND)
         finally:
             loop.cancel()
-        return await self._score.submit(ScoreItem(request.audio, transcript, alignment, request, partial=True))
+        return await self._score.submit(ScoreItem(request.audio, transcript, alignment, request, partial=True),
+                                        BACKGROUND)

@@ -1,12 +1,15 @@
 """Micro-batching: items from all concurrent streams queue up and run together on a stage's threads.
 
-request -> queue of (item, future) -> batching task -> stage.run_batch on a dedicated thread pool ->
-each future gets its own result. The event loop only moves items; inference never blocks it.
+request -> priority queue of (priority, arrival, item, future) -> batching task -> stage.run_batch on a
+dedicated thread pool -> each future gets its own result. The event loop only moves items; inference never
+blocks it. Items of a lower priority number run first (final assessments before interim decodes); items of
+one priority run in arrival order.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -18,6 +21,8 @@ from saywell.engine.types import EngineError, OverloadedError
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 log = logging.getLogger(__name__)
+URGENT = 0  # work someone is waiting for: final assessments and the segments they join
+BACKGROUND = 1  # work that may wait: interim decodes while the learner speaks
 
 
 class BatchStage(Protocol[Item, Result]):
@@ -37,6 +42,7 @@ class BatchScheduler(Generic[Item, Result]):
         self._queue: asyncio.Queue | None = None
         self._tasks: list[asyncio.Task] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._arrivals = itertools.count()  # ties within a priority go first come, first served
 
     @property
     def queued(self) -> int:
@@ -45,7 +51,7 @@ class BatchScheduler(Generic[Item, Result]):
     def start(self) -> None:
         if self._tasks:
             return
-        self._queue = asyncio.Queue(maxsize=self.options.max_queue_size)
+        self._queue = asyncio.PriorityQueue(maxsize=self.options.max_queue_size)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.options.workers, thread_name_prefix=f"saywell-{self.stage.name}")
         self._tasks = [asyncio.create_task(self._serve(), name=f"batcher-{self.stage.name}-{i}")
@@ -58,7 +64,7 @@ class BatchScheduler(Generic[Item, Result]):
         self._tasks = []
         if self._queue is not None:
             while not self._queue.empty():
-                _item, future = self._queue.get_nowait()
+                *_, future = self._queue.get_nowait()
                 if not future.done():
                     future.set_exception(EngineError(f"{self.stage.name} stage shut down"))
         if self._executor is not None:
@@ -66,13 +72,13 @@ class BatchScheduler(Generic[Item, Result]):
             # A running batch finishes on its thread; the event loop keeps serving meanwhile.
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
-    async def submit(self, item: Item) -> Result:
+    async def submit(self, item: Item, priority: int = URGENT) -> Result:
         """Queues one item and waits for its result; raises the item's own error, or OverloadedError."""
         if not self._tasks:
             self.start()
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait((item, future))
+            self._queue.put_nowait((priority, next(self._arrivals), item, future))
         except asyncio.QueueFull:
             raise OverloadedError(
                 f"{self.stage.name} queue is full ({self.options.max_queue_size} waiting)") from None
@@ -103,7 +109,7 @@ class BatchScheduler(Generic[Item, Result]):
             except asyncio.TimeoutError:
                 break
         # Work for streams that went away is dropped before it costs anything.
-        return [(item, fut) for item, fut in batch if not fut.cancelled()]
+        return [(item, fut) for _priority, _arrival, item, fut in batch if not fut.cancelled()]
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()

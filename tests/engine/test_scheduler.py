@@ -9,7 +9,7 @@ import time
 import pytest
 
 from saywell.engine.options import BatchingOptions
-from saywell.engine.scheduler import BatchScheduler
+from saywell.engine.scheduler import BACKGROUND, URGENT, BatchScheduler
 from saywell.engine.types import EngineError, OverloadedError
 
 
@@ -212,6 +212,29 @@ def test_cancelled_caller_item_is_not_run():
     assert (first, kept) == (0, 4)
     assert doomed.cancelled()
     assert stage.batches == [[0], [2]]
+
+
+def test_urgent_items_overtake_queued_background_items():
+    gate = threading.Event()
+    stage = RecordingStage(delay_s=0, gate=gate)
+
+    async def main():
+        scheduler = BatchScheduler(stage, BatchingOptions(max_batch_size=1, max_wait_ms=0))
+        try:
+            first = asyncio.ensure_future(scheduler.submit(0))
+            await _wait_started(stage)  # the only batcher is busy: the rest queue up
+            waiting = [asyncio.ensure_future(scheduler.submit(n, priority))
+                       for n, priority in ((1, BACKGROUND), (2, BACKGROUND), (3, URGENT), (4, URGENT))]
+            await asyncio.sleep(0)
+            gate.set()
+            return await first, await asyncio.gather(*waiting)
+        finally:
+            gate.set()
+            await scheduler.close()
+
+    first, results = asyncio.run(main())
+    assert (first, results) == (0, [2, 4, 6, 8])  # every caller still gets its own result
+    assert stage.batches == [[0], [3], [4], [1], [2]]  # urgent first; arrival order within a priority
 
 
 def test_close_fails_queued_items_with_engine_error():
