@@ -26,6 +26,9 @@ class ServerConfig:
     # items wait in the engine, so under load no CPU goes to guesses.
     speculative_finals: bool = True
     speculation_max_backlog: int = 4
+    # Open mode: also cut the utterance for early analysis after words the interim decodes committed, not only
+    # at silences, so fluent speech without pauses leaves only its last stretch for the endpoint.
+    cut_at_committed_words: bool = True
     grace_s: float = 10.0  # SIGTERM: in-flight utterances get this long to finish
     asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
     # Whisper decoding of finals: beam 1 on a 10 s encoder window by default (fast). Beam 5 with window 0

@@ -192,7 +192,7 @@ class AssessmentSession:
                 self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED,
                                                        utterance_index=event.index, offset_ms=event.offset_ms))
             elif isinstance(event, SpeechGap):
-                self._cut_at_gap(event)
+                self._cut_at(event.cut_ms)
             elif isinstance(event, SpeechPaused):
                 self._speculate(event)
             elif isinstance(event, SpeechResumed):
@@ -233,13 +233,24 @@ class AssessmentSession:
     def _engine_has_room(self) -> bool:
         return self.config.speculative_finals and self.engine.backlog() <= self.config.speculation_max_backlog
 
-    def _cut_at_gap(self, event: SpeechGap) -> None:
-        """Analyse the utterance up to a short silence now, if that makes a segment worth its fixed costs."""
+    def _cut_at(self, cut_ms: int) -> None:
+        """Analyse the utterance up to `cut_ms` now (a place between words), if that makes a segment worth its
+        fixed costs."""
         chain = self._chain
-        cut = event.cut_ms * 16 // 160 * 160  # whole 10 ms frames from the utterance start
+        cut = cut_ms * 16 // 160 * 160  # whole 10 ms frames from the utterance start
         if chain is None or cut - chain.covered < MIN_GAP_SEGMENT_MS * 16 or not self._engine_has_room():
             return
         chain.extend(self._segmenter.utterance_audio()[:cut])
+
+    def _cut_after_committed(self, committed: WordScore, following: WordScore | None) -> None:
+        """Fluent speech has no silence to cut at: the end of a committed word is the next best place (the
+        middle of the gap to the next word when the decode saw one)."""
+        if not self.config.cut_at_committed_words:
+            return
+        cut_ms = committed.end_ms
+        if following is not None and following.start_ms > cut_ms:
+            cut_ms = (cut_ms + following.start_ms) // 2
+        self._cut_at(cut_ms)
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
@@ -324,6 +335,7 @@ class AssessmentSession:
         if stable:
             state.committed += stable
             state.committed_end_ms = tail[stable - 1].end_ms
+            self._cut_after_committed(tail[stable - 1], tail[stable] if stable < len(tail) else None)
         state.previous = texts[stable:]
 
     # -- final assessments --------------------------------------------------------------------------------

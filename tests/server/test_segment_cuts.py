@@ -1,0 +1,78 @@
+"""Open mode cuts fluent speech (no silence to cut at) after committed interim words, so the endpoint is left
+with only the last stretch to analyse."""
+import asyncio
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from saywell.server.config import ServerConfig
+from saywell.server.metrics import ServerMetrics
+from saywell.server.session import MIN_GAP_SEGMENT_MS, AssessmentSession
+from saywell.v1 import assessment_pb2 as pb
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
+from fake_engine import FakeEngine  # noqa: E402
+
+RATE = 16_000
+
+
+class SegmentRecordingEngine(FakeEngine):
+    """Records each analysed segment as (start sample, samples, seconds of audio sent when it was asked for)."""
+
+    def __init__(self) -> None:
+        super().__init__(delay_s=0.005)
+        self.segments: list[tuple[int, int]] = []
+
+    async def analyse_segment(self, audio, start: int, scorer: str = ""):
+        self.segments.append((start, len(audio)))
+        return await super().analyse_segment(audio, start, scorer)
+
+
+def voiced_without_pauses(seconds: float) -> np.ndarray:
+    """A vowel-like buzz (harmonics of a gliding 140 Hz pitch) the VAD hears as speech from end to end."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    pitch = 140 + 20 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / RATE
+    buzz = sum(np.sin(k * phase) / k for k in range(1, 12))
+    return (0.2 * buzz / np.abs(buzz).max()).astype(np.float32)
+
+
+async def _stream(engine, config: ServerConfig, audio: np.ndarray) -> list[pb.StreamAssessResponse]:
+    session = AssessmentSession(engine, config, ServerMetrics())
+
+    async def requests():
+        yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
+            audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=RATE), interim_results=True))
+        pcm = (audio * 32767).astype("<i2").tobytes()
+        step = RATE // 10 * 2  # 100 ms chunks
+        for i in range(0, len(pcm), step):
+            yield pb.StreamAssessRequest(audio=pcm[i:i + step])
+            await asyncio.sleep(0.01)  # interim decodes get to run between chunks
+        yield pb.StreamAssessRequest(end_of_utterance=pb.EndOfUtterance())
+
+    return [r async for r in session.run(requests())]
+
+
+@pytest.mark.parametrize("cut", [True, False])
+def test_fluent_speech_is_cut_after_committed_words_only_when_enabled(cut):
+    engine = SegmentRecordingEngine()
+    config = ServerConfig(warm_up=False, cut_at_committed_words=cut, interim_step_ms=300)
+    responses = asyncio.run(_stream(engine, config, voiced_without_pauses(8.0)))
+    kinds = [r.WhichOneof("event") for r in responses]
+    assert kinds.count("utterance") == 1 and kinds[-1] == "summary"
+    committed = [r.word_result for r in responses if r.WhichOneof("event") == "word_result" and r.word_result.committed]
+    assert committed, "two agreeing interim decodes commit words"
+    starts = [start for start, _ in engine.segments]
+    assert starts[0] == 0 and starts == sorted(starts)
+    assert all(a + n == b for (a, n), (b, _) in zip(engine.segments, engine.segments[1:])), "segments are contiguous"
+    if cut:
+        assert len(engine.segments) >= 3, "cuts after committed words while the buzz goes on"
+        assert all(n >= MIN_GAP_SEGMENT_MS * 16 for _, n in engine.segments[:-1])
+        ends_ms = {(start + n) // 16 for start, n in engine.segments[:-1]}
+        word_edges = {w.end_ms for w in committed} | {w.start_ms for w in committed}
+        # a cut lies at a committed word's end, or between it and the next word (the fake's gaps are 100 ms)
+        assert all(any(0 <= end - edge <= 100 for edge in word_edges) for end in ends_ms)
+    else:
+        assert len(engine.segments) == 1, "no silence, no cut: the endpoint analyses everything"
