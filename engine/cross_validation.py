@@ -9,7 +9,7 @@ import numpy as np
 from saywell.engine.scorer_network import (SENTENCE_TARGETS, WORD_TARGETS, MultiTaskScorer, NetworkConfig,
                                            pad_batch, save_network)
 from saywell.engine.flags import fit_thresholds, threshold_for_precision
-from saywell.engine.training import TrainingItem, overlap_weights, split_by_speaker
+from saywell.engine.training import TrainingItem, matched_words, split_by_speaker
 
 BATCH = 32
 PATIENCE = 10
@@ -103,15 +103,15 @@ def pcc(pred, true) -> float | None:
     return float(np.corrcoef(p, t)[0, 1])
 
 
-def labelled_word_predictions(item: TrainingItem, word_preds: np.ndarray, floor: float = 0.0) -> np.ndarray:
-    """Per labelled word: its own prediction (closed) or the overlap-weighted mean of the scored words (open)."""
+def labelled_word_predictions(item: TrainingItem, word_preds: np.ndarray) -> np.ndarray:
+    """Per labelled word: its own prediction (closed) or those of the scored words it matches in time (open)."""
     if item.label_spans is None:
         return np.zeros((0, len(WORD_TARGETS)))
     if len(item.word_spans) == len(item.label_spans) and item.word_spans == item.label_spans:
         return word_preds
-    out = np.full((len(item.label_spans), len(WORD_TARGETS)), floor)
+    out = np.zeros((len(item.label_spans), len(WORD_TARGETS)))
     for j, span in enumerate(item.label_spans):
-        hits, weights = overlap_weights(span, item.word_spans)
+        hits, weights = matched_words(span, item.word_spans)
         if hits:
             out[j] = weights @ word_preds[hits]
     return out

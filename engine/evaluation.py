@@ -51,12 +51,12 @@ def word_predictions(result: UtteranceResult, utterance: LabeledUtterance, mode:
     if mode == "closed" and len(words) == len(utterance.words):
         return [{"accuracy": w.accuracy, "stress": w.stress, "total": w.total, "flag": w.needs_improvement}
                 for w in words]
-    from saywell.engine.training import overlap_weights
+    from saywell.engine.training import matched_words
 
     out: list[dict[str, float] | None] = []
     word_spans = [(w.start_ms, w.end_ms) for w in result.words]
     for span in spans or []:
-        hits, weights = overlap_weights(span, word_spans)
+        hits, weights = matched_words(span, word_spans)
         if not hits:
             out.append(None)
             continue

@@ -93,6 +93,18 @@ def overlap_weights(span: tuple[int, int], others) -> tuple[list[int], np.ndarra
     return [j for j, _ in hits], weights / weights.sum()
 
 
+def matched_words(span: tuple[int, int], scored) -> tuple[list[int], np.ndarray]:
+    """The scored words whose scores a labelled word takes in open mode: those overlapping it in time, weighted
+    by overlap; when the recogniser heard nothing there, the scored word nearest in time (empty when there are
+    no scored words). Flooring such words instead made the eval's word stress meaningless: nearly every word's
+    stress is 10, and the floor put the few unheard ones at the other end of the scale."""
+    hits, weights = overlap_weights(span, scored)
+    if hits or not len(scored):
+        return hits, weights
+    distances = [max(s - span[1], span[0] - e, 0) for s, e in scored]
+    return [int(np.argmin(distances))], np.ones(1)
+
+
 def overlap_targets(spans, label_spans, table: np.ndarray) -> np.ndarray:
     """Each scored word takes the overlap-weighted mean of the labelled words' rows it overlaps (NaN when none)."""
     targets = np.full((len(spans), len(WORD_TARGETS)), np.nan, np.float32)

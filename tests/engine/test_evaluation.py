@@ -10,7 +10,7 @@ import soundfile as sf
 from saywell.engine.dataset import (LabeledUtterance, LabeledWord, load_audio, load_corpus, select,
                                     speaker_folds)
 from saywell.engine.evaluation import correlation_report, flag_report, word_predictions
-from saywell.engine.training import overlap_weights
+from saywell.engine.training import matched_words, overlap_weights
 from saywell.engine.types import SentenceScores, UtteranceResult, WordErrorType, WordScore
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -66,7 +66,19 @@ def test_open_mode_labelled_words_take_the_overlap_weighted_recognised_scores():
     predictions = word_predictions(result, labelled, "open", [(0, 120), (120, 400), (500, 600)])
     assert predictions[0]["accuracy"] == pytest.approx((100 * 10 + 20 * 4) / 120)
     assert predictions[0]["flag"] and predictions[1]["accuracy"] == pytest.approx(4.0)
-    assert predictions[2] is None  # nothing heard there: scored with the corpus floor by collect()
+    assert predictions[2]["accuracy"] == pytest.approx(4.0)  # nothing heard there: the nearest word's scores
+    assert word_predictions(UtteranceResult("", "", SentenceScores(5, 5, 5, 5), (), "baseline"), labelled, "open",
+                            [(0, 120)]) == [None]  # no words at all: collect() scores it with the corpus floor
+
+
+def test_an_unheard_labelled_word_takes_the_nearest_scored_word():
+    spans = [(0, 100), (100, 250), (400, 500)]
+    assert matched_words((50, 150), spans)[0] == [0, 1]  # overlap wins when there is any
+    assert matched_words((260, 300), spans)[0] == [1]  # 10 ms after word 1, 100 ms before word 2
+    assert matched_words((380, 390), spans)[0] == [2]
+    hits, weights = matched_words((900, 950), spans)
+    assert hits == [2] and weights == pytest.approx([1.0])
+    assert matched_words((0, 10), [])[0] == []
 
 
 # --- flag_report --------------------------------------------------------------------------------------------------
