@@ -35,8 +35,9 @@ class WhisperAsr:
 
     name = "asr"
 
-    def __init__(self, options: AsrOptions = AsrOptions()) -> None:
+    def __init__(self, options: AsrOptions = AsrOptions(), name: str = "asr") -> None:
         self.options = options
+        self.name = name  # the stage's name in metrics and thread names
         self._model = None
         self._lock = threading.Lock()
 

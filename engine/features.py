@@ -75,21 +75,56 @@ def _stress_stats(word: AlignedWord, prosody: ProsodyTrack) -> dict[str, float]:
     return {"n_vowels": float(len(vowels)), "stress_prominence": stressed - max(others)}
 
 
+def _loop_phone_stats(word: AlignedWord) -> dict[str, float]:
+    """The free phone loop's phones over the word against its canonical phones: edit distance and length ratio."""
+    canonical = [p.phone for p in word.phones]
+    heard = [phone for p in word.phones for phone in p.loop_phones if phone != "SIL"]
+    heard = [phone for i, phone in enumerate(heard) if i == 0 or phone != heard[i - 1]]
+    similarity = difflib.SequenceMatcher(a=canonical, b=heard, autojunk=False).ratio() if canonical else 0.0
+    return {"loop_phone_distance": 1.0 - similarity, "loop_phone_ratio": len(heard) / max(len(canonical), 1)}
+
+
+def _agreement_stats(word: AlignedWord, matched: RecognizedWord | None,
+                     transcript: Transcript) -> dict[str, float]:
+    """How the recognised transcript heard the target word (MultiPA's word-alignment features): the matched
+    word's probability, the time difference between the two, and the spelling distance to what was heard
+    over the same time (all recognised words overlapping it) when nothing matched."""
+    start_ms, end_ms = word.start_frame * FRAME_MS, word.end_frame * FRAME_MS
+    if matched is not None:
+        heard = matched.text
+        offset_ms = abs(matched.start_ms - start_ms) + abs(matched.end_ms - end_ms)
+    else:
+        overlapping = [w for w in transcript.words if w.start_ms < end_ms and w.end_ms > start_ms]
+        heard = " ".join(w.text for w in overlapping)
+        offset_ms = float(end_ms - start_ms) if not overlapping else \
+            abs(overlapping[0].start_ms - start_ms) + abs(overlapping[-1].end_ms - end_ms)
+    similarity = difflib.SequenceMatcher(a=word.text, b=heard, autojunk=False).ratio()
+    return {"asr_probability": matched.probability if matched else 0.0, "asr_match": float(matched is not None),
+            "asr_char_distance": 1.0 - similarity, "asr_time_offset_ms": float(offset_ms)}
+
+
 def word_features(alignment: Alignment, transcript: Transcript, prosody: ProsodyTrack,
-                  reference: list[str] | None) -> tuple[WordFeatures, ...]:
+                  reference: list[str] | None, target: Transcript | None = None) -> tuple[WordFeatures, ...]:
+    """Features of the aligned words. They are the reference (closed mode), the target ASR's words (open mode
+    with a second ASR), or the recognised words themselves; `transcript` is what the recognising ASR heard."""
     heard = [w.text for w in transcript.words]
     aligned = [w.text for w in alignment.words]
     if reference is not None:
         matches = match_reference(aligned, heard)
     else:
         matches = list(range(len(aligned)))
+    own = list(target.words) if target is not None and len(target.words) == len(aligned) else None
     result = []
-    for word, match in zip(alignment.words, matches):
+    for i, (word, match) in enumerate(zip(alignment.words, matches)):
         asr_word: RecognizedWord | None = transcript.words[match] if match is not None and match < len(heard) else None
         values = _phone_stats(word)
         values.update(_stress_stats(word, prosody))
-        values["asr_probability"] = asr_word.probability if asr_word else 0.0
-        values["asr_match"] = 1.0 if asr_word else 0.0
+        values.update(_loop_phone_stats(word))
+        values.update(_agreement_stats(word, asr_word, transcript))
+        if reference is None:
+            values["own_probability"] = values["asr_probability"]
+        else:  # the reference is certain; a target ASR's word carries its own confidence
+            values["own_probability"] = own[i].probability if own is not None else 1.0
         result.append(WordFeatures(word=word, values=values, recognized=asr_word is not None))
     return tuple(result)
 
@@ -133,8 +168,10 @@ def _pitch_stats(prosody: ProsodyTrack, words: tuple[AlignedWord, ...]) -> dict[
 
 
 def utterance_features(alignment: Alignment, transcript: Transcript, prosody: ProsodyTrack,
-                       reference: list[str] | None) -> UtteranceFeatures:
-    words = word_features(alignment, transcript, prosody, reference)
+                       reference: list[str] | None, target: Transcript | None = None) -> UtteranceFeatures:
+    """`reference`: the words aligned when they are not the recognised ones (the reference text, or the words
+    of `target`, a second ASR's transcript, in open mode)."""
+    words = word_features(alignment, transcript, prosody, reference, target)
     aligned = alignment.words
     sentence: dict[str, float] = {}
     sentence.update(_pause_stats(aligned))
@@ -149,6 +186,7 @@ def utterance_features(alignment: Alignment, transcript: Transcript, prosody: Pr
         "n_words": float(len(words)),
         "loop_agreement": float(np.mean([w.values["loop_agreement"] for w in words])) if words else 0.0,
     })
+    sentence["asr_char_distance"] = float(np.mean([w.values["asr_char_distance"] for w in words])) if words else 0.0
     if reference is not None:
         sentence["ref_recognized_share"] = float(np.mean([w.recognized for w in words])) if words else 0.0
         sentence["asr_extra_words"] = max(len(transcript.words) - sum(w.recognized for w in words), 0) / max(len(words), 1)

@@ -55,16 +55,20 @@ class Segment:
     samples: int
     transcript: Transcript  # word times from the segment start
     alignment: Alignment | None  # None when the segment holds no words
+    target: Transcript | None = None  # the target ASR's words (open mode with a second ASR): the words aligned
 
     @property
     def end(self) -> int:
         return self.start + self.samples
 
 
-def joined_transcript(segments: Sequence[Segment]) -> Transcript:
-    words = tuple(dataclasses.replace(w, start_ms=w.start_ms + s.start // 16, end_ms=w.end_ms + s.start // 16)
-                  for s in segments for w in s.transcript.words)
-    return Transcript(text=" ".join(s.transcript.text for s in segments if s.transcript.text), words=words)
+def joined_transcript(segments: Sequence[Segment], target: bool = False) -> Transcript:
+    """The segments' recognised (or, with `target`, target) transcripts as one, times from the utterance start."""
+    parts = [(s.start, s.target if target else s.transcript) for s in segments]
+    parts = [(start, t) for start, t in parts if t is not None]
+    words = tuple(dataclasses.replace(w, start_ms=w.start_ms + start // 16, end_ms=w.end_ms + start // 16)
+                  for start, t in parts for w in t.words)
+    return Transcript(text=" ".join(t.text for _, t in parts if t.text), words=words)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class ScoreItem:
     alignment: Alignment
     request: AssessmentRequest
     partial: bool  # interim words only, scored as recognised words
+    target: Transcript | None = None  # open mode with a target ASR: the words aligned and scored
 
 
 class ScoringStage:
@@ -105,8 +110,14 @@ class ScoringStage:
     def _score(self, item: ScoreItem):
         request = item.request
         closed = request.closed and not item.partial
-        reference = normalize_words(request.reference_text) if closed else None
-        features = utterance_features(item.alignment, item.transcript, extract_prosody(item.audio), reference)
+        if closed:
+            reference = normalize_words(request.reference_text)
+        elif item.target is not None:
+            reference = [w.text for w in item.target.words]
+        else:
+            reference = None
+        features = utterance_features(item.alignment, item.transcript, extract_prosody(item.audio), reference,
+                                      item.target)
         scorer = self.scorer_for(request.scorer)
         encoder = item.transcript.encoder
         if item.partial:
@@ -120,6 +131,9 @@ class AssessmentEngine:
     def __init__(self, options: EngineOptions = EngineOptions(), on_batch=None) -> None:
         self.options = options
         self.asr = WhisperAsr(options.asr)
+        # Open mode's second, larger ASR (MultiPA's design): its words are the ones assessed, and where the
+        # recognising ASR disagrees with it is a sign of unclear pronunciation.
+        self.target_asr = WhisperAsr(options.target_asr, name="target_asr") if options.target_asr else None
         self.aligner = PhoneAligner()
         scorers = {"baseline": BaselineScorer()}
         trained = TrainedScorer()
@@ -128,6 +142,7 @@ class AssessmentEngine:
         default = options.default_scorer if options.default_scorer in scorers else "baseline"
         self.scoring = ScoringStage(scorers, default)
         self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
+        self._target = BatchScheduler(self.target_asr, options.asr_batching, on_batch) if self.target_asr else None
         if options.aligner_processes:
             self._pocketsphinx = [ProcessStage("align", workers=options.align_batching.workers),
                                   ProcessStage("loop", workers=options.loop_batching.workers)]
@@ -142,7 +157,8 @@ class AssessmentEngine:
 
     @property
     def schedulers(self) -> tuple[BatchScheduler, ...]:
-        return self._asr, self._loop, self._align, self._score
+        target = (self._target,) if self._target else ()
+        return (self._asr, *target, self._loop, self._align, self._score)
 
     @property
     def scorer_names(self) -> list[str]:
@@ -164,6 +180,7 @@ class AssessmentEngine:
         """Fixed for the life of the process: computed once (package metadata lookups touch the disk)."""
         if self._model_versions is None:
             versions = {"asr": self.asr.version,
+                        **({"target_asr": self.target_asr.version} if self.target_asr else {}),
                         "aligner": "pocketsphinx en-us " + importlib.metadata.version("pocketsphinx")}
             versions.update({name: scorer.version() for name, scorer in self.scoring.scorers.items()})
             self._model_versions = versions
@@ -177,8 +194,9 @@ class AssessmentEngine:
         """Loads every model now, on the threads that will use them, so the first learner pays nothing."""
         self.start()
         silence = np.zeros(16000, dtype=np.float32)
+        target = (self._target.submit(AsrRequest(silence)),) if self._target else ()
         await asyncio.gather(self._asr.submit(AsrRequest(silence, partial=True)), self._loop.submit(silence),
-                             self._align.submit((silence, ["a"])))
+                             self._align.submit((silence, ["a"])), *target)
         for scorer in self.scoring.scorers.values():
             await asyncio.to_thread(scorer.version)  # loads calibration / checkpoints
         await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
@@ -198,10 +216,18 @@ class AssessmentEngine:
         for stage in self._pocketsphinx:
             await asyncio.to_thread(stage.close)
 
-    async def _target_words(self, request: AssessmentRequest, transcript: Transcript) -> list[str]:
-        if request.closed:
-            return normalize_words(request.reference_text)
-        return plausible_words(transcript, request.duration_ms)
+    def _target_job(self, request: AssessmentRequest, audio: np.ndarray) -> asyncio.Future | None:
+        """Open mode with a target ASR: its decode, started beside the recognising one."""
+        if request.closed or self._target is None:
+            return None
+        return asyncio.ensure_future(self._target.submit(AsrRequest(audio)))
+
+    @staticmethod
+    async def _heard(job: asyncio.Future | None, duration_ms: int) -> Transcript | None:
+        if job is None:
+            return None
+        heard = await job
+        return Transcript(heard.text, plausible(heard, duration_ms))
 
     async def assess(self, request: AssessmentRequest) -> UtteranceResult:
         """The final assessment of one utterance."""
@@ -210,41 +236,53 @@ class AssessmentEngine:
         started = time.perf_counter()
         # The phone loop needs no words: it runs on the other core while Whisper recognises them.
         loop = asyncio.ensure_future(self._loop.submit(request.audio))
+        target_job = self._target_job(request, request.audio)
         try:
             transcript = await self._asr.submit(AsrRequest(request.audio, with_encoder=self._needs_encoder(request)))
+            target = await self._heard(target_job, request.duration_ms)
             timings["asr"] = (time.perf_counter() - started) * 1000
-            words = await self._target_words(request, transcript)
+            if request.closed:
+                words = normalize_words(request.reference_text)
+            else:
+                words = [w.text for w in (target or Transcript("", plausible(transcript, request.duration_ms))).words]
+            shown = (target or transcript).text
             if not words:
                 empty = SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if request.closed else None)
-                return UtteranceResult(transcript.text, request.reference_text, empty, (), request.scorer or
+                return UtteranceResult(shown, request.reference_text, empty, (), request.scorer or
                                        self.options.default_scorer, timings)
             mark = time.perf_counter()
             alignment = await self._align.submit((request.audio, words, await loop))
         finally:
             loop.cancel()
+            if target_job is not None:
+                target_job.cancel()
         timings["align"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
         scores, word_scores, scorer_name = await self._score.submit(
-            ScoreItem(request.audio, transcript, alignment, request, partial=False))
+            ScoreItem(request.audio, transcript, alignment, request, partial=False, target=target))
         timings["score"] = (time.perf_counter() - mark) * 1000
-        return UtteranceResult(transcript.text, request.reference_text, scores, word_scores, scorer_name, timings)
+        return UtteranceResult(shown, request.reference_text, scores, word_scores, scorer_name, timings)
 
     async def analyse_segment(self, audio: np.ndarray, start: int, scorer: str = "") -> Segment:
         """ASR, phone loop and alignment of `audio`, which begins `start` samples into its utterance (with the
         encoder frames `scorer` needs to score the segment's words on their own, see segment_words)."""
         if len(audio) < MIN_SEGMENT_SAMPLES:
             return Segment(start, len(audio), Transcript("", ()), None)
+        request = AssessmentRequest(audio=audio, scorer=scorer)
         loop = asyncio.ensure_future(self._loop.submit(audio))
+        target_job = self._target_job(request, audio)
         try:
-            transcript = await self._asr.submit(AsrRequest(
-                audio, with_encoder=self._needs_encoder(AssessmentRequest(audio=audio, scorer=scorer))))
-            kept = plausible(transcript, len(audio) * 1000 // 16000)
+            transcript = await self._asr.submit(AsrRequest(audio, with_encoder=self._needs_encoder(request)))
+            kept = plausible(transcript, request.duration_ms)
             transcript = Transcript(transcript.text, kept, transcript.encoder)
-            words = [w.text for w in kept]
+            target = await self._heard(target_job, request.duration_ms)
+            words = [w.text for w in (target or transcript).words]
             alignment = await self._align.submit((audio, words, await loop)) if words else None
         finally:
             loop.cancel()
-        return Segment(start, len(audio), transcript, alignment)
+            if target_job is not None:
+                target_job.cancel()
+        return Segment(start, len(audio), transcript, alignment, target)
 
     async def segment_words(self, segment: Segment, audio: np.ndarray, request: AssessmentRequest
                             ) -> tuple[WordScore, ...]:
@@ -252,7 +290,7 @@ class AssessmentEngine:
         if segment.alignment is None:
             return ()
         return await self._score.submit(ScoreItem(audio, segment.transcript, segment.alignment, request,
-                                                  partial=True))
+                                                  partial=True, target=segment.target))
 
     async def assess_segments(self, request: AssessmentRequest, segments: Sequence[Segment]) -> UtteranceResult:
         """The final assessment of an open-response utterance from segments covering all of its audio."""
@@ -262,18 +300,20 @@ class AssessmentEngine:
         self.scoring.scorer_for(request.scorer)
         started = time.perf_counter()
         transcript = joined_transcript(segments)
+        target = joined_transcript(segments, target=True) if any(s.target for s in segments) else None
         if self._needs_encoder(request):
             encoded = await self._asr.submit(AsrRequest(request.audio, encoder_only=True))
             transcript = dataclasses.replace(transcript, encoder=encoded.encoder)
         parts = [(s.start // 160, s.alignment) for s in segments if s.alignment is not None]
+        shown = (target or transcript).text
         if not parts:
             empty = SentenceScores(0.0, 0.0, 0.0, 0.0, None)
-            return UtteranceResult(transcript.text, "", empty, (), request.scorer or self.options.default_scorer, {})
+            return UtteranceResult(shown, "", empty, (), request.scorer or self.options.default_scorer, {})
         alignment = Alignment.joined(parts, n_frames=len(request.audio) // 160)
         scores, word_scores, scorer_name = await self._score.submit(
-            ScoreItem(request.audio, transcript, alignment, request, partial=False))
+            ScoreItem(request.audio, transcript, alignment, request, partial=False, target=target))
         timings = {"segments": len(segments), "score": (time.perf_counter() - started) * 1000}
-        return UtteranceResult(transcript.text, "", scores, word_scores, scorer_name, timings)
+        return UtteranceResult(shown, "", scores, word_scores, scorer_name, timings)
 
     async def align(self, audio: np.ndarray, words: list[str]) -> Alignment:
         """Forced alignment alone (the evaluator times labelled words with it)."""

@@ -70,14 +70,35 @@ class MultiTaskScorer(nn.Module):
         return words, torch.sigmoid(self.sentence_head(summary)) * 10
 
 
-def save_network(model: MultiTaskScorer, path, meta: dict) -> None:
-    torch.save({"config": asdict(model.config), "state": model.state_dict(), "meta": meta}, path)
+class Ensemble(nn.Module):
+    """Networks of the same shape trained with different seeds; their predictions are averaged."""
+
+    def __init__(self, members: list[MultiTaskScorer]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [member(*inputs) for member in self.members]
+        return (torch.stack([w for w, _ in outputs]).mean(dim=0), torch.stack([s for _, s in outputs]).mean(dim=0))
 
 
-def load_network(path) -> tuple[MultiTaskScorer, dict]:
+def save_network(models: MultiTaskScorer | list[MultiTaskScorer], path, meta: dict) -> None:
+    members = models if isinstance(models, list) else [models]
+    torch.save({"config": asdict(members[0].config), "states": [m.state_dict() for m in members], "meta": meta},
+               path)
+
+
+def load_network(path) -> tuple[nn.Module, dict]:
+    """A single network, or the ensemble a checkpoint with several members' states holds."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = MultiTaskScorer(NetworkConfig(**checkpoint["config"]))
-    model.load_state_dict(checkpoint["state"])
+    config = NetworkConfig(**checkpoint["config"])
+    members = []
+    for state in checkpoint.get("states") or [checkpoint["state"]]:
+        member = MultiTaskScorer(config)
+        member.load_state_dict(state)
+        members.append(member)
+    model = members[0] if len(members) == 1 else Ensemble(members)
     model.eval()
     return model, checkpoint["meta"]
 

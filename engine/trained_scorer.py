@@ -11,7 +11,7 @@ import numpy as np
 
 from saywell.engine.features import UtteranceFeatures
 from saywell.engine.flags import threshold_at
-from saywell.engine.model_inputs import build_inputs
+from saywell.engine.model_inputs import LEGACY_SENTENCE_SCALARS, LEGACY_WORD_SCALARS, build_inputs
 from saywell.engine.scoring import MISPRONOUNCED_BELOW, is_omitted, phone_scores
 from saywell.engine.types import FRAME_MS, EngineError, SentenceScores, WordErrorType, WordScore
 
@@ -55,7 +55,8 @@ class TrainedScorer:
         if encoder is None:
             raise EngineError("the trained scorer needs Whisper encoder frames")
         network, meta = self.network(mode)
-        inputs = build_inputs(features, encoder)
+        inputs = build_inputs(features, encoder, tuple(meta.get("word_scalars", LEGACY_WORD_SCALARS)),
+                              tuple(meta.get("sentence_scalars", LEGACY_SENTENCE_SCALARS)))
         config = network.config
         with torch.inference_mode():
             words, sentence = network(*pad_batch([inputs], (config.word_scalar_dim, config.encoder_dim)))

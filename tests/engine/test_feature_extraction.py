@@ -45,7 +45,9 @@ def test_training_inputs_are_built_once_and_cached(corpus):
     assert inputs.word_encoder.shape == (9, 384)  # Whisper tiny.en encoder width
     assert inputs.sentence.shape == (len(SENTENCE_SCALARS) + 2 * 384,)
     assert np.isfinite(inputs.word_encoder).all() and spans[0][0] < spans[-1][1]
-    cached = list((training._inputs_folder()).glob("*.pkl"))
+    cached = list(training.analysis_folder().glob("*.pkl"))
     assert [p.stem for p in cached] == ["u1"]
+    again, _ = training.extract_inputs(corpus, jobs=1)  # from the cache: the same inputs
+    assert np.array_equal(again["u1"]["closed"][0].word_scalars, inputs.word_scalars)
     items = training.training_items(corpus, records, "closed")
     assert items[0].word_targets.shape == (9, 3) and items[0].sentence_labels[0] == 9

@@ -275,3 +275,35 @@ def test_flag_threshold_flags_nothing_when_precision_is_unreachable():
     threshold = flag_threshold(predicted, needs_work, min_precision=0.9)
     assert threshold == pytest.approx(predicted.min() - 0.01)
     assert not (predicted < threshold).any()
+
+
+# --- agreement between two transcripts (MultiPA's word-alignment features) --------------------------------------
+
+def test_target_words_carry_how_the_recognising_asr_heard_them():
+    words = layout([("the", 6, -0.5), ("quick", 6, -0.5), ("brown", 6, -0.5), ("fox", 6, -4.0)])
+    n_frames = words[-1].end_frame + 10
+    target = Transcript("the quick brown fox", tuple(
+        RecognizedWord(w.text, w.start_frame * FRAME_MS, w.end_frame * FRAME_MS, p)
+        for w, p in zip(words, (0.9, 0.8, 0.7, 0.3))))
+    # the recognising ASR heard "brown" 60 ms early and "fox" as "box"
+    heard = Transcript("the quick brown box", (
+        RecognizedWord("the", words[0].start_frame * 10, words[0].end_frame * 10, 0.95),
+        RecognizedWord("quick", words[1].start_frame * 10, words[1].end_frame * 10, 0.9),
+        RecognizedWord("brown", words[2].start_frame * 10 - 60, words[2].end_frame * 10 - 60, 0.6),
+        RecognizedWord("box", words[3].start_frame * 10, words[3].end_frame * 10, 0.2)))
+    result = utterance_features(Alignment(words, n_frames, ()), heard, prosody_for(n_frames),
+                                [w.text for w in words], target)
+    values = {w.word.text: w.values for w in result.words}
+    assert [values[t]["asr_match"] for t in ("the", "quick", "brown", "fox")] == [1.0, 1.0, 1.0, 0.0]
+    assert values["the"]["asr_char_distance"] == 0.0
+    assert values["fox"]["asr_char_distance"] == pytest.approx(1 - 2 * 2 / 6)  # "fox" vs "box": 2 of 3 letters
+    assert values["brown"]["asr_time_offset_ms"] == 120  # 60 ms at each end
+    assert values["fox"]["asr_time_offset_ms"] == 0  # unmatched: the overlapping recognised word's times
+    assert values["fox"]["asr_probability"] == 0.0  # not heard as itself
+    assert [values[t]["own_probability"] for t in ("the", "fox")] == [0.9, 0.3]  # the target ASR's confidence
+    assert values["fox"]["loop_phone_distance"] > values["the"]["loop_phone_distance"]  # the loop heard AH, AH...
+    assert result.sentence["ref_recognized_share"] == 0.75
+    # Without a second transcript every recognised word matches itself and is as sure as its recogniser.
+    plain = utterance_features(Alignment(words, n_frames, ()), target, prosody_for(n_frames), None)
+    assert all(w.values["asr_match"] == 1.0 and w.values["asr_char_distance"] == 0.0 for w in plain.words)
+    assert [w.values["own_probability"] for w in plain.words] == [0.9, 0.8, 0.7, 0.3]

@@ -76,6 +76,18 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(a[0], b[0]))
 
 
+def test_an_ensemble_checkpoint_averages_its_members(tmp_path):
+    items = synthetic_items(30)
+    members = [train_network(items[:24], items[24:], epochs=2, seed=seed)[0] for seed in (0, 1)]
+    save_network(members, tmp_path / "e.pt", {"version": "t"})
+    loaded, _ = load_network(tmp_path / "e.pt")
+    singles = [predict(m, items[24:]) for m in members]
+    words, sentences = predict(loaded, items[24:])
+    np.testing.assert_allclose(sentences, (singles[0][1] + singles[1][1]) / 2, atol=1e-5)
+    np.testing.assert_allclose(words[0], (singles[0][0][0] + singles[1][0][0]) / 2, atol=1e-5)
+    assert not np.allclose(singles[0][1], singles[1][1])  # different seeds: the average is not either member
+
+
 def test_open_mode_word_targets_come_from_overlapping_labels():
     labels = np.array([[10, 10, 10], [4, 10, 5]], np.float32)
     targets = overlap_targets([(0, 90), (90, 300), (500, 600)], [(0, 95), (95, 300)], labels)
