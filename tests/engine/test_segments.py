@@ -61,3 +61,35 @@ def test_segments_must_cover_the_utterance_in_open_mode():
             await engine.close()
 
     run(check())
+
+
+def test_a_target_asr_supplies_the_assessed_words_whole_and_in_segments():
+    from saywell.engine.options import AsrOptions, EngineOptions
+
+    audio = sf.read(FIXTURES / "two_utterances.wav", dtype="float32")[0]
+    cut = 16000 * 3 // 160 * 160
+
+    async def both():
+        engine = AssessmentEngine(EngineOptions(target_asr=AsrOptions(model="base")))
+        try:
+            request = AssessmentRequest(audio=audio)
+            whole = await engine.assess(request)
+            segments = [await engine.analyse_segment(audio[:cut], 0),
+                        await engine.analyse_segment(audio[cut:], cut)]
+            closed = await engine.assess(AssessmentRequest(audio=audio, reference_text="Coffee please."))
+            return whole, segments, await engine.assess_segments(request, segments), closed, engine.model_versions()
+        finally:
+            await engine.close()
+
+    whole, segments, joined, closed, versions = run(both())
+    assert versions["target_asr"].startswith("whisper-base")
+    assert all(s.target is not None for s in segments)
+    assert [w.text for w in segments[0].alignment.words] == [w.text for w in segments[0].target.words]
+    from saywell.engine.text import normalize_words
+
+    for result in (whole, joined):
+        words = [w.text for w in result.words]
+        assert {"coffee", "brother"} <= set(words)
+        assert words == normalize_words(result.transcript)  # the transcript shown is the target's
+    assert [w.text for w in joined.words] == [w.text for w in whole.words]
+    assert [w.text for w in closed.words] == ["coffee", "please"]  # closed mode ignores the target
