@@ -187,8 +187,9 @@ class AssessmentEngine:
         return dict(self._model_versions)
 
     def backlog(self) -> int:
-        """Items waiting in the stage queues: the engine's measure of saturation."""
-        return sum(scheduler.queued for scheduler in self.schedulers)
+        """Urgent items waiting in the stage queues: the engine's measure of saturation. Interim decodes are
+        left out: each stream has at most one in flight, and they yield to everything else."""
+        return sum(scheduler.urgent_queued for scheduler in self.schedulers)
 
     async def warm_up(self) -> None:
         """Loads every model now, on the threads that will use them, so the first learner pays nothing."""

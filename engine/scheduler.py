@@ -8,6 +8,7 @@ one priority run in arrival order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import itertools
 import logging
@@ -43,10 +44,20 @@ class BatchScheduler(Generic[Item, Result]):
         self._tasks: list[asyncio.Task] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._arrivals = itertools.count()  # ties within a priority go first come, first served
+        self._waiting: collections.Counter = collections.Counter()  # queued items per priority
 
     @property
     def queued(self) -> int:
         return self._queue.qsize() if self._queue else 0
+
+    @property
+    def urgent_queued(self) -> int:
+        """Queued items someone waits for: background work (interim decodes) is left out."""
+        return self._waiting[URGENT]
+
+    def _take(self, entry: tuple) -> tuple:
+        self._waiting[entry[0]] -= 1
+        return entry
 
     def start(self) -> None:
         if self._tasks:
@@ -64,7 +75,7 @@ class BatchScheduler(Generic[Item, Result]):
         self._tasks = []
         if self._queue is not None:
             while not self._queue.empty():
-                *_, future = self._queue.get_nowait()
+                *_, future = self._take(self._queue.get_nowait())
                 if not future.done():
                     future.set_exception(EngineError(f"{self.stage.name} stage shut down"))
         if self._executor is not None:
@@ -79,6 +90,7 @@ class BatchScheduler(Generic[Item, Result]):
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait((priority, next(self._arrivals), item, future))
+            self._waiting[priority] += 1
         except asyncio.QueueFull:
             raise OverloadedError(
                 f"{self.stage.name} queue is full ({self.options.max_queue_size} waiting)") from None
@@ -93,11 +105,11 @@ class BatchScheduler(Generic[Item, Result]):
             log.exception("on_batch callback failed for stage %s", self.stage.name)
 
     async def _next_batch(self) -> list[tuple[Item, asyncio.Future]]:
-        batch = [await self._queue.get()]
+        batch = [self._take(await self._queue.get())]
         deadline = time.monotonic() + self.options.max_wait_ms / 1000
         while len(batch) < self.options.max_batch_size:
             try:
-                batch.append(self._queue.get_nowait())
+                batch.append(self._take(self._queue.get_nowait()))
                 continue
             except asyncio.QueueEmpty:
                 pass
@@ -105,7 +117,7 @@ class BatchScheduler(Generic[Item, Result]):
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                batch.append(self._take(await asyncio.wait_for(self._queue.get(), remaining)))
             except asyncio.TimeoutError:
                 break
         # Work for streams that went away is dropped before it costs anything.

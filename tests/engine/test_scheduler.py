@@ -226,8 +226,11 @@ def test_urgent_items_overtake_queued_background_items():
             waiting = [asyncio.ensure_future(scheduler.submit(n, priority))
                        for n, priority in ((1, BACKGROUND), (2, BACKGROUND), (3, URGENT), (4, URGENT))]
             await asyncio.sleep(0)
+            assert (scheduler.queued, scheduler.urgent_queued) == (4, 2)
             gate.set()
-            return await first, await asyncio.gather(*waiting)
+            results = await first, await asyncio.gather(*waiting)
+            assert (scheduler.queued, scheduler.urgent_queued) == (0, 0)
+            return results
         finally:
             gate.set()
             await scheduler.close()
