@@ -68,8 +68,10 @@ class TrainedScorer:
         for word, (accuracy, stress, total) in zip(features.words, word_preds):
             w = word.word
             if closed and is_omitted(word):
-                result.append(WordScore(w.text, w.start_frame * FRAME_MS, w.end_frame * FRAME_MS, 0.0, 0.0, 0.0,
-                                        WordErrorType.OMISSION, True, phone_scores(word)))
+                # Not said: no accuracy. Stress keeps the network's value, as speechocean762's raters do: they
+                # judge stress only where it was said wrong, and rate unsaid words' stress 10.
+                result.append(WordScore(w.text, w.start_frame * FRAME_MS, w.end_frame * FRAME_MS, 0.0,
+                                        float(stress), 0.0, WordErrorType.OMISSION, True, phone_scores(word)))
                 continue
             error = WordErrorType.MISPRONUNCIATION if accuracy < MISPRONOUNCED_BELOW else WordErrorType.NONE
             result.append(WordScore(w.text, w.start_frame * FRAME_MS, w.end_frame * FRAME_MS, float(accuracy),

@@ -66,4 +66,7 @@ def test_words_that_were_not_said_are_omissions_and_lower_the_scores(engine):
     padded = assess(engine, audio, "my brother is ten years old and he likes green apples")
     omitted = [w.text for w in padded.words if w.error_type is WordErrorType.OMISSION]
     assert len(omitted) >= 3 and set(omitted) <= {"and", "he", "likes", "green", "apples"}
+    unsaid = [w for w in padded.words if w.error_type is WordErrorType.OMISSION]
+    assert all(w.accuracy == 0 and w.total == 0 and w.needs_improvement for w in unsaid)
+    assert all(w.stress > 5 for w in unsaid)  # raters judge stress only where a word was said wrongly
     assert padded.scores.completeness < full.scores.completeness
