@@ -181,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluate only this speaker-disjoint fold (of --folds); default: all utterances")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--asr-model", default="tiny.en",
-                        help="recogniser (and open-mode target): packaged name, CTranslate2 folder or hub id")
+                        help="recogniser: packaged name, CTranslate2 folder or hub id")
+    default_target = EngineOptions().target_asr
+    parser.add_argument("--target-asr-model", default=default_target.model if default_target else "",
+                        help="open mode's target ASR, whose words are assessed (\"\": none, the recogniser's "
+                             "words are assessed)")
     parser.add_argument("--scorer", default="", help="scorer to use (default: the engine's default)")
     parser.add_argument("--report", required=True, help="JSON report path")
     parser.add_argument("--plot", default=None, help="PNG of predicted vs human scores")
@@ -190,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = speaker_folds(corpus, args.folds, args.seed)[args.fold] if args.fold is not None else corpus
     chosen = select(chosen, args.limit, args.seed)
     started = time.perf_counter()
-    options = EngineOptions(asr=AsrOptions(model=args.asr_model))
+    options = EngineOptions(asr=AsrOptions(model=args.asr_model),
+                            target_asr=AsrOptions(model=args.target_asr_model) if args.target_asr_model else None)
     if args.scorer:
         options = replace(options, default_scorer=args.scorer)
     outcomes, threshold = asyncio.run(run_engine(chosen, args.mode, options))
