@@ -204,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     records, failures = extract_inputs(corpus, args.jobs)
     folds = speaker_folds(corpus, args.folds, args.seed)
     experts = load_expert_means(args.data) if args.targets != "official" else None
+    engine = EngineOptions()
     report = {"date": datetime.date.today().isoformat(), "utterances": len(corpus), "failed": len(failures),
-              "targets": args.targets,
+              "targets": args.targets, "seeds": args.seeds, "asr": engine.asr.model,
+              "target_asr": engine.target_asr.model if engine.target_asr else None,
               "folds": args.folds, "seed": args.seed, "validation_fold": args.validation_fold, "modes": {}}
     for mode in MODES:
         fold_items = [training_items(fold, records, mode, experts, args.targets) for fold in folds]
