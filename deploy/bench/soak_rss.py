@@ -39,8 +39,10 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--data", default="tests/fixtures")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between RSS samples")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="flag for the spawned server, e.g. --server-arg=--interim-step-ms=500")
     args = parser.parse_args()
-    with SpawnedServer() as server:
+    with SpawnedServer(args.server_arg) as server:
         bench = subprocess.Popen([sys.executable, "-m", "saywell.client.cli", "bench", "--target", server.target,
                                   "--streams", str(args.streams), "--duration", str(args.seconds),
                                   "--data", args.data, "--report", "/dev/null"],
