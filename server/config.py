@@ -33,7 +33,7 @@ class ServerConfig:
     asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
     # Open mode's second, larger ASR whose words are assessed (MultiPA's design; "" turns it off). The trained
     # scorer's open checkpoint is fitted with the engine's default; another setting needs its own training.
-    target_asr_model: str = ""
+    target_asr_model: str = "base"
     # Whisper decoding of finals: beam 1 on a 10 s encoder window by default (fast). Beam 5 with window 0
     # (Whisper's full 30 s) is the accuracy-first choice the trained scorer was fitted with: ~0.01-0.03 PCC
     # better on validation utterances, ~3x the ASR cost.

@@ -51,3 +51,13 @@ def test_asr_decoding_flags_reach_the_engine_options():
     asr = engine_options(load_config(["--asr-beam-size", "5", "--asr-window-s", "0"], environ={})).asr
     assert (asr.beam_size, asr.window_s) == (5, 0.0)
     assert (engine_options(ServerConfig()).asr.beam_size, engine_options(ServerConfig()).asr.window_s) == (1, 10.0)
+
+
+def test_the_servers_target_asr_is_the_engines_default():
+    """The open checkpoint is fitted with the engine's default target ASR: the server must serve the same."""
+    from saywell.engine.options import EngineOptions
+    from saywell.server.app import engine_options
+
+    assert ServerConfig().target_asr_model == EngineOptions().target_asr.model
+    assert engine_options(ServerConfig()).target_asr.model == "base"
+    assert engine_options(ServerConfig(target_asr_model="")).target_asr is None
