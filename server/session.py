@@ -7,12 +7,11 @@ goes away every task of the session is cancelled and the engine drops its queued
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from saywell.engine.pipeline import AssessmentEngine, Segment
 from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError, WordScore
@@ -20,6 +19,7 @@ from saywell.server import convert
 from saywell.server.audio_decoding import make_decoder
 from saywell.server.config import ServerConfig
 from saywell.server.errors import InvalidArgument, OutOfRange, StatusError
+from saywell.server.interim import InterimState, shifted
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed,
                                       SpeechStarted, UtteranceEnded, VadSegmenter)
@@ -29,41 +29,13 @@ from saywell.v1 import assessment_pb2 as pb
 
 log = logging.getLogger(__name__)
 _END = object()
-COMMIT_MARGIN_MS = 400  # a word this close to the live edge may still grow or change
 MIN_GAP_SEGMENT_MS = 1500  # shorter stretches are left for the next cut: each segment pays Whisper's fixed cost
-INTERIM_CONTEXT_MS = 500  # audio before the first uncommitted word that an interim decode still hears
-
-
-@dataclass
-class InterimState:
-    """Word results sent for the open utterance: committed words are final until the assessment.
-
-    Interim decodes cover only the audio after the committed words (plus INTERIM_CONTEXT_MS before them), so
-    their cost stays flat however long the learner talks.
-    """
-
-    utterance_index: int
-    committed: int = 0  # words sent as committed
-    committed_end_ms: int = 0  # where the last committed word ends, from the utterance start
-    previous: list[str] = field(default_factory=list)  # uncommitted words of the last decode
-    decoded_ms: int = 0
-
-    def window_start_ms(self) -> int:
-        return max(0, self.committed_end_ms - INTERIM_CONTEXT_MS)
 
 
 def _log_failure(task: asyncio.Task) -> None:
     """A session task that died of an exception (a bug: expected failures are handled where they happen)."""
     if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), StatusError):
         log.error("session task failed", exc_info=task.exception())
-
-
-def shifted(word: WordScore, ms: int) -> WordScore:
-    """The word with its times (and its phones') moved `ms` later."""
-    if not ms:
-        return word
-    phones = tuple(dataclasses.replace(p, start_ms=p.start_ms + ms, end_ms=p.end_ms + ms) for p in word.phones)
-    return dataclasses.replace(word, start_ms=word.start_ms + ms, end_ms=word.end_ms + ms, phones=phones)
 
 
 @dataclass
@@ -309,13 +281,11 @@ class AssessmentSession:
         if self._interim is not state:
             return
         tail = self._emit_after_committed(state, [shifted(w, segment.start // 16) for w in words], len(words))
-        state.committed += len(tail)
-        state.committed_end_ms = max(state.committed_end_ms, (segment.start + segment.samples) // 16)
-        state.previous = []
+        state.commit_segment(len(tail), (segment.start + segment.samples) // 16)
 
     def _emit_after_committed(self, state: InterimState, words: list[WordScore], committing: int) -> list[WordScore]:
         """Send the words after the committed ones, the first `committing` of them as committed; returns them."""
-        tail = [w for w in words if (w.start_ms + w.end_ms) / 2 > state.committed_end_ms]
+        tail = state.after_committed(words)
         offset_ms = self._segmenter.utterance_start_ms()
         for i, word in enumerate(tail):
             self._emit(word_result=convert.word_result(word, utterance_index=state.utterance_index,
@@ -325,18 +295,12 @@ class AssessmentSession:
 
     def _send_interim(self, state: InterimState, words: list[WordScore], audio_ms: int) -> None:
         """Send the words after the committed ones; commit those two decodes agree on, clear of the live edge."""
-        tail = [w for w in words if (w.start_ms + w.end_ms) / 2 > state.committed_end_ms]
-        texts = [w.text for w in tail]
-        stable = 0
-        while (stable < min(len(tail), len(state.previous)) and texts[stable] == state.previous[stable]
-               and tail[stable].end_ms < audio_ms - COMMIT_MARGIN_MS):
-            stable += 1
+        tail = state.after_committed(words)
+        stable = state.agreed(tail, audio_ms)
         self._emit_after_committed(state, tail, stable)
+        state.commit_decoded(tail, stable)
         if stable:
-            state.committed += stable
-            state.committed_end_ms = tail[stable - 1].end_ms
             self._cut_after_committed(tail[stable - 1], tail[stable] if stable < len(tail) else None)
-        state.previous = texts[stable:]
 
     # -- final assessments --------------------------------------------------------------------------------
     async def _final(self, event: UtteranceEnded, previous: asyncio.Task | None,

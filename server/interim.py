@@ -1,0 +1,66 @@
+"""Interim word results of the utterance in progress: which words to send, and which of them to commit.
+
+A committed word is final until the utterance's assessment. Words are committed when two successive decodes
+agree on them and they end clear of the live edge, or when a segment analysed at a cut holds them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from saywell.engine.types import WordScore
+
+COMMIT_MARGIN_MS = 400  # a word this close to the live edge may still grow or change
+INTERIM_CONTEXT_MS = 500  # audio before the first uncommitted word that an interim decode still hears
+
+
+@dataclass
+class InterimState:
+    """Word results sent for the open utterance.
+
+    Interim decodes cover only the audio after the committed words (plus INTERIM_CONTEXT_MS before them), so
+    their cost stays flat however long the learner talks.
+    """
+
+    utterance_index: int
+    committed: int = 0  # words sent as committed
+    committed_end_ms: int = 0  # where the last committed word ends, from the utterance start
+    previous: list[str] = field(default_factory=list)  # uncommitted words of the last decode
+    decoded_ms: int = 0
+
+    def window_start_ms(self) -> int:
+        return max(0, self.committed_end_ms - INTERIM_CONTEXT_MS)
+
+    def after_committed(self, words: list[WordScore]) -> list[WordScore]:
+        """The words of a decode that lie after the committed ones (by their middle)."""
+        return [w for w in words if (w.start_ms + w.end_ms) / 2 > self.committed_end_ms]
+
+    def agreed(self, tail: list[WordScore], audio_ms: int) -> int:
+        """How many leading words of `tail` (a decode's words after the committed ones) to commit now: those
+        the previous decode also heard, ending at least COMMIT_MARGIN_MS before the live edge."""
+        stable = 0
+        while (stable < min(len(tail), len(self.previous)) and tail[stable].text == self.previous[stable]
+               and tail[stable].end_ms < audio_ms - COMMIT_MARGIN_MS):
+            stable += 1
+        return stable
+
+    def commit_decoded(self, tail: list[WordScore], stable: int) -> None:
+        """Record a decode: its first `stable` words are now committed, the rest wait for the next decode."""
+        if stable:
+            self.committed += stable
+            self.committed_end_ms = tail[stable - 1].end_ms
+        self.previous = [w.text for w in tail[stable:]]
+
+    def commit_segment(self, sent: int, segment_end_ms: int) -> None:
+        """A segment's words were sent as committed; everything before its end is settled."""
+        self.committed += sent
+        self.committed_end_ms = max(self.committed_end_ms, segment_end_ms)
+        self.previous = []
+
+
+def shifted(word: WordScore, ms: int) -> WordScore:
+    """The word with its times (and its phones') moved `ms` later."""
+    if not ms:
+        return word
+    phones = tuple(dataclasses.replace(p, start_ms=p.start_ms + ms, end_ms=p.end_ms + ms) for p in word.phones)
+    return dataclasses.replace(word, start_ms=word.start_ms + ms, end_ms=word.end_ms + ms, phones=phones)
