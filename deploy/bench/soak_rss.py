@@ -3,9 +3,9 @@
     .venv/bin/python deploy/bench/soak_rss.py --seconds 600 --streams 1 --data tests/fixtures
 
 Spawns a server on its packaged models, runs `saywell bench` against it for the given time, samples the RSS
-of the server and its pocketsphinx workers every --every seconds, and prints one JSON line: the samples, the
-median of the first and the last minute, their difference, and the fitted slope in MB per minute after the
-first minute (the first utterances grow the engine once, by design).
+of the server and its pocketsphinx workers every --every seconds, and prints one JSON line: the samples
+(seconds, total MB, server process MB), the median of the first and the last minute, their difference, and
+the fitted slope in MB per minute after the first minute (the first utterances grow the engine once).
 """
 from __future__ import annotations
 
@@ -22,15 +22,16 @@ import psutil
 from saywell.client.bench_server import SpawnedServer
 
 
-def tree_rss_mb(pid: int) -> float:
+def tree_rss_mb(pid: int) -> tuple[float, float]:
+    """RSS of the server process and of its children (the pocketsphinx workers), MB."""
     root = psutil.Process(pid)
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
+    own, children = root.memory_info().rss, 0
+    for process in root.children(recursive=True):
         try:
-            total += process.memory_info().rss
+            children += process.memory_info().rss
         except psutil.Error:
             pass
-    return total / 2**20
+    return own / 2**20, children / 2**20
 
 
 def main() -> int:
@@ -52,10 +53,12 @@ def main() -> int:
         done = threading.Event()
         threading.Thread(target=lambda: (bench.wait(), done.set()), daemon=True).start()
         while not done.wait(args.every):
-            samples.append((round(time.monotonic() - started, 1), round(tree_rss_mb(server.pid), 1)))
+            own, children = tree_rss_mb(server.pid)
+            samples.append((round(time.monotonic() - started, 1), round(own + children, 1), round(own, 1)))
         output = bench.stdout.read()
-    times = np.array([t for t, _ in samples])
-    rss = np.array([r for _, r in samples])
+    times = np.array([t for t, _, _ in samples])
+    rss = np.array([r for _, r, _ in samples])
+    server_only = np.array([r for _, _, r in samples])
     first, last = rss[times <= 60], rss[times >= times.max() - 60]
     settled = times > 60
     slope = float(np.polyfit(times[settled] / 60, rss[settled], 1)[0]) if settled.sum() >= 3 else None
@@ -63,6 +66,8 @@ def main() -> int:
                       "first_minute_mb": float(np.median(first)), "last_minute_mb": float(np.median(last)),
                       "drift_mb": round(float(np.median(last) - np.median(first)), 1),
                       "slope_mb_per_min_after_first": round(slope, 2) if slope is not None else None,
+                      "server_process_first_last_minute_mb": [float(np.median(server_only[times <= 60])),
+                                                             float(np.median(server_only[times >= times.max() - 60]))],
                       "samples": samples, "bench_tail": output.strip().splitlines()[-6:]}))
     return 0
 
