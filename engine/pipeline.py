@@ -30,6 +30,10 @@ from saywell.engine.types import (AssessmentRequest, EngineError, RecognizedWord
 
 ENGINE_NAME = "saywell-cpu"
 MIN_SEGMENT_SAMPLES = 1600  # 0.1 s: shorter stretches hold no word
+# Shorter audio is not sent to the target ASR: a stretch this short holds a word or two, and on near-silence
+# Whisper base hallucinates and retries at higher temperatures (measured: 1.5 s for 0.13 s of audio). Its
+# recognised words stand in. Every training utterance is longer (1.6 s at least).
+MIN_TARGET_SAMPLES = 16000
 MAX_WORDS_PER_SECOND = 7.0  # faster than any speech: the rest is a Whisper repetition loop
 
 
@@ -219,16 +223,18 @@ class AssessmentEngine:
 
     def _target_job(self, request: AssessmentRequest, audio: np.ndarray) -> asyncio.Future | None:
         """Open mode with a target ASR: its decode, started beside the recognising one."""
-        if request.closed or self._target is None:
+        if request.closed or self._target is None or len(audio) < MIN_TARGET_SAMPLES:
             return None
         return asyncio.ensure_future(self._target.submit(AsrRequest(audio)))
 
-    @staticmethod
-    async def _heard(job: asyncio.Future | None, duration_ms: int) -> Transcript | None:
-        if job is None:
+    async def _target_transcript(self, job: asyncio.Future | None, request: AssessmentRequest,
+                                 recognised: Transcript) -> Transcript | None:
+        """Open mode's assessed words with a target ASR: its plausible words, or the recognised ones for audio
+        too short for it. None in closed mode or without a target ASR."""
+        if request.closed or self._target is None:
             return None
-        heard = await job
-        return Transcript(heard.text, plausible(heard, duration_ms))
+        decoded = recognised if job is None else await job
+        return Transcript(decoded.text, plausible(decoded, request.duration_ms))
 
     async def assess(self, request: AssessmentRequest) -> UtteranceResult:
         """The final assessment of one utterance."""
@@ -240,7 +246,7 @@ class AssessmentEngine:
         target_job = self._target_job(request, request.audio)
         try:
             transcript = await self._asr.submit(AsrRequest(request.audio, with_encoder=self._needs_encoder(request)))
-            target = await self._heard(target_job, request.duration_ms)
+            target = await self._target_transcript(target_job, request, transcript)
             timings["asr"] = (time.perf_counter() - started) * 1000
             if request.closed:
                 words = normalize_words(request.reference_text)
@@ -276,7 +282,7 @@ class AssessmentEngine:
             transcript = await self._asr.submit(AsrRequest(audio, with_encoder=self._needs_encoder(request)))
             kept = plausible(transcript, request.duration_ms)
             transcript = Transcript(transcript.text, kept, transcript.encoder)
-            target = await self._heard(target_job, request.duration_ms)
+            target = await self._target_transcript(target_job, request, transcript)
             words = [w.text for w in (target or transcript).words]
             alignment = await self._align.submit((audio, words, await loop)) if words else None
         finally:

@@ -67,15 +67,16 @@ class Analyser:
 
     def analyse(self, utt: str, audio: np.ndarray, reference_text: str) -> UtteranceAnalysis:
         from saywell.engine.asr import AsrRequest
-        from saywell.engine.pipeline import plausible
+        from saywell.engine.pipeline import MIN_TARGET_SAMPLES, plausible
         from saywell.engine.prosody import extract_prosody
         from saywell.engine.text import normalize_words
 
         duration_ms = len(audio) * 1000 // 16000
         recognised = _unwrap(self.asr.run_batch([AsrRequest(audio, with_encoder=True)])[0])
         target = None
-        if self.target_asr is not None:
-            heard = _unwrap(self.target_asr.run_batch([AsrRequest(audio)])[0])
+        if self.target_asr is not None:  # the server's rule: audio too short for the target keeps its words
+            too_short = len(audio) < MIN_TARGET_SAMPLES
+            heard = recognised if too_short else _unwrap(self.target_asr.run_batch([AsrRequest(audio)])[0])
             target = Transcript(heard.text, plausible(heard, duration_ms))
         loop = self.aligner.phone_loop(audio)
         reference = tuple(normalize_words(reference_text))

@@ -93,3 +93,27 @@ def test_a_target_asr_supplies_the_assessed_words_whole_and_in_segments():
         assert words == normalize_words(result.transcript)  # the transcript shown is the target's
     assert [w.text for w in joined.words] == [w.text for w in whole.words]
     assert [w.text for w in closed.words] == ["coffee", "please"]  # closed mode ignores the target
+
+
+def test_audio_too_short_for_the_target_asr_keeps_the_recognised_words():
+    from saywell.engine.options import AsrOptions, EngineOptions
+    from saywell.engine.pipeline import MIN_TARGET_SAMPLES
+
+    audio = sf.read(FIXTURES / "fox.wav", dtype="float32")[0]
+
+    async def check():
+        engine = AssessmentEngine(EngineOptions(target_asr=AsrOptions(model="base")))
+        calls = []
+        submit = engine._target.submit
+        engine._target.submit = lambda item, *rest: calls.append(len(item.audio)) or submit(item, *rest)
+        try:
+            short = await engine.analyse_segment(audio[:MIN_TARGET_SAMPLES - 160], 0)
+            long = await engine.analyse_segment(audio, 0)
+            return short, long, calls
+        finally:
+            await engine.close()
+
+    short, long, calls = run(check())
+    assert calls == [len(audio)], "only the long segment went to the target ASR"
+    assert short.target.words == short.transcript.words  # the recognised words stand in
+    assert long.target is not None and long.target.words != ()
