@@ -30,7 +30,9 @@ def engine_options(config: ServerConfig) -> EngineOptions:
     asr = AsrOptions(model=config.asr_model, allow_download=config.allow_download, beam_size=config.asr_beam_size,
                      window_s=config.asr_window_s)
     aligners = dataclasses.replace(batching, workers=config.aligner_workers)
-    target = dataclasses.replace(asr, model=config.target_asr_model) if config.target_asr_model else None
+    threads = EngineOptions().target_asr.cpu_threads
+    target = dataclasses.replace(asr, model=config.target_asr_model, cpu_threads=threads) \
+        if config.target_asr_model else None
     return EngineOptions(asr=asr, target_asr=target, asr_batching=batching, align_batching=aligners,
                          loop_batching=aligners)
 

@@ -59,5 +59,5 @@ def test_the_servers_target_asr_is_the_engines_default():
     from saywell.server.app import engine_options
 
     assert ServerConfig().target_asr_model == EngineOptions().target_asr.model
-    assert engine_options(ServerConfig()).target_asr.model == "base"
+    assert engine_options(ServerConfig()).target_asr == EngineOptions().target_asr
     assert engine_options(ServerConfig(target_asr_model="")).target_asr is None
