@@ -40,6 +40,9 @@ class AsrOptions:
     allow_download: bool = False  # hub ids need the network; packaged names never do
 
 
+TARGET_ASR_THREADS = 2  # see EngineOptions.target_asr
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     asr: AsrOptions = field(default_factory=AsrOptions)
@@ -47,7 +50,8 @@ class EngineOptions:
     # (`asr`) disagrees with them is evidence of unclear speech. None: the recognised words are assessed.
     # Measured in cross-validation: word total PCC 0.428 -> 0.440, sentence total 0.777 -> 0.783. Two threads:
     # it runs on segments and finals, when interim decodes yield; 374 -> 228 ms per utterance, same output.
-    target_asr: AsrOptions | None = field(default_factory=lambda: AsrOptions(model="base", cpu_threads=2))
+    target_asr: AsrOptions | None = field(
+        default_factory=lambda: AsrOptions(model="base", cpu_threads=TARGET_ASR_THREADS))
     default_scorer: str = "trained"  # falls back to "baseline" when the trained checkpoints are missing
     asr_batching: BatchingOptions = field(default_factory=BatchingOptions)
     align_batching: BatchingOptions = field(default_factory=BatchingOptions)

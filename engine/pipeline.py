@@ -250,8 +250,10 @@ class AssessmentEngine:
             timings["asr"] = (time.perf_counter() - started) * 1000
             if request.closed:
                 words = normalize_words(request.reference_text)
+            elif target is not None:
+                words = [w.text for w in target.words]
             else:
-                words = [w.text for w in (target or Transcript("", plausible(transcript, request.duration_ms))).words]
+                words = plausible_words(transcript, request.duration_ms)
             shown = (target or transcript).text
             if not words:
                 empty = SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if request.closed else None)
