@@ -18,7 +18,7 @@ import numpy as np
 from saywell.engine.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio, load_corpus,
                                     select, speaker_folds)
 from saywell.engine.options import AsrOptions, EngineOptions
-from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult, WordScore
+from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult
 
 CONCURRENCY = 4  # utterances in flight: lets the schedulers overlap ASR and alignment
 
