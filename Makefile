@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[server,plot,dev]"
+	$(BIN)/pip install --quiet -e ".[server,train,plot,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

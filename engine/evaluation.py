@@ -17,7 +17,7 @@ import numpy as np
 
 from saywell.engine.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio, load_corpus,
                                     select, speaker_folds)
-from saywell.engine.options import AsrOptions, EngineOptions
+from saywell.engine.options import AsrOptions, EngineOptions, with_target_asr
 from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult
 
 CONCURRENCY = 4  # utterances in flight: lets the schedulers overlap ASR and alignment
@@ -194,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = speaker_folds(corpus, args.folds, args.seed)[args.fold] if args.fold is not None else corpus
     chosen = select(chosen, args.limit, args.seed)
     started = time.perf_counter()
-    options = EngineOptions(asr=AsrOptions(model=args.asr_model),
-                            target_asr=AsrOptions(model=args.target_asr_model) if args.target_asr_model else None)
+    options = with_target_asr(EngineOptions(asr=AsrOptions(model=args.asr_model)), args.target_asr_model)
     if args.scorer:
         options = replace(options, default_scorer=args.scorer)
     outcomes, threshold = asyncio.run(run_engine(chosen, args.mode, options))

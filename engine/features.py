@@ -14,6 +14,7 @@ from saywell.engine.alignment import Alignment, AlignedWord
 from saywell.engine.lexicon import canonical_stress
 from saywell.engine.prosody import ProsodyTrack, semitones
 from saywell.engine.types import FRAME_MS, RecognizedWord, Transcript
+from saywell.engine.word_prosody import UtteranceLevels, word_prosody_stats
 
 PAUSE_MS = 150  # a gap between words longer than this is a pause
 LOW_GOP = -3.0  # nats/frame: a phone this far below the free loop is probably wrong
@@ -114,11 +115,13 @@ def word_features(alignment: Alignment, transcript: Transcript, prosody: Prosody
     else:
         matches = list(range(len(aligned)))
     own = list(target.words) if target is not None and len(target.words) == len(aligned) else None
+    levels = UtteranceLevels.of(alignment.words, prosody)
     result = []
     for i, (word, match) in enumerate(zip(alignment.words, matches)):
         asr_word: RecognizedWord | None = transcript.words[match] if match is not None and match < len(heard) else None
         values = _phone_stats(word)
         values.update(_stress_stats(word, prosody))
+        values.update(word_prosody_stats(word, prosody, levels))
         values.update(_loop_phone_stats(word))
         values.update(_agreement_stats(word, asr_word, transcript))
         if reference is None:
@@ -160,6 +163,7 @@ def _pitch_stats(prosody: ProsodyTrack, words: tuple[AlignedWord, ...]) -> dict[
     tones = semitones(prosody.pitch_hz)
     loud = prosody.intensity_db[prosody.intensity_db > 0]
     return {
+        "pitch_median_st": float(np.median(tones)) if tones.size else 0.0,  # children and adults apart
         "pitch_std_st": float(np.std(tones)) if tones.size > 2 else 0.0,
         "pitch_range_st": float(np.percentile(tones, 90) - np.percentile(tones, 10)) if tones.size > 2 else 0.0,
         "voiced_ratio": float((prosody.pitch_hz > 0).mean()) if prosody.pitch_hz.size else 0.0,

@@ -11,19 +11,21 @@ import numpy as np
 
 from saywell.engine.features import UtteranceFeatures
 from saywell.engine.types import FRAME_MS
+from saywell.engine.word_prosody import WORD_PROSODY_NAMES
 
 # Checkpoints name the features they were fitted on (meta "word_scalars" / "sentence_scalars"); these are the
 # names new training uses. Checkpoints without names predate them and used the first ten / eighteen.
 WORD_SCALARS = ("gop_mean", "gop_min", "gop_low_share", "n_phones", "ms_per_phone", "loop_agreement",
                 "n_vowels", "stress_prominence", "asr_probability", "asr_match", "asr_char_distance",
-                "asr_time_offset_ms", "own_probability", "loop_phone_distance", "loop_phone_ratio")
+                "asr_time_offset_ms", "own_probability", "loop_phone_distance", "loop_phone_ratio",
+                *WORD_PROSODY_NAMES)
 LEGACY_WORD_SCALARS = WORD_SCALARS[:10]
 TIMING_SCALARS = ("duration_ms", "gap_before_ms", "gap_after_ms", "position")
 SENTENCE_SCALARS = ("pauses_per_word", "pause_ratio", "mean_pause_ms", "longest_pause_ms", "speech_rate",
                     "articulation_rate", "words_per_second", "phone_duration_cv", "pitch_std_st", "pitch_range_st",
                     "voiced_ratio", "intensity_std_db", "gop_mean", "gop_p10", "gop_low_word_share",
                     "asr_probability", "n_words", "loop_agreement", "asr_char_distance", "ref_recognized_share",
-                    "asr_extra_words")
+                    "asr_extra_words", "pitch_median_st")
 LEGACY_SENTENCE_SCALARS = SENTENCE_SCALARS[:18]
 ENCODER_MS = 20  # Whisper encoder frame
 

@@ -59,3 +59,13 @@ class EngineOptions:
     # pocketsphinx (alignment, phone loop) in worker processes: it holds the GIL while it decodes
     aligner_processes: bool = True
     score_batching: BatchingOptions = field(default_factory=lambda: BatchingOptions(max_batch_size=8))
+
+
+def with_target_asr(options: EngineOptions, model: str) -> EngineOptions:
+    """`options` with open mode's target ASR swapped for `model` ("": none, the recognised words are assessed),
+    decoding like the recogniser but on TARGET_ASR_THREADS threads."""
+    import dataclasses
+
+    target = dataclasses.replace(options.asr, model=model, cpu_threads=TARGET_ASR_THREADS) if model else None
+    return dataclasses.replace(options, target_asr=target)
+

@@ -124,9 +124,12 @@ class ScoringStage:
                                       item.target)
         scorer = self.scorer_for(request.scorer)
         encoder = item.transcript.encoder
+        # Open-mode features without a target ASR's words (interim decodes, or an engine without a target)
+        # are scored by the model fitted on such features.
+        single_asr = item.target is None
         if item.partial:
-            return scorer.score_words(features, request.flag_sensitivity, encoder)
-        return scorer.score(features, closed, request.flag_sensitivity, encoder) + (scorer.name,)
+            return scorer.score_words(features, request.flag_sensitivity, encoder, single_asr)
+        return scorer.score(features, closed, request.flag_sensitivity, encoder, single_asr) + (scorer.name,)
 
 
 class AssessmentEngine:
@@ -171,7 +174,7 @@ class AssessmentEngine:
 
     def flag_threshold(self, sensitivity: float, closed: bool, scorer: str = "") -> float:
         """Word accuracy below which the given scorer flags a word at this sensitivity."""
-        return self.scoring.scorer_for(scorer).flag_threshold(sensitivity, closed)
+        return self.scoring.scorer_for(scorer).flag_threshold(sensitivity, closed, self.target_asr is None)
 
     def _needs_encoder(self, request: AssessmentRequest) -> bool:
         return self.scoring.scorer_for(request.scorer).name == "trained"

@@ -108,16 +108,17 @@ class BaselineScorer:
     def version(self) -> str:
         return str(self.calibration.meta.get("version", "unversioned"))
 
-    def flag_threshold(self, sensitivity: float, closed: bool = True) -> float:
-        return self.calibration.threshold(sensitivity)  # one word model serves both modes
+    def flag_threshold(self, sensitivity: float, closed: bool = True, single_asr: bool = False) -> float:
+        return self.calibration.threshold(sensitivity)  # one word model serves every mode
 
-    def score_words(self, features: UtteranceFeatures, sensitivity: float,
-                    encoder: np.ndarray | None = None) -> tuple[WordScore, ...]:
+    def score_words(self, features: UtteranceFeatures, sensitivity: float, encoder: np.ndarray | None = None,
+                    single_asr: bool = False) -> tuple[WordScore, ...]:
         """Words of an utterance still in progress, scored as recognised words."""
         return tuple(self.score_word(w, sensitivity, False) for w in features.words)
 
     def score(self, features: UtteranceFeatures, closed: bool, sensitivity: float,
-              encoder: np.ndarray | None = None) -> tuple[SentenceScores, tuple[WordScore, ...]]:
+              encoder: np.ndarray | None = None,
+              single_asr: bool = False) -> tuple[SentenceScores, tuple[WordScore, ...]]:
         words = tuple(self.score_word(w, sensitivity, closed) for w in features.words)
         if not words:
             return SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if closed else None), ()

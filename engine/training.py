@@ -22,7 +22,8 @@ import numpy as np
 from saywell.engine.dataset import LabeledUtterance, load_audio, load_corpus, load_expert_means, speaker_folds
 from saywell.engine.model_inputs import ModelInputs
 from saywell.engine.models import cache_dir
-from saywell.engine.options import EngineOptions
+from saywell.engine.options import EngineOptions, with_target_asr
+from saywell.engine.trained_scorer import SINGLE_ASR_SUFFIX, checkpoint_name
 from saywell.engine.scorer_network import SENTENCE_TARGETS, WORD_TARGETS
 from saywell.engine.utterance_analysis import Analyser, cache_folder
 from saywell.engine.utterance_analysis import load as load_analysis
@@ -46,15 +47,15 @@ class TrainingItem:
 _analyser = None  # the worker process's own
 
 
-def _analysis_worker(args: tuple[LabeledUtterance, str]) -> str | None:
+def _analysis_worker(args: tuple[LabeledUtterance, str, EngineOptions]) -> str | None:
     """Analyses one utterance into the cache; returns an error line, or None."""
     global _analyser
-    utterance, folder = args
+    utterance, folder, options = args
     path = pathlib.Path(folder) / f"{utterance.utt}.pkl"
     if path.exists():
         return None
     if _analyser is None:
-        _analyser = Analyser(EngineOptions())
+        _analyser = Analyser(options)
     try:
         analysis = _analyser.analyse(utterance.utt, load_audio(utterance.audio_path), utterance.text)
     except Exception as exc:  # reported and counted by the caller, never silently dropped
@@ -65,17 +66,18 @@ def _analysis_worker(args: tuple[LabeledUtterance, str]) -> str | None:
     return None
 
 
-def analysis_folder() -> pathlib.Path:
-    return cache_folder(cache_dir() / "features", EngineOptions())
+def analysis_folder(options: EngineOptions) -> pathlib.Path:
+    return cache_folder(cache_dir() / "features", options)
 
 
-def extract_inputs(utterances: list[LabeledUtterance], jobs: int) -> tuple[dict, list[str]]:
+def extract_inputs(utterances: list[LabeledUtterance], jobs: int,
+                   options: EngineOptions) -> tuple[dict, list[str]]:
     """Analyses every utterance (cached), then builds both modes' model inputs from the analyses."""
     from tqdm import tqdm
 
-    folder = analysis_folder()
+    folder = analysis_folder(options)
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [(u, str(folder)) for u in utterances if not (folder / f"{u.utt}.pkl").exists()]
+    todo = [(u, str(folder), options) for u in utterances if not (folder / f"{u.utt}.pkl").exists()]
     failures: list[str] = []
     if todo:
         with multiprocessing.get_context("spawn").Pool(jobs) as pool:
@@ -190,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3,
                         help="networks per model, trained with different seeds and averaged (an ensemble), in "
                              "cross-validation and in the shipped checkpoints alike")
+    default_target = EngineOptions().target_asr
+    parser.add_argument("--target-asr-model", default=default_target.model if default_target else "",
+                        help="open mode's target ASR, as the server's flag of that name (\"\": none; writes "
+                             f"trained-open{SINGLE_ASR_SUFFIX}.pt, the checkpoint an engine without one loads)")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to train")
     parser.add_argument("--targets", choices=tuple(TARGET_CHOICES), default="stress-experts",
                         help="which aspects train on the mean of the five experts rather than the official "
                              "floored medians: word stress only (default), all, or none")
@@ -199,29 +206,35 @@ def main(argv: list[str] | None = None) -> int:
     corpus = load_corpus(args.data)
     if args.limit:
         corpus = random.Random(args.seed).sample(corpus, args.limit)
+    engine = with_target_asr(EngineOptions(), args.target_asr_model)
+    single_asr = engine.target_asr is None
     if args.cached_only:
-        corpus = [u for u in corpus if (analysis_folder() / f"{u.utt}.pkl").exists()]
-    records, failures = extract_inputs(corpus, args.jobs)
+        corpus = [u for u in corpus if (analysis_folder(engine) / f"{u.utt}.pkl").exists()]
+    records, failures = extract_inputs(corpus, args.jobs, engine)
     folds = speaker_folds(corpus, args.folds, args.seed)
     experts = load_expert_means(args.data) if args.targets != "official" else None
-    engine = EngineOptions()
     report = {"date": datetime.date.today().isoformat(), "utterances": len(corpus), "failed": len(failures),
               "targets": args.targets, "seeds": args.seeds, "asr": engine.asr.model,
               "target_asr": engine.target_asr.model if engine.target_asr else None,
               "folds": args.folds, "seed": args.seed, "validation_fold": args.validation_fold, "modes": {}}
-    for mode in MODES:
+    written = []
+    for mode in args.modes.split(","):
         fold_items = [training_items(fold, records, mode, experts, args.targets) for fold in folds]
         result = cross_validate(fold_items, args.epochs, args.seed, args.seeds)
         thresholds = out_of_fold_thresholds(result, args.validation_fold)
         del result["out_of_fold"]
         report["modes"][mode] = result
         train = [i for k, f in enumerate(fold_items) if k != args.validation_fold for i in f]
-        meta = fit_final(train, args.epochs, args.seed, out / f"trained-{mode}.pt", mode, thresholds, args.seeds)
+        written.append(checkpoint_name(mode, single_asr))
+        meta = fit_final(train, args.epochs, args.seed, out / written[-1], mode, thresholds, args.seeds,
+                         target_asr=report["target_asr"])
         report["modes"][mode]["shipped"] = meta
         print(f"{mode}: {json.dumps(report['modes'][mode]['summary'])}")
-    (out / "cv.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "MODEL_CARD.md").write_text(model_card(report))
-    print(f"wrote {out}/trained-open.pt, trained-closed.pt, cv.json, MODEL_CARD.md ({len(failures)} failed)")
+    suffix = SINGLE_ASR_SUFFIX if single_asr else ""
+    written += [f"cv{suffix}.json", f"MODEL_CARD{suffix}.md"]
+    (out / written[-2]).write_text(json.dumps(report, indent=1) + "\n")
+    (out / written[-1]).write_text(model_card(report))
+    print(f"wrote {', '.join(written)} (and the word trees) to {out} ({len(failures)} failed)")
     return 0
 
 

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from saywell.engine.options import TARGET_ASR_THREADS, AsrOptions, BatchingOptions, EngineOptions
+from saywell.engine.options import AsrOptions, BatchingOptions, EngineOptions, with_target_asr
 from saywell.engine.pipeline import AssessmentEngine
 from saywell.server.auth import AccessInterceptor, load_tokens
 from saywell.server.config import ServerConfig
@@ -30,10 +30,8 @@ def engine_options(config: ServerConfig) -> EngineOptions:
     asr = AsrOptions(model=config.asr_model, allow_download=config.allow_download, beam_size=config.asr_beam_size,
                      window_s=config.asr_window_s)
     aligners = dataclasses.replace(batching, workers=config.aligner_workers)
-    target = dataclasses.replace(asr, model=config.target_asr_model, cpu_threads=TARGET_ASR_THREADS) \
-        if config.target_asr_model else None
-    return EngineOptions(asr=asr, target_asr=target, asr_batching=batching, align_batching=aligners,
-                         loop_batching=aligners)
+    return with_target_asr(EngineOptions(asr=asr, asr_batching=batching, align_batching=aligners,
+                                         loop_batching=aligners), config.target_asr_model)
 
 
 class SaywellServer:

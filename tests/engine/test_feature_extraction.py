@@ -37,17 +37,19 @@ def test_extraction_gives_closed_and_open_features_and_model_inputs(corpus):
 
 def test_training_inputs_are_built_once_and_cached(corpus):
     from saywell.engine import training
+    from saywell.engine.options import EngineOptions
 
-    records, failures = training.extract_inputs(corpus, jobs=1)
+    options = EngineOptions()
+    records, failures = training.extract_inputs(corpus, 1, options)
     assert failures == []
     inputs, spans = records["u1"]["closed"]
     assert inputs.word_scalars.shape == (9, len(WORD_SCALARS) + len(TIMING_SCALARS))
     assert inputs.word_encoder.shape == (9, 384)  # Whisper tiny.en encoder width
     assert inputs.sentence.shape == (len(SENTENCE_SCALARS) + 2 * 384,)
     assert np.isfinite(inputs.word_encoder).all() and spans[0][0] < spans[-1][1]
-    cached = list(training.analysis_folder().glob("*.pkl"))
+    cached = list(training.analysis_folder(options).glob("*.pkl"))
     assert [p.stem for p in cached] == ["u1"]
-    again, _ = training.extract_inputs(corpus, jobs=1)  # from the cache: the same inputs
+    again, _ = training.extract_inputs(corpus, 1, options)  # from the cache: the same inputs
     assert np.array_equal(again["u1"]["closed"][0].word_scalars, inputs.word_scalars)
     items = training.training_items(corpus, records, "closed")
     assert items[0].word_targets.shape == (9, 3) and items[0].sentence_labels[0] == 9

@@ -7,7 +7,7 @@ import soundfile as sf
 
 from saywell.engine.options import EngineOptions
 from saywell.engine.pipeline import AssessmentEngine
-from saywell.engine.trained_scorer import DEFAULT_MODEL_DIR, TrainedScorer
+from saywell.engine.trained_scorer import DEFAULT_MODEL_DIR, TrainedScorer, checkpoint_name
 from saywell.engine.types import AssessmentRequest, EngineError, WordErrorType
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -22,6 +22,28 @@ def test_shipped_checkpoints_exist_are_small_and_carry_their_card():
         _, meta = scorer.network(mode)
         assert meta["mode"] == mode and len(meta["flag_thresholds"]) == 3
     assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text().count("|") > 10
+
+
+def test_word_trees_ship_beside_every_checkpoint():
+    scorer = TrainedScorer()
+    for mode, single_asr in (("open", False), ("open", True), ("closed", False)):
+        trees, meta = scorer.trees(mode, single_asr)
+        assert meta["mode"] == mode and scorer.network(mode, single_asr)[1]["tree_share"] > 0
+
+
+def test_features_without_a_target_asr_are_scored_by_the_checkpoint_fitted_without_one():
+    scorer = TrainedScorer()
+    assert scorer.network("open")[1]["target_asr"] == "base"
+    assert scorer.network("open", single_asr=True)[1]["target_asr"] is None
+    assert (DEFAULT_MODEL_DIR / checkpoint_name("open", single_asr=True)).exists()
+
+
+def test_a_model_folder_without_a_single_asr_checkpoint_falls_back_to_the_target_one(tmp_path):
+    for mode in ("open", "closed"):
+        (tmp_path / checkpoint_name(mode)).write_bytes((DEFAULT_MODEL_DIR / checkpoint_name(mode)).read_bytes())
+    scorer = TrainedScorer(tmp_path)
+    assert scorer.available() and scorer.trees("open", single_asr=True) is None
+    assert scorer.network("open", single_asr=True)[1]["target_asr"] == "base"
 
 
 def test_missing_checkpoint_is_a_clear_engine_error(tmp_path):
