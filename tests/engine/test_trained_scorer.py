@@ -2,6 +2,7 @@
 import asyncio
 import pathlib
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -92,3 +93,38 @@ def test_words_that_were_not_said_are_omissions_and_lower_the_scores(engine):
     assert all(w.accuracy == 0 and w.total == 0 and w.needs_improvement for w in unsaid)
     assert all(w.stress > 5 for w in unsaid)  # raters judge stress only where a word was said wrongly
     assert padded.scores.completeness < full.scores.completeness
+
+
+class RecordingScorer:
+    name = "recording"
+
+    def __init__(self):
+        self.calls = []
+
+    def score_words(self, features, sensitivity, encoder=None, single_asr=False):
+        self.calls.append(("words", single_asr))
+        return ()
+
+    def score(self, features, closed, sensitivity, encoder=None, single_asr=False):
+        self.calls.append(("final", single_asr))
+        return None, ()
+
+
+def test_the_scoring_stage_asks_for_the_single_asr_model_exactly_when_no_target_asr_words_came():
+    from saywell.engine.alignment import AlignedPhone, AlignedWord, Alignment
+    from saywell.engine.pipeline import ScoreItem, ScoringStage
+    from saywell.engine.types import RecognizedWord, Transcript
+
+    phone = AlignedPhone("AH", "AH1", 10, 40, -5.0, -5.0, 0.0, ("AH",))
+    alignment = Alignment((AlignedWord("a", 10, 40, (phone,)),), 60, (("AH", 10, 40),))
+    heard = Transcript("a", (RecognizedWord("a", 100, 400),))
+    audio = np.zeros(9600, np.float32)
+    scorer = RecordingScorer()
+    stage = ScoringStage({"recording": scorer}, "recording")
+    request = AssessmentRequest(audio=audio)
+    items = [ScoreItem(audio, heard, alignment, request, partial=True),  # an interim decode
+             ScoreItem(audio, heard, alignment, request, partial=True, target=heard),  # a segment with a target
+             ScoreItem(audio, heard, alignment, request, partial=False, target=heard),  # a final with a target
+             ScoreItem(audio, heard, alignment, request, partial=False)]  # a final from an engine without one
+    stage.run_batch(items)
+    assert scorer.calls == [("words", True), ("words", False), ("final", False), ("final", True)]
