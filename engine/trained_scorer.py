@@ -30,8 +30,8 @@ class TrainedScorer:
 
     def __init__(self, model_dir: pathlib.Path = DEFAULT_MODEL_DIR) -> None:
         self.model_dir = pathlib.Path(model_dir)
-        self._networks: dict[str, tuple] = {}
-        self._trees: dict[str, tuple | None] = {}
+        self._networks: dict[tuple[str, bool], tuple] = {}  # (mode, single_asr) -> (network, meta)
+        self._trees: dict[tuple[str, bool], tuple | None] = {}
         self._lock = threading.Lock()
 
     def available(self) -> bool:
@@ -89,8 +89,9 @@ class TrainedScorer:
         words = words[0].numpy().astype(float)
         trees = self.trees(mode, single_asr)
         if trees is not None:
-            tree_inputs = inputs if trees[1]["word_scalars"] == meta.get("word_scalars") else build_inputs(
-                features, encoder, tuple(trees[1]["word_scalars"]), tuple(trees[1]["sentence_scalars"]))
+            names = (tuple(trees[1]["word_scalars"]), tuple(trees[1]["sentence_scalars"]))
+            same = names == (tuple(meta.get("word_scalars", ())), tuple(meta.get("sentence_scalars", ())))
+            tree_inputs = inputs if same else build_inputs(features, encoder, *names)
             share = meta.get("tree_share", 0.5)
             words = (1 - share) * words + share * trees[0].predict(tree_inputs)
         return words, sentence[0].numpy().astype(float), meta
