@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
-from saywell.server.config import load_config
+from saywell.server.config import load_config, native_environment
 from saywell.server.logging_setup import configure_logging
 
 
@@ -15,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saywell-server: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level, config.log_json)
+    os.environ.update(native_environment(config))
     from saywell.server.app import serve  # heavy imports only once the config is valid
 
     asyncio.run(serve(config))

@@ -1,6 +1,6 @@
 import pytest
 
-from saywell.server.config import ServerConfig, load_config
+from saywell.server.config import ServerConfig, load_config, native_environment
 
 
 def test_defaults_listen_on_loopback_50051():
@@ -61,3 +61,10 @@ def test_the_servers_target_asr_is_the_engines_default():
     assert ServerConfig().target_asr_model == EngineOptions().target_asr.model
     assert engine_options(ServerConfig()).target_asr == EngineOptions().target_asr
     assert engine_options(ServerConfig(target_asr_model="")).target_asr is None
+
+
+def test_the_native_kernel_cache_is_bounded_before_the_engine_loads():
+    assert native_environment(ServerConfig()) == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}
+    assert native_environment(load_config(["--onednn-cache-capacity", "32"]))["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "32"
+    with pytest.raises(ValueError, match="onednn_cache_capacity"):
+        ServerConfig(onednn_cache_capacity=-1)
