@@ -1,6 +1,7 @@
 """Engine options: one frozen dataclass per concern, every default documented here."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -64,8 +65,6 @@ class EngineOptions:
 def with_target_asr(options: EngineOptions, model: str) -> EngineOptions:
     """`options` with open mode's target ASR swapped for `model` ("": none, the recognised words are assessed),
     decoding like the recogniser but on TARGET_ASR_THREADS threads."""
-    import dataclasses
-
     target = dataclasses.replace(options.asr, model=model, cpu_threads=TARGET_ASR_THREADS) if model else None
     return dataclasses.replace(options, target_asr=target)
 

@@ -100,6 +100,12 @@ def flat_features(inputs: ModelInputs) -> np.ndarray:
     return np.hstack([scalars, context, np.repeat(utterance[None, :], n, axis=0)])
 
 
+def tree_features(inputs: ModelInputs, encoder_mean: np.ndarray, encoder_components: np.ndarray) -> np.ndarray:
+    """`flat_features` plus the word's pooled encoder frames projected on the principal components."""
+    reduced = (inputs.word_encoder - encoder_mean) @ encoder_components.T
+    return np.hstack([flat_features(inputs), reduced]).astype(np.float64)
+
+
 @dataclass(frozen=True)
 class WordTrees:
     accuracy: TreeEnsemble
@@ -109,8 +115,7 @@ class WordTrees:
     encoder_components: np.ndarray  # (ENCODER_COMPONENTS, encoder_dim)
 
     def features(self, inputs: ModelInputs) -> np.ndarray:
-        reduced = (inputs.word_encoder - self.encoder_mean) @ self.encoder_components.T
-        return np.hstack([flat_features(inputs), reduced]).astype(np.float64)
+        return tree_features(inputs, self.encoder_mean, self.encoder_components)
 
     def predict(self, inputs: ModelInputs) -> np.ndarray:
         """(words, 3): accuracy, stress, total on 0..10."""
@@ -155,8 +160,7 @@ def fit_word_trees(inputs: list[ModelInputs], targets: list[np.ndarray]) -> Word
 
     encoder = np.concatenate([i.word_encoder for i in inputs])
     mean, components = principal_components(encoder, ENCODER_COMPONENTS)
-    reducer = WordTrees(*([None] * 3), mean, components)
-    x = np.concatenate([reducer.features(i) for i in inputs])
+    x = np.concatenate([tree_features(i, mean, components) for i in inputs])
     y = np.concatenate(targets)
     known = ~np.isnan(y).any(axis=1)
     x, y = x[known], y[known]
