@@ -12,7 +12,9 @@ What the report measures (ms, over all streams; percentiles from an HDR-style hi
 - final_latency_ms: receipt of an utterance's SPEECH_ENDED -> receipt of its assessment.
 - endpointing_delay_ms: the time the last speech sample of an utterance (its recording's end, or the VAD's cut
   when that lies inside the recording) was sent -> receipt of SPEECH_ENDED; silence endpoints only.
-- word_flag_lag_ms: the time the audio up to a word's end_ms was sent -> receipt of its first WordResult.
+- word_flag_lag_ms: per word of each final assessment (the words heard in the audio), the time the audio up to
+  its end_ms was sent -> receipt of the first WordResult covering it (either one's middle inside the other's
+  span), or of the final itself when no WordResult came first.
 - time_to_first_response_ms: a stream's first speech chunk sent -> its first response (lead-in silence aside).
 - server_latency_ms: the server's own ProcessingInfo.latency_ms; audio_seconds_per_second: audio sent / wall s.
 - errors: {status code name: count} over failed streams and utterance_error responses.

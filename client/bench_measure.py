@@ -85,7 +85,7 @@ class ResponseTracker:
         self.timeline = timeline
         self.stats = stats
         self._ended_at: dict[int, float] = {}
-        self._words_seen: set[tuple[int, int]] = set()
+        self._word_results: dict[int, list[HeardWord]] = {}  # per open utterance, in order of receipt
         self._answered = False
 
     def on_response(self, response: pb.StreamAssessResponse, received_at: float) -> None:
@@ -101,12 +101,14 @@ class ResponseTracker:
             self._on_word(response.word_result, received_at)
         elif kind == "utterance":
             ended_at = self._ended_at.pop(response.utterance.utterance_index, None)
+            self._on_final_words(response.utterance, received_at)
             self.stats.utterances += 1
             self.stats.server_latency.record(response.utterance.processing.latency_ms)
             if ended_at is not None:
                 self.stats.final_latency.record(_ms(received_at - ended_at))
         elif kind == "utterance_error":
             self._ended_at.pop(response.utterance_error.utterance_index, None)
+            self._word_results.pop(response.utterance_error.utterance_index, None)
             self.stats.errors[response.utterance_error.code or "UNKNOWN"] += 1
 
     def on_stream_error(self, code_name: str) -> None:
@@ -123,13 +125,37 @@ class ResponseTracker:
             self.stats.endpointing_delay.record(_ms(received_at - sent))
 
     def _on_word(self, word: pb.WordResult, received_at: float) -> None:
-        key = (word.utterance_index, word.word_index)
-        if key in self._words_seen:
-            return
-        self._words_seen.add(key)
-        sent = self.timeline.sent_at(word.end_ms)
-        if sent is not None:
-            self.stats.word_flag_lag.record(_ms(received_at - sent))
+        self._word_results.setdefault(word.utterance_index, []).append(
+            HeardWord(word.start_ms, word.end_ms, received_at))
+
+    def _on_final_words(self, utterance: pb.UtteranceAssessment, received_at: float) -> None:
+        """One word-flag lag sample per word of the final assessment (omitted reference words aside): from the
+        send of the audio up to the word's end to the first WordResult covering it, or to this final when none
+        came first. WordResults no final word matches (a decode's passing hallucination) are not words of the
+        audio and give no sample."""
+        results = self._word_results.pop(utterance.utterance_index, [])
+        for word in utterance.words:
+            if word.end_ms <= word.start_ms:
+                continue
+            sent = self.timeline.sent_at(word.end_ms)
+            if sent is None:
+                continue
+            answered = next((r.received_at for r in results if r.covers(word.start_ms, word.end_ms)), received_at)
+            self.stats.word_flag_lag.record(max(_ms(answered - sent), 0.0))
+
+
+@dataclass(frozen=True)
+class HeardWord:
+    """A WordResult as received: its span in the stream and when it came."""
+
+    start_ms: int
+    end_ms: int
+    received_at: float
+
+    def covers(self, start_ms: int, end_ms: int) -> bool:
+        """It is about the word spanning start..end: either one's middle lies inside the other."""
+        return (start_ms <= (self.start_ms + self.end_ms) / 2 <= end_ms
+                or self.start_ms <= (start_ms + end_ms) / 2 <= self.end_ms)
 
 
 def _ms(seconds: float) -> float:

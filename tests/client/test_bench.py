@@ -221,12 +221,14 @@ def test_tracker_measures_final_latency_endpointing_and_word_lag():
     tracker = ResponseTracker(timeline, stats)
     started = pb.StreamAssessResponse(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED, offset_ms=1000))
     tracker.on_response(started, 51.35)
-    word = pb.StreamAssessResponse(word_result=pb.WordResult(utterance_index=0, word_index=0, end_ms=1450))
+    word = pb.StreamAssessResponse(word_result=pb.WordResult(utterance_index=0, word_index=0, start_ms=1100,
+                                                             end_ms=1450))
     tracker.on_response(word, 52.0)  # audio to 1450 ms left in the chunk ending at 1500 ms, at 51.5
-    tracker.on_response(word, 52.7)  # the same word again (revised): not a new lag sample
+    tracker.on_response(word, 52.7)  # the same word again (revised): the first receipt counts
     tracker.on_response(_speech_ended(0, 3100), 53.8)  # audio end 3000 ms was sent at 53.0
     utterance = pb.StreamAssessResponse(utterance=pb.UtteranceAssessment(
-        utterance_index=0, processing=pb.ProcessingInfo(latency_ms=950.0)))
+        utterance_index=0, processing=pb.ProcessingInfo(latency_ms=950.0),
+        words=[pb.WordAssessment(word="hello", start_ms=1120, end_ms=1450)]))
     tracker.on_response(utterance, 55.05)
     assert stats.first_response.percentile(50) == pytest.approx(250, rel=0.01)  # 51.35 - 51.1
     assert stats.word_flag_lag.count == 1 and stats.word_flag_lag.max == pytest.approx(500)
@@ -234,6 +236,37 @@ def test_tracker_measures_final_latency_endpointing_and_word_lag():
     assert stats.final_latency.max == pytest.approx(1250)
     assert stats.server_latency.max == pytest.approx(950)
     assert stats.utterances == 1 and stats.error_count == 0
+
+
+def test_word_lag_counts_the_final_words_from_the_first_result_covering_each():
+    stats = RunStats()
+    tracker = ResponseTracker(_timeline(t0=50.0), stats)
+
+    def result(start_ms: int, end_ms: int, at: float) -> None:
+        tracker.on_response(pb.StreamAssessResponse(word_result=pb.WordResult(
+            utterance_index=0, start_ms=start_ms, end_ms=end_ms)), at)
+
+    result(1000, 1400, 51.7)  # "wan": heard early, revised to "want" below; covers the final's first word
+    result(1050, 1450, 52.3)
+    result(1500, 1520, 52.4)  # a decode's squeezed hallucination: no final word is there
+    final = pb.UtteranceAssessment(utterance_index=0, words=[
+        pb.WordAssessment(word="want", start_ms=1050, end_ms=1500),  # sent at 51.5: lag 200 ms
+        pb.WordAssessment(word="to", start_ms=1900, end_ms=2300),  # no result before the final: lag to it
+        pb.WordAssessment(word="go", start_ms=0, end_ms=0),  # omitted reference word: not in the audio
+    ])
+    tracker.on_response(pb.StreamAssessResponse(utterance=final), 53.3)
+    assert stats.word_flag_lag.count == 2
+    assert stats.word_flag_lag.min == pytest.approx(200) and stats.word_flag_lag.max == pytest.approx(1000)
+
+
+def test_word_results_of_a_failed_utterance_give_no_lag():
+    stats = RunStats()
+    tracker = ResponseTracker(_timeline(), stats)
+    tracker.on_response(pb.StreamAssessResponse(word_result=pb.WordResult(utterance_index=0, start_ms=1100,
+                                                                          end_ms=1400)), 51.6)
+    tracker.on_response(pb.StreamAssessResponse(utterance_error=pb.UtteranceError(utterance_index=0,
+                                                                                  code="INTERNAL")), 53.0)
+    assert stats.word_flag_lag.count == 0
 
 
 def test_tracker_counts_errors_and_skips_endpointing_not_decided_by_silence():
