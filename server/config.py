@@ -29,6 +29,9 @@ class ServerConfig:
     # Open mode: also cut the utterance for early analysis after words the interim decodes committed, not only
     # at silences, so fluent speech without pauses leaves only its last stretch for the endpoint.
     cut_at_committed_words: bool = True
+    # ... and, with that on, after the last word an interim decode heard clear of the live edge even before a
+    # second decode agrees on it: short utterances rarely commit a word before they end.
+    cut_at_settled_words: bool = True
     grace_s: float = 10.0  # SIGTERM: in-flight utterances get this long to finish
     asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
     # Open mode's second, larger ASR whose words are assessed (MultiPA's design; "" turns it off). The trained

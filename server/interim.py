@@ -44,6 +44,10 @@ class InterimState:
             stable += 1
         return stable
 
+    def settled(self, tail: list[WordScore], audio_ms: int) -> int:
+        """How many leading words of `tail` end at least COMMIT_MARGIN_MS before the live edge."""
+        return sum(1 for w in tail if w.end_ms < audio_ms - COMMIT_MARGIN_MS)
+
     def commit_decoded(self, tail: list[WordScore], stable: int) -> None:
         """Record a decode: its first `stable` words are now committed, the rest wait for the next decode."""
         if stable:

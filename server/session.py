@@ -299,8 +299,9 @@ class AssessmentSession:
         stable = state.agreed(tail, audio_ms)
         self._emit_after_committed(state, tail, stable)
         state.commit_decoded(tail, stable)
-        if stable:
-            self._cut_after_committed(tail[stable - 1], tail[stable] if stable < len(tail) else None)
+        cut_after = state.settled(tail, audio_ms) if self.config.cut_at_settled_words else stable
+        if cut_after:
+            self._cut_after_committed(tail[cut_after - 1], tail[cut_after] if cut_after < len(tail) else None)
 
     # -- final assessments --------------------------------------------------------------------------------
     async def _final(self, event: UtteranceEnded, previous: asyncio.Task | None,

@@ -1,6 +1,7 @@
 """Open mode cuts fluent speech (no silence to cut at) after committed interim words, so the endpoint is left
 with only the last stretch to analyse."""
 import asyncio
+import dataclasses
 import pathlib
 import sys
 
@@ -76,3 +77,32 @@ def test_fluent_speech_is_cut_after_committed_words_only_when_enabled(cut):
         assert all(any(0 <= end - edge <= 100 for edge in word_edges) for end in ends_ms)
     else:
         assert len(engine.segments) == 1, "no silence, no cut: the endpoint analyses everything"
+
+
+class UnsettledWordsEngine(SegmentRecordingEngine):
+    """Interim decodes that never agree with the previous one (each hears different words), so nothing is
+    committed by agreement."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decodes = 0
+
+    async def provisional_words(self, request):
+        self.decodes += 1
+        return tuple(dataclasses.replace(w, text=f"{w.text}-{self.decodes}")
+                     for w in await super().provisional_words(request))
+
+
+@pytest.mark.parametrize("settled", [True, False])
+def test_words_clear_of_the_live_edge_are_cut_after_without_agreement_only_when_enabled(settled):
+    engine = UnsettledWordsEngine()
+    config = ServerConfig(warm_up=False, cut_at_settled_words=settled, interim_step_ms=300)
+    responses = asyncio.run(_stream(engine, config, voiced_without_pauses(8.0)))
+    assert [r.WhichOneof("event") for r in responses].count("utterance") == 1
+    assert engine.decodes >= 3
+    if settled:
+        assert len(engine.segments) >= 3, "cuts after the last settled word of each decode"
+        assert all(n >= MIN_GAP_SEGMENT_MS * 16 for _, n in engine.segments[:-1])
+        assert all(a + n == b for (a, n), (b, _) in zip(engine.segments, engine.segments[1:]))
+    else:
+        assert len(engine.segments) == 1, "no agreement, no commit, no cut"
