@@ -85,7 +85,7 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
                                     f"retry after {RETRY_AFTER_MS} ms")
         self.active_streams += 1
         self.metrics.active_streams.inc()
-        session = AssessmentSession(self.engine, self.config, self.metrics)
+        session = AssessmentSession(self.engine, self.config, self.metrics, lambda: self.active_streams)
         # Read now: touching the context of a call the client already cancelled crashes grpc.aio.
         peer = context.peer()
         started, outcome = time.perf_counter(), "cancelled"

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from saywell.engine.pipeline import AssessmentEngine, Segment
@@ -46,10 +46,12 @@ class StreamTotals:
 
 
 class AssessmentSession:
-    def __init__(self, engine: AssessmentEngine, config: ServerConfig, metrics: ServerMetrics) -> None:
+    def __init__(self, engine: AssessmentEngine, config: ServerConfig, metrics: ServerMetrics,
+                 open_streams: Callable[[], int] = lambda: 1) -> None:
         self.engine = engine
         self.config = config
         self.metrics = metrics
+        self._open_streams = open_streams  # how many streams the server is serving, this one included
         self.settings: StreamSettings | None = None
         self._out: asyncio.Queue = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
@@ -248,13 +250,17 @@ class AssessmentSession:
             return
         audio = self._segmenter.utterance_audio()
         audio_ms = len(audio) * 1000 // 16000
-        if audio_ms - state.decoded_ms < self.config.interim_step_ms:
+        if audio_ms - state.decoded_ms < self.interim_step_ms():
             return
         state.decoded_ms = audio_ms
         window_ms = state.window_start_ms()
         request = AssessmentRequest(audio=audio[window_ms * 16:], flag_sensitivity=self.settings.flag_sensitivity,
                                     scorer=self.settings.scorer)
         self._interim_task = self._spawn(self._interim_words(state, request, window_ms, audio_ms))
+
+    def interim_step_ms(self) -> int:
+        """New speech before the next interim decode: the configured step times the streams open."""
+        return self.config.interim_step_ms * max(1, self._open_streams())
 
     async def _interim_words(self, state: InterimState, request: AssessmentRequest, window_ms: int,
                              audio_ms: int) -> None:

@@ -40,8 +40,9 @@ def voiced_without_pauses(seconds: float) -> np.ndarray:
     return (0.2 * buzz / np.abs(buzz).max()).astype(np.float32)
 
 
-async def _stream(engine, config: ServerConfig, audio: np.ndarray) -> list[pb.StreamAssessResponse]:
-    session = AssessmentSession(engine, config, ServerMetrics())
+async def _stream(engine, config: ServerConfig, audio: np.ndarray, open_streams: int = 1
+                  ) -> list[pb.StreamAssessResponse]:
+    session = AssessmentSession(engine, config, ServerMetrics(), lambda: open_streams)
 
     async def requests():
         yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
@@ -106,3 +107,14 @@ def test_words_clear_of_the_live_edge_are_cut_after_without_agreement_only_when_
         assert all(a + n == b for (a, n), (b, _) in zip(engine.segments, engine.segments[1:]))
     else:
         assert len(engine.segments) == 1, "no agreement, no commit, no cut"
+
+
+def test_interim_decodes_space_out_as_more_streams_are_open():
+    decodes = {}
+    for streams in (1, 3):
+        engine = UnsettledWordsEngine()
+        config = ServerConfig(warm_up=False, interim_step_ms=300)
+        asyncio.run(_stream(engine, config, voiced_without_pauses(6.0), open_streams=streams))
+        decodes[streams] = engine.decodes
+    # 6 s of speech: about one decode per 300 ms alone, per 900 ms with three streams open
+    assert decodes[1] >= 15 and decodes[3] <= 8, decodes
