@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from saywell.engine.features import UtteranceFeatures
+from saywell.engine.phone_probe import PhoneFrames, phone_frames
 from saywell.engine.types import FRAME_MS
 from saywell.engine.word_prosody import WORD_PROSODY_NAMES
 
@@ -35,6 +36,7 @@ class ModelInputs:
     word_scalars: np.ndarray  # (words, len(WORD_SCALARS) + len(TIMING_SCALARS))
     word_encoder: np.ndarray  # (words, encoder_dim): encoder mean over each word's span
     sentence: np.ndarray  # (len(SENTENCE_SCALARS) + 2 * encoder_dim,)
+    phones: PhoneFrames | None = None  # encoder frames pooled per aligned phone (for the word trees' phone probe)
 
 
 def _pool(encoder: np.ndarray, start_ms: int, end_ms: int) -> np.ndarray:
@@ -67,4 +69,5 @@ def build_inputs(features: UtteranceFeatures, encoder: np.ndarray, word_names: t
     sentence = np.concatenate([[features.sentence.get(name, 0.0) for name in sentence_names],
                                speech.mean(axis=0), speech.std(axis=0)])
     return ModelInputs(np.asarray(scalars, np.float32).reshape(-1, width),
-                       np.asarray(pooled, np.float32).reshape(-1, dim), sentence.astype(np.float32))
+                       np.asarray(pooled, np.float32).reshape(-1, dim), sentence.astype(np.float32),
+                       phone_frames([w.word for w in words], encoder))

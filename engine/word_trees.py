@@ -2,7 +2,7 @@
 
 The trees see what the network sees, flattened: the word's scalars (GOP, timing, agreement, per-word prosody),
 its neighbours' GOP, the utterance's scalars and the word's pooled encoder frames reduced to a few principal
-components. Word stress is a classifier of "at least two of the five experts heard a stress error": a denser
+components, plus the phone probe's goodness of the word's phones (engine/phone_probe.py), fitted with them. Word stress is a classifier of "at least two of the five experts heard a stress error": a denser
 target than the official median (160 errors in 15,849 words) that still ranks words the way the median does.
 
 Training uses scikit-learn (the `train` extra); serving reads the exported trees with numpy alone.
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from saywell.engine.model_inputs import ModelInputs
+from saywell.engine.phone_probe import PhoneFrames, PhoneProbe, fit_phone_probe
 
 ENCODER_COMPONENTS = 16
 STRESS_ERROR_EXPERTS = 2  # the stress trees predict P(at least this many experts heard a stress error)
@@ -100,10 +101,16 @@ def flat_features(inputs: ModelInputs) -> np.ndarray:
     return np.hstack([scalars, context, np.repeat(utterance[None, :], n, axis=0)])
 
 
-def tree_features(inputs: ModelInputs, encoder_mean: np.ndarray, encoder_components: np.ndarray) -> np.ndarray:
-    """`flat_features` plus the word's pooled encoder frames projected on the principal components."""
+def tree_features(inputs: ModelInputs, encoder_mean: np.ndarray, encoder_components: np.ndarray,
+                  probe: PhoneProbe | None = None) -> np.ndarray:
+    """`flat_features` plus the word's pooled encoder frames projected on the principal components, plus the
+    phone probe's word features when there is a probe."""
     reduced = (inputs.word_encoder - encoder_mean) @ encoder_components.T
-    return np.hstack([flat_features(inputs), reduced]).astype(np.float64)
+    parts = [flat_features(inputs), reduced]
+    if probe is not None:
+        phones = inputs.phones or PhoneFrames.empty(inputs.word_encoder.shape[1])
+        parts.append(probe.word_features(phones, len(inputs.word_scalars)))
+    return np.hstack(parts).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -113,9 +120,10 @@ class WordTrees:
     total: TreeEnsemble
     encoder_mean: np.ndarray  # (encoder_dim,)
     encoder_components: np.ndarray  # (ENCODER_COMPONENTS, encoder_dim)
+    probe: PhoneProbe | None = None  # None: trees fitted before the phone probe existed
 
     def features(self, inputs: ModelInputs) -> np.ndarray:
-        return tree_features(inputs, self.encoder_mean, self.encoder_components)
+        return tree_features(inputs, self.encoder_mean, self.encoder_components, self.probe)
 
     def predict(self, inputs: ModelInputs) -> np.ndarray:
         """(words, 3): accuracy, stress, total on 0..10."""
@@ -126,7 +134,7 @@ class WordTrees:
     def save(self, path: pathlib.Path, meta: dict) -> None:
         arrays = {**self.accuracy.arrays("accuracy"), **self.stress.arrays("stress"), **self.total.arrays("total"),
                   "encoder_mean": self.encoder_mean, "encoder_components": self.encoder_components,
-                  "meta": np.asarray(json.dumps(meta))}
+                  **(self.probe.arrays() if self.probe is not None else {}), "meta": np.asarray(json.dumps(meta))}
         with open(path, "wb") as out:
             np.savez_compressed(out, **arrays)
 
@@ -140,7 +148,7 @@ def word_trees_path(checkpoint: pathlib.Path | str) -> pathlib.Path:
 def load_word_trees(path: pathlib.Path) -> tuple[WordTrees, dict]:
     with np.load(path, allow_pickle=False) as arrays:
         trees = WordTrees(*(TreeEnsemble.from_arrays(arrays, name) for name in ("accuracy", "stress", "total")),
-                          arrays["encoder_mean"], arrays["encoder_components"])
+                          arrays["encoder_mean"], arrays["encoder_components"], PhoneProbe.from_arrays(arrays))
         return trees, json.loads(str(arrays["meta"]))
 
 
@@ -160,7 +168,9 @@ def fit_word_trees(inputs: list[ModelInputs], targets: list[np.ndarray]) -> Word
 
     encoder = np.concatenate([i.word_encoder for i in inputs])
     mean, components = principal_components(encoder, ENCODER_COMPONENTS)
-    x = np.concatenate([tree_features(i, mean, components) for i in inputs])
+    phones = [i.phones for i in inputs if i.phones is not None and len(i.phones.ids)]
+    probe = fit_phone_probe(phones) if phones else None
+    x = np.concatenate([tree_features(i, mean, components, probe) for i in inputs])
     y = np.concatenate(targets)
     known = ~np.isnan(y).any(axis=1)
     x, y = x[known], y[known]
@@ -169,4 +179,4 @@ def fit_word_trees(inputs: list[ModelInputs], targets: list[np.ndarray]) -> Word
     return WordTrees(TreeEnsemble.from_sklearn(HistGradientBoostingRegressor(**BOOSTING).fit(x, y[:, 0])),
                      TreeEnsemble.from_sklearn(stress),
                      TreeEnsemble.from_sklearn(HistGradientBoostingRegressor(**BOOSTING).fit(x, y[:, 2])),
-                     mean, components)
+                     mean, components, probe)

@@ -1,0 +1,85 @@
+"""The phone probe: encoder frames pooled per aligned phone, a softmax over phones fitted on them, and its
+per-word goodness features; the word trees fit it, use it and carry it through save/load."""
+import numpy as np
+import pytest
+
+from saywell.engine.alignment import AlignedPhone, AlignedWord
+from saywell.engine.model_inputs import ModelInputs
+from saywell.engine.phone_probe import PHONE_INDEX, PHONES, PROBE_NAMES, PhoneFrames, fit_phone_probe, phone_frames
+
+DIM = 12
+
+
+def phone(name: str, start: int, end: int) -> AlignedPhone:
+    return AlignedPhone(name, name + ("1" if name[0] in "AEIOU" else ""), start, end, -1.0, -1.0, 0.0, ())
+
+
+def test_frames_are_pooled_per_phone_on_the_20_ms_encoder_grid():
+    encoder = np.arange(20, dtype=np.float32)[:, None].repeat(DIM, axis=1)  # frame k holds k
+    words = [AlignedWord("at", 0, 8, (phone("AE", 0, 4), phone("T", 4, 8))),
+             AlignedWord("sil", 8, 10, (phone("SIL", 8, 10),)),  # not a phone of PHONES: left out
+             AlignedWord("a", 10, 13, (phone("AH", 10, 13),))]
+    frames = phone_frames(words, encoder)
+    assert frames.ids.tolist() == [PHONE_INDEX["AE"], PHONE_INDEX["T"], PHONE_INDEX["AH"]]
+    assert frames.words.tolist() == [0, 0, 2]
+    # 10 ms frames 0-4 -> encoder frames 0-1; 4-8 -> 2-3; 10-13 -> 5-6 (rounded outwards)
+    assert frames.encoder[:, 0].tolist() == [0.5, 2.5, 5.5]
+    assert len(phone_frames([], encoder).ids) == 0
+
+
+CENTRES = np.random.default_rng(7).normal(scale=3.0, size=(len(PHONES), DIM))
+
+
+def synthetic_phones(n_utterances: int, rng) -> list[PhoneFrames]:
+    """Each phone's frames sit around its own centre, so a probe can tell the phones apart."""
+    centres = CENTRES
+    out = []
+    for _ in range(n_utterances):
+        ids = rng.integers(0, len(PHONES), size=10)
+        out.append(PhoneFrames(ids, np.repeat(np.arange(5), 2),
+                               (centres[ids] + rng.normal(size=(10, DIM))).astype(np.float32)))
+    return out
+
+
+def test_probe_scores_a_phone_that_sounds_like_itself_above_one_that_does_not():
+    rng = np.random.default_rng(0)
+    probe = fit_phone_probe(synthetic_phones(200, rng))
+    held = synthetic_phones(20, rng)
+    good = [probe.word_features(p, 5) for p in held]
+    # the same frames labelled with another phone: what a mispronunciation looks like to the probe
+    wrong = [probe.word_features(PhoneFrames((p.ids + 1) % len(PHONES), p.words, p.encoder), 5) for p in held]
+    good, wrong = np.concatenate(good), np.concatenate(wrong)
+    assert good.shape == (100, len(PROBE_NAMES))
+    assert np.median(good[:, 0]) > -0.1 and np.median(wrong[:, 0]) < -3  # mean probe GOP of the word
+    assert (good[:, 1] <= good[:, 0] + 1e-9).all()  # the minimum is at most the mean
+    assert good[:, 3].mean() < 0.1 < wrong[:, 3].mean()  # share of low phones
+    no_phones = probe.word_features(PhoneFrames.empty(DIM), 3)
+    assert no_phones.shape == (3, len(PROBE_NAMES)) and not no_phones.any()
+
+
+def test_word_trees_fit_the_probe_and_keep_it_through_save_and_load(tmp_path):
+    pytest.importorskip("sklearn", reason="fitting word trees needs the `train` extra (scikit-learn)")
+    from saywell.engine.word_trees import fit_word_trees, load_word_trees
+
+    rng = np.random.default_rng(1)
+    inputs, targets = [], []
+    for phones in synthetic_phones(300, rng):
+        # a fifth of the words are "mispronounced": their phones are labelled with the wrong phone
+        bad = rng.random(5) < 0.2
+        ids = np.where(bad[phones.words], (phones.ids + 3) % len(PHONES), phones.ids)
+        sentence = rng.normal(size=3 + 2 * DIM).astype(np.float32)
+        inputs.append(ModelInputs(rng.normal(size=(5, 4)).astype(np.float32),
+                                  rng.normal(size=(5, DIM)).astype(np.float32), sentence,
+                                  PhoneFrames(ids, phones.words, phones.encoder)))
+        accuracy = np.where(bad, 3.0, 9.0)
+        targets.append(np.stack([accuracy, np.full(5, 10.0), accuracy], axis=1).astype(np.float32))
+    trees = fit_word_trees(inputs[:240], targets[:240])
+    assert trees.probe is not None
+    predicted = np.concatenate([trees.predict(i) for i in inputs[240:]])
+    truth = np.concatenate(targets[240:])
+    assert np.corrcoef(predicted[:, 0], truth[:, 0])[0, 1] > 0.8  # only the probe can see which words are bad
+    path = tmp_path / "word-trees-closed.npz"
+    trees.save(path, {})
+    loaded, _ = load_word_trees(path)
+    assert np.array_equal(loaded.probe.weight, trees.probe.weight)
+    assert np.array_equal(np.concatenate([loaded.predict(i) for i in inputs[240:]]), predicted)
