@@ -30,6 +30,7 @@ def test_word_trees_ship_beside_every_checkpoint():
     for mode, single_asr in (("open", False), ("open", True), ("closed", False)):
         trees, meta = scorer.trees(mode, single_asr)
         assert meta["mode"] == mode and scorer.network(mode, single_asr)[1]["tree_share"] > 0
+        assert trees.probe is not None and trees.probe.weight.shape[1] == trees.encoder_mean.shape[0]
 
 
 def test_features_without_a_target_asr_are_scored_by_the_checkpoint_fitted_without_one():
