@@ -1,6 +1,7 @@
 """Training loop, speaker-disjoint cross-validation and the model card of the trained scorer."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import random
 
@@ -11,7 +12,8 @@ from saywell.engine.scorer_network import (SENTENCE_TARGETS, WORD_TARGETS, Multi
 from saywell.engine.flags import fit_thresholds, threshold_for_precision
 from saywell.engine.model_inputs import SENTENCE_SCALARS, WORD_SCALARS
 from saywell.engine.training import TrainingItem, matched_words, split_by_speaker
-from saywell.engine.word_trees import WordTrees, fit_word_trees, word_trees_path
+from saywell.engine.phone_probe import PhoneProbe, with_probe_scalars
+from saywell.engine.word_trees import WordTrees, fit_probe, fit_word_trees, word_trees_path
 
 BATCH = 32
 PATIENCE = 10
@@ -27,8 +29,17 @@ WORD_LOSS_WEIGHTS = (1.0, 10.0, 1.0)
 TREE_SHARE = 0.5
 
 
-def fit_trees(items: list[TrainingItem]) -> WordTrees:
-    return fit_word_trees([i.inputs for i in items], [i.word_targets for i in items])
+def fit_trees(items: list[TrainingItem], probe: PhoneProbe | None = None) -> WordTrees:
+    return fit_word_trees([i.inputs for i in items], [i.word_targets for i in items], probe)
+
+
+def network_view(items: list[TrainingItem], probe: PhoneProbe | None) -> list[TrainingItem]:
+    """The items as the network sees them: the phone probe's word features appended to the word scalars.
+    Measured in closed-mode cross-validation (1 seed): network word accuracy 0.653 -> 0.699, total 0.658 ->
+    0.707, sentence total 0.826 -> 0.841; blended with the trees, word accuracy 0.699 -> 0.713."""
+    if probe is None:
+        return items
+    return [dataclasses.replace(i, inputs=with_probe_scalars(i.inputs, probe)) for i in items]
 
 
 def blend_words(network_words: list[np.ndarray], trees: WordTrees | None, items: list[TrainingItem],
@@ -157,15 +168,16 @@ def fold_metrics(items: list[TrainingItem], words: list[np.ndarray], sentences: 
     return metrics
 
 
-def _stop_threshold(model, trees: WordTrees | None, stop: list[TrainingItem], labels: dict) -> float:
-    words = blend_words(predict(model, stop)[0], trees, stop)
+def _stop_threshold(model, trees: WordTrees | None, stop: list[TrainingItem], labels: dict,
+                    probe: PhoneProbe | None = None) -> float:
+    words = blend_words(predict(model, network_view(stop, probe))[0], trees, stop)
     pred = np.concatenate([labelled_word_predictions(i, w)[:, 0] for i, w in zip(stop, words) if i.label_spans])
     true = np.concatenate([labels[i.utt][:, 0] for i, w in zip(stop, words) if i.label_spans])
     return threshold_for_precision(pred, true < 10, 0.9)
 
 
 def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int, seeds: int = 1,
-                   with_trees: bool = True) -> dict:
+                   with_trees: bool = True, with_probe: bool = True) -> dict:
     from tqdm import tqdm
 
     labels = {i.utt: i.labels for fold in fold_items for i in fold if i.label_spans is not None}
@@ -175,10 +187,12 @@ def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int,
         train_all = [i for j, f in enumerate(fold_items) if j != k for i in f]
         train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed + k)
         test = [i for i in fold_items[k] if i.utt in labels]
-        runs = [train_network(train, stop, epochs, seed + 100 * s) for s in range(seeds)]
-        trees = fit_trees(train) if with_trees else None
-        threshold = float(np.mean([_stop_threshold(m, trees, stop, labels) for m, _ in runs]))
-        predictions = [predict(m, test) for m, _ in runs]
+        probe = fit_probe([i.inputs for i in train_all]) if with_probe else None
+        runs = [train_network(network_view(train, probe), network_view(stop, probe), epochs, seed + 100 * s)
+                for s in range(seeds)]
+        trees = fit_trees(train, probe) if with_trees else None
+        threshold = float(np.mean([_stop_threshold(m, trees, stop, labels, probe) for m, _ in runs]))
+        predictions = [predict(m, network_view(test, probe)) for m, _ in runs]
         words = blend_words([np.mean([p[0][n] for p in predictions], axis=0) for n in range(len(test))], trees,
                             test)
         sentences = np.mean([p[1] for p in predictions], axis=0)
@@ -212,15 +226,17 @@ def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode:
     """The shipped checkpoint: `seeds` networks (an ensemble, like the cross-validation's) on all of train_all,
     and the word trees beside it (`word_trees_path(path)`), fitted on the same speakers."""
     train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed)
-    runs = [train_network(train, stop, epochs, seed + 100 * s) for s in range(seeds)]
+    probe = fit_probe([i.inputs for i in train_all]) if with_trees else None
+    runs = [train_network(network_view(train, probe), network_view(stop, probe), epochs, seed + 100 * s)
+            for s in range(seeds)]
     models, epoch = [m for m, _ in runs], [e for _, e in runs]
     meta = {"version": f"trained-{mode}-{datetime.date.today().isoformat()}", "mode": mode, "best_epoch": epoch,
             "flag_thresholds": thresholds, "train_utterances": len(train), "stop_utterances": len(stop),
             "seed": seed, "word_scalars": list(WORD_SCALARS), "sentence_scalars": list(SENTENCE_SCALARS),
-            "target_asr": target_asr if mode == "open" else None}
+            "target_asr": target_asr if mode == "open" else None, "phone_probe": probe is not None}
     if with_trees:
         meta["tree_share"] = TREE_SHARE
-        fit_trees(train).save(word_trees_path(path), {"mode": mode, "word_scalars": list(WORD_SCALARS),
+        fit_trees(train, probe).save(word_trees_path(path), {"mode": mode, "word_scalars": list(WORD_SCALARS),
                                                       "sentence_scalars": list(SENTENCE_SCALARS)})
     save_network(models, path, meta)
     return meta
@@ -245,6 +261,7 @@ def model_card(report: dict) -> str:
              "probability, canonical-stress prominence, the word's pitch, loudness and length against the utterance "
              "and its stressed vowel's against its other vowels, and the Whisper encoder pooled over the word. Per "
              "utterance: pauses, rates, pitch and intensity statistics, and the encoder's mean and spread. "
+             "The network's word tokens also carry the phone probe's word features (below). "
              "Network: 2-layer transformer over words (d=96), word heads (accuracy, stress, total), attention-pooled "
              "sentence heads (accuracy, fluency, prosody, total); an ensemble of "
              f"{report.get('seeds', 1)} seeds. Targets: {TARGETS_TEXT[report['targets']]}; MSE with word stress "

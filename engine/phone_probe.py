@@ -96,6 +96,15 @@ class PhoneProbe:
         return PhoneProbe(*(np.asarray(arrays[f"probe_{name}"]) for name in ("weight", "bias", "mean", "scale")))
 
 
+def with_probe_scalars(inputs, probe: PhoneProbe):
+    """`inputs` (ModelInputs) with the probe's word features appended to its word scalars: the network's view."""
+    import dataclasses
+
+    phones = inputs.phones or PhoneFrames.empty(inputs.word_encoder.shape[1])
+    extra = probe.word_features(phones, len(inputs.word_scalars))
+    return dataclasses.replace(inputs, word_scalars=np.hstack([inputs.word_scalars, extra]).astype(np.float32))
+
+
 def fit_phone_probe(phones: list[PhoneFrames], seed: int = 0) -> PhoneProbe:
     """Softmax regression from pooled encoder frames to the aligned (canonical) phone."""
     import torch

@@ -12,6 +12,7 @@ import numpy as np
 from saywell.engine.features import UtteranceFeatures
 from saywell.engine.flags import threshold_at
 from saywell.engine.model_inputs import LEGACY_SENTENCE_SCALARS, LEGACY_WORD_SCALARS, build_inputs
+from saywell.engine.phone_probe import with_probe_scalars
 from saywell.engine.scoring import MISPRONOUNCED_BELOW, is_omitted, phone_scores
 from saywell.engine.types import FRAME_MS, EngineError, SentenceScores, WordErrorType, WordScore
 
@@ -84,10 +85,15 @@ class TrainedScorer:
         inputs = build_inputs(features, encoder, tuple(meta.get("word_scalars", LEGACY_WORD_SCALARS)),
                               tuple(meta.get("sentence_scalars", LEGACY_SENTENCE_SCALARS)))
         config = network.config
-        with torch.inference_mode():
-            words, sentence = network(*pad_batch([inputs], (config.word_scalar_dim, config.encoder_dim)))
-        words = words[0].numpy().astype(float)
         trees = self.trees(mode, single_asr)
+        network_inputs = inputs
+        if meta.get("phone_probe"):  # the network was fitted with the trees' phone probe features appended
+            if trees is None or trees[0].probe is None:
+                raise EngineError(f"the {mode} checkpoint needs the phone probe of its word trees, which are missing")
+            network_inputs = with_probe_scalars(inputs, trees[0].probe)
+        with torch.inference_mode():
+            words, sentence = network(*pad_batch([network_inputs], (config.word_scalar_dim, config.encoder_dim)))
+        words = words[0].numpy().astype(float)
         if trees is not None:
             names = (tuple(trees[1]["word_scalars"]), tuple(trees[1]["sentence_scalars"]))
             same = names == (tuple(meta.get("word_scalars", ())), tuple(meta.get("sentence_scalars", ())))

@@ -158,7 +158,14 @@ def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.n
     return mean.astype(np.float32), vt[:count].astype(np.float32)
 
 
-def fit_word_trees(inputs: list[ModelInputs], targets: list[np.ndarray]) -> WordTrees:
+def fit_probe(inputs: list[ModelInputs]) -> PhoneProbe | None:
+    """The phone probe of these inputs' aligned phones; None when none carries phones."""
+    phones = [i.phones for i in inputs if i.phones is not None and len(i.phones.ids)]
+    return fit_phone_probe(phones) if phones else None
+
+
+def fit_word_trees(inputs: list[ModelInputs], targets: list[np.ndarray], probe: PhoneProbe | None = None
+                   ) -> WordTrees:
     """`targets`: per utterance (words, 3) of accuracy, stress, total, NaN where unlabelled; stress is the experts'
     mean (10 - the number of experts who heard an error, on speechocean762's 10/5 scale)."""
     try:
@@ -168,8 +175,7 @@ def fit_word_trees(inputs: list[ModelInputs], targets: list[np.ndarray]) -> Word
 
     encoder = np.concatenate([i.word_encoder for i in inputs])
     mean, components = principal_components(encoder, ENCODER_COMPONENTS)
-    phones = [i.phones for i in inputs if i.phones is not None and len(i.phones.ids)]
-    probe = fit_phone_probe(phones) if phones else None
+    probe = probe or fit_probe(inputs)
     x = np.concatenate([tree_features(i, mean, components, probe) for i in inputs])
     y = np.concatenate(targets)
     known = ~np.isnan(y).any(axis=1)

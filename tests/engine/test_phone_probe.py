@@ -83,3 +83,19 @@ def test_word_trees_fit_the_probe_and_keep_it_through_save_and_load(tmp_path):
     loaded, _ = load_word_trees(path)
     assert np.array_equal(loaded.probe.weight, trees.probe.weight)
     assert np.array_equal(np.concatenate([loaded.predict(i) for i in inputs[240:]]), predicted)
+
+
+def test_the_network_view_appends_the_probe_features_to_the_word_scalars():
+    from saywell.engine.phone_probe import with_probe_scalars
+
+    rng = np.random.default_rng(2)
+    probe = fit_phone_probe(synthetic_phones(100, rng))
+    phones = synthetic_phones(1, rng)[0]
+    inputs = ModelInputs(rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, DIM)).astype(np.float32),
+                         rng.normal(size=3 + 2 * DIM).astype(np.float32), phones)
+    seen = with_probe_scalars(inputs, probe)
+    assert seen.word_scalars.shape == (5, 4 + len(PROBE_NAMES))
+    assert np.array_equal(seen.word_scalars[:, :4], inputs.word_scalars)
+    assert np.allclose(seen.word_scalars[:, 4:], probe.word_features(phones, 5))
+    bare = with_probe_scalars(ModelInputs(inputs.word_scalars, inputs.word_encoder, inputs.sentence), probe)
+    assert bare.word_scalars.shape == (5, 4 + len(PROBE_NAMES)) and not bare.word_scalars[:, 4:].any()
