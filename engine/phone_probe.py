@@ -96,12 +96,17 @@ class PhoneProbe:
         return PhoneProbe(*(np.asarray(arrays[f"probe_{name}"]) for name in ("weight", "bias", "mean", "scale")))
 
 
+def probe_features(inputs, probe: PhoneProbe) -> np.ndarray:
+    """The probe's word features of `inputs` (ModelInputs); zeros where it carries no phones."""
+    phones = inputs.phones or PhoneFrames.empty(inputs.word_encoder.shape[1])
+    return probe.word_features(phones, len(inputs.word_scalars))
+
+
 def with_probe_scalars(inputs, probe: PhoneProbe):
     """`inputs` (ModelInputs) with the probe's word features appended to its word scalars: the network's view."""
     import dataclasses
 
-    phones = inputs.phones or PhoneFrames.empty(inputs.word_encoder.shape[1])
-    extra = probe.word_features(phones, len(inputs.word_scalars))
+    extra = probe_features(inputs, probe)
     return dataclasses.replace(inputs, word_scalars=np.hstack([inputs.word_scalars, extra]).astype(np.float32))
 
 

@@ -2,8 +2,9 @@
 
 The trees see what the network sees, flattened: the word's scalars (GOP, timing, agreement, per-word prosody),
 its neighbours' GOP, the utterance's scalars and the word's pooled encoder frames reduced to a few principal
-components, plus the phone probe's goodness of the word's phones (engine/phone_probe.py), fitted with them. Word stress is a classifier of "at least two of the five experts heard a stress error": a denser
-target than the official median (160 errors in 15,849 words) that still ranks words the way the median does.
+components, plus the phone probe's goodness of the word's phones (engine/phone_probe.py), fitted with them.
+Word stress is a classifier of "at least two of the five experts heard a stress error": a denser target than
+the official median (160 errors in 15,849 words) that still ranks words the way the median does.
 
 Training uses scikit-learn (the `train` extra); serving reads the exported trees with numpy alone.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from saywell.engine.model_inputs import ModelInputs
-from saywell.engine.phone_probe import PhoneFrames, PhoneProbe, fit_phone_probe
+from saywell.engine.phone_probe import PhoneProbe, fit_phone_probe, probe_features
 
 ENCODER_COMPONENTS = 16
 STRESS_ERROR_EXPERTS = 2  # the stress trees predict P(at least this many experts heard a stress error)
@@ -108,8 +109,7 @@ def tree_features(inputs: ModelInputs, encoder_mean: np.ndarray, encoder_compone
     reduced = (inputs.word_encoder - encoder_mean) @ encoder_components.T
     parts = [flat_features(inputs), reduced]
     if probe is not None:
-        phones = inputs.phones or PhoneFrames.empty(inputs.word_encoder.shape[1])
-        parts.append(probe.word_features(phones, len(inputs.word_scalars)))
+        parts.append(probe_features(inputs, probe))
     return np.hstack(parts).astype(np.float64)
 
 
