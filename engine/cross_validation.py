@@ -273,7 +273,8 @@ def model_card(report: dict) -> str:
              "`word-trees-{mode}.npz`, read with numpy). The trees see each word's scalars, its neighbours' GOP, the "
              "utterance scalars, 16 principal components of the word's encoder frames, and a phone probe's goodness of "
              "the word's phones (a softmax over 39 phones from the encoder frames pooled per aligned phone, fitted "
-             "on the training folds' alignments; `engine/phone_probe.py`). Their stress is a "
+             "on the training folds' alignments; `engine/phone_probe.py`) with its vowel-stress head (does the "
+             "vowel the lexicon stresses sound the most stressed of the word's vowels). Their stress is a "
              "classifier of \"at least two of the five experts heard a stress error\", reported as the expected "
              "label on the 10/5 scale.", "",
              "## Cross-validation (Pearson correlation, mean ± std over folds)", "",

@@ -2,7 +2,8 @@
 
 The trees see what the network sees, flattened: the word's scalars (GOP, timing, agreement, per-word prosody),
 its neighbours' GOP, the utterance's scalars and the word's pooled encoder frames reduced to a few principal
-components, plus the phone probe's goodness of the word's phones (engine/phone_probe.py), fitted with them.
+components, plus the phone probe's goodness of the word's phones and its vowel-stress contrast
+(engine/phone_probe.py), fitted with them.
 Word stress is a classifier of "at least two of the five experts heard a stress error": a denser target than
 the official median (160 errors in 15,849 words) that still ranks words the way the median does.
 

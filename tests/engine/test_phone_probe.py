@@ -1,11 +1,12 @@
 """The phone probe: encoder frames pooled per aligned phone, a softmax over phones fitted on them, and its
-per-word goodness features; the word trees fit it, use it and carry it through save/load."""
+per-word goodness features; its vowel-stress head; the word trees fit it, use it and carry it through save/load."""
 import numpy as np
 import pytest
 
 from saywell.engine.alignment import AlignedPhone, AlignedWord
 from saywell.engine.model_inputs import ModelInputs
-from saywell.engine.phone_probe import PHONE_INDEX, PHONES, PROBE_NAMES, PhoneFrames, fit_phone_probe, phone_frames
+from saywell.engine.phone_probe import (CONSONANT, PHONE_INDEX, PHONES, PROBE_NAMES, STRESS_PROBE_NAMES, PhoneFrames,
+                                       PhoneProbe, fit_phone_probe, phone_frames)
 
 DIM = 12
 
@@ -24,6 +25,7 @@ def test_frames_are_pooled_per_phone_on_the_20_ms_encoder_grid():
     assert frames.words.tolist() == [0, 0, 2]
     # 10 ms frames 0-4 -> encoder frames 0-1; 4-8 -> 2-3; 10-13 -> 5-6 (rounded outwards)
     assert frames.encoder[:, 0].tolist() == [0.5, 2.5, 5.5]
+    assert frames.stress.tolist() == [1, CONSONANT, 1]  # the lexicon's stress digit of each vowel
     assert len(phone_frames([], encoder).ids) == 0
 
 
@@ -99,3 +101,46 @@ def test_the_network_view_appends_the_probe_features_to_the_word_scalars():
     assert np.allclose(seen.word_scalars[:, 4:], probe.word_features(phones, 5))
     bare = with_probe_scalars(ModelInputs(inputs.word_scalars, inputs.word_encoder, inputs.sentence), probe)
     assert bare.word_scalars.shape == (5, 4 + len(PROBE_NAMES)) and not bare.word_scalars[:, 4:].any()
+
+
+VOWELS = [PHONE_INDEX[v] for v in ("AA", "AE", "AH", "EH", "IH", "IY", "UW")]
+STRESS_DIRECTION = np.random.default_rng(9).normal(size=DIM)
+
+
+def two_vowel_words(n_utterances: int, rng, misplaced_share: float = 0.0) -> tuple[list[PhoneFrames], np.ndarray]:
+    """Five two-vowel words per utterance; the vowel the learner stressed sounds louder (frames moved along
+    STRESS_DIRECTION). The lexicon's stress (PhoneFrames.stress) is on the first vowel; in `misplaced_share` of
+    the words the learner stressed the second."""
+    out, misplaced = [], []
+    for _ in range(n_utterances):
+        ids = rng.choice(VOWELS, size=10)
+        wrong = rng.random(5) < misplaced_share
+        stressed = np.where(np.arange(10) % 2 == 0, ~wrong.repeat(2), wrong.repeat(2))
+        encoder = CENTRES[ids] + rng.normal(size=(10, DIM)) + 2.0 * stressed[:, None] * STRESS_DIRECTION
+        out.append(PhoneFrames(ids, np.repeat(np.arange(5), 2), encoder.astype(np.float32), np.tile([1, 0], 5)))
+        misplaced.append(wrong)
+    return out, np.concatenate(misplaced)
+
+
+def test_the_stress_head_tells_a_misplaced_stress_from_a_right_one():
+    rng = np.random.default_rng(3)
+    probe = fit_phone_probe(two_vowel_words(200, rng)[0])
+    assert probe.names == PROBE_NAMES + STRESS_PROBE_NAMES
+    held, misplaced = two_vowel_words(40, rng, misplaced_share=0.5)
+    features = np.concatenate([probe.word_features(p, 5) for p in held])[:, len(PROBE_NAMES):]
+    margin, flagged = features[:, 2], features[:, 3]
+    assert np.median(margin[~misplaced]) > 1 and np.median(margin[misplaced]) < -1
+    assert (flagged == misplaced).mean() > 0.9
+    # a one-vowel word has no contrast: only its vowel's logit; the network sees the missing ones as 0
+    single = PhoneFrames(held[0].ids[:1], np.zeros(1, np.int64), held[0].encoder[:1], np.array([1]))
+    row = probe.word_features(single, 1)[0, len(PROBE_NAMES):]
+    assert np.isfinite(row[0]) and np.isnan(row[1:]).all()
+    from saywell.engine.phone_probe import with_probe_scalars
+    seen = with_probe_scalars(ModelInputs(np.zeros((1, 4), np.float32), np.zeros((1, DIM), np.float32),
+                                          np.zeros(3 + 2 * DIM, np.float32), single), probe)
+    assert np.isfinite(seen.word_scalars).all() and seen.word_scalars.shape == (1, 4 + len(probe.names))
+    loaded = PhoneProbe.from_arrays(probe.arrays())
+    assert np.array_equal(loaded.word_features(held[0], 5), probe.word_features(held[0], 5), equal_nan=True)
+    # a probe saved before the stress head existed loads without it
+    old = {k: v for k, v in probe.arrays().items() if "stress" not in k}
+    assert PhoneProbe.from_arrays(old).names == PROBE_NAMES
