@@ -8,7 +8,7 @@ import soundfile as sf
 
 from saywell.engine.model_inputs import TIMING_SCALARS
 from saywell.engine.options import EngineOptions
-from saywell.engine.phone_probe import PROBE_NAMES
+from saywell.engine.phone_probe import PROBE_NAMES, STRESS_PROBE_NAMES
 from saywell.engine.pipeline import AssessmentEngine
 from saywell.engine.trained_scorer import DEFAULT_MODEL_DIR, TrainedScorer, checkpoint_name
 from saywell.engine.types import AssessmentRequest, EngineError, WordErrorType
@@ -33,10 +33,11 @@ def test_word_trees_ship_beside_every_checkpoint():
         trees, meta = scorer.trees(mode, single_asr)
         assert meta["mode"] == mode and scorer.network(mode, single_asr)[1]["tree_share"] > 0
         assert trees.probe is not None and trees.probe.weight.shape[1] == trees.encoder_mean.shape[0]
+        assert trees.probe.names == PROBE_NAMES + STRESS_PROBE_NAMES, "shipped probes carry the vowel-stress head"
         network, meta = scorer.network(mode, single_asr)
         # the network reads the probe's word features after the word and timing scalars
         assert meta["phone_probe"] and network.config.word_scalar_dim == (
-            len(meta["word_scalars"]) + len(TIMING_SCALARS) + len(PROBE_NAMES))
+            len(meta["word_scalars"]) + len(TIMING_SCALARS) + len(trees.probe.names))
 
 
 def test_features_without_a_target_asr_are_scored_by_the_checkpoint_fitted_without_one():
