@@ -98,8 +98,9 @@ class PhoneProbe:
     def _standardised(self, encoder: np.ndarray) -> np.ndarray:
         return (encoder - self.mean) / self.scale
 
-    def log_probabilities(self, encoder: np.ndarray) -> np.ndarray:
-        logits = self._standardised(encoder) @ self.weight.T + self.bias
+    def _log_softmax(self, standardised: np.ndarray) -> np.ndarray:
+        """Log probabilities of the phones, from standardised pooled frames."""
+        logits = standardised @ self.weight.T + self.bias
         logits = logits - logits.max(axis=1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
@@ -111,18 +112,18 @@ class PhoneProbe:
             out[:, len(PROBE_NAMES):] = np.nan
         if not len(phones.ids):
             return out
-        encoder = phones.encoder.astype(np.float64)
-        logp = self.log_probabilities(encoder)
+        standardised = self._standardised(phones.encoder.astype(np.float64))
+        logp = self._log_softmax(standardised)
         own = logp[np.arange(len(phones.ids)), phones.ids]
         gop = own - logp.max(axis=1)
+        with_stress = self.stress_weight is not None and phones.stress is not None
+        stress_logits = standardised @ self.stress_weight + self.stress_bias if with_stress else None
         for w in np.unique(phones.words):
             mine = phones.words == w
             out[w, :len(PROBE_NAMES)] = (gop[mine].mean(), gop[mine].min(), own[mine].mean(),
                                          (gop[mine] < PROBE_LOW_GOP).mean())
-        if self.stress_weight is not None and phones.stress is not None:
-            stress_logits = self._standardised(encoder) @ self.stress_weight + self.stress_bias
-            for w in np.unique(phones.words):
-                vowels = (phones.words == w) & (phones.stress != CONSONANT)
+            if with_stress:
+                vowels = mine & (phones.stress != CONSONANT)
                 out[w, len(PROBE_NAMES):] = _stress_row(stress_logits[vowels], phones.stress[vowels] == 1)
         return out
 
