@@ -20,10 +20,11 @@ class ServerConfig:
     max_stream_ms: int = 30 * 60 * 1000
     max_utterance_ms: int = 20_000
     max_reference_text_chars: int = 2_000
-    # New speech needed before another interim decode, with one stream open; with N open, each stream waits N
-    # times this, so interim decodes take about one stream's worth of CPU however many are open. Learner speech,
+    # New speech needed before another interim decode, with one stream open; with N open, each stream waits N²
+    # times this, so interim decodes take less CPU, in all, the more streams share the machine. Learner speech,
     # one stream, 180 s: 400 ms gave p95 final 342 ms (more decodes, so more cuts, so less left at the
-    # endpoint) against 870 ms at 700 ms; a fixed 400 ms at two streams gave p95 2.8 s against 2.1 s.
+    # endpoint) against 870 ms at 700 ms. At two streams (ramp, 45 s a stage): a fixed 400 ms gave p95 2.8 s;
+    # N times it 0.86-2.3 s over four runs at 0.73-0.77 CPU-s per audio s; N² times it 1.14 s at 0.56.
     interim_step_ms: int = 400
     # Start the final assessment when the learner pauses (the segmenter's tail_ms of silence) rather than at
     # the endpoint; if speech resumes the work is dropped. Skipped while more than speculation_max_backlog
