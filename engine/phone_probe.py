@@ -73,7 +73,9 @@ def phone_frames(aligned_words, encoder: np.ndarray) -> PhoneFrames:
 
 
 def _stress_row(logits: np.ndarray, primary: np.ndarray) -> list[float]:
-    """One word's STRESS_PROBE_NAMES from its vowels' stress logits; NaN where it has too few vowels."""
+    """One word's STRESS_PROBE_NAMES from its vowels' stress logits. With fewer than two vowels, or every vowel
+    stressed (some compounds), only the first column: there is no contrast to measure. A word whose lexicon
+    entry stresses none of its vowels is read as stressed on its first."""
     if len(logits) < 2 or primary.all():
         return [float(logits.max()) if len(logits) else np.nan, np.nan, np.nan, np.nan]
     stressed = primary if primary.any() else np.arange(len(logits)) == 0
