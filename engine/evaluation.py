@@ -1,8 +1,10 @@
 """`saywell eval`: runs the server's engine over a labelled corpus and reports agreement with the humans.
 
-Open mode assesses the recognised words; each labelled word takes the mean score of the recognised words it
-overlaps in time (the reference is force-aligned to get its times), as in the MultiPA paper. Failed utterances
-count with the lowest scores of the corpus and are reported in `n_failed`.
+Open mode assesses the recognised words; each labelled word takes the overlap-weighted scores of the recognised
+words it overlaps in time (the reference is force-aligned to get its times). The report's `recognised_word`
+section counts the other way round, as MultiPA's evaluation does: each recognised word against the mean of the
+labelled words it overlaps (`training.recognised_word_labels`). Failed utterances count with the lowest scores
+of the corpus in the per-labelled-word view (they have no recognised words) and are reported in `n_failed`.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ class Collected:
     word_pred: dict[str, list[float]]
     word_true: dict[str, list[float]]
     flags: list[tuple[bool, bool]]  # (flagged, label needs improvement)
+    recognised_pred: list[np.ndarray]  # per recognised word (accuracy, stress, total)
+    recognised_true: list[np.ndarray]  # the labels it is compared with (`recognised_word_labels`)
 
 
 def correlation_report(pred: list[float], true: list[float]) -> dict[str, float | None]:
@@ -83,7 +87,7 @@ async def _evaluate_one(engine, utterance: LabeledUtterance, mode: str):
 
 def collect(outcomes, mode: str, floor: dict[str, float]) -> tuple[Collected, int]:
     c = Collected({a: [] for a in SENTENCE_ASPECTS}, {a: [] for a in SENTENCE_ASPECTS},
-                  {a: [] for a in WORD_ASPECTS}, {a: [] for a in WORD_ASPECTS}, [])
+                  {a: [] for a in WORD_ASPECTS}, {a: [] for a in WORD_ASPECTS}, [], [], [])
     failed = 0
     for utterance, outcome in outcomes:
         if isinstance(outcome, BaseException):
@@ -96,6 +100,8 @@ def collect(outcomes, mode: str, floor: dict[str, float]) -> tuple[Collected, in
             predicted = {"accuracy": s.accuracy, "fluency": s.fluency, "prosody": s.prosody, "total": s.total,
                          "completeness": s.completeness if s.completeness is not None else 10.0}
             words = word_predictions(result, utterance, mode, spans)
+            if spans is not None:
+                _collect_recognised(c, result, utterance, spans)
         for aspect in SENTENCE_ASPECTS:
             c.sentence_pred[aspect].append(predicted[aspect])
             c.sentence_true[aspect].append(utterance.scores[aspect])
@@ -105,6 +111,22 @@ def collect(outcomes, mode: str, floor: dict[str, float]) -> tuple[Collected, in
                 c.word_true[aspect].append(getattr(label, aspect))
             c.flags.append((bool(word["flag"]) if word else True, label.accuracy < 10))
     return c, failed
+
+
+def _collect_recognised(c: Collected, result: UtteranceResult, utterance: LabeledUtterance,
+                        spans: list[tuple[int, int]]) -> None:
+    from saywell.engine.training import recognised_word_labels
+
+    labels = np.array([[getattr(w, a) for a in WORD_ASPECTS] for w in utterance.words], float)
+    c.recognised_true.extend(recognised_word_labels([(w.start_ms, w.end_ms) for w in result.words], spans, labels))
+    c.recognised_pred.extend(np.array([getattr(w, a) for a in WORD_ASPECTS], float) for w in result.words)
+
+
+def recognised_word_report(c: Collected) -> dict | None:
+    if not c.recognised_pred:
+        return None
+    pred, true = np.array(c.recognised_pred), np.array(c.recognised_true)
+    return {a: correlation_report(pred[:, k], true[:, k]) for k, a in enumerate(WORD_ASPECTS)} | {"n_words": len(pred)}
 
 
 def flag_report(flags: list[tuple[bool, bool]], threshold: float) -> dict[str, float | None]:
@@ -208,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         "word": {a: correlation_report(c.word_pred[a], c.word_true[a]) for a in WORD_ASPECTS},
         "flags": flag_report(c.flags, threshold),
     }
+    if args.mode == "open":
+        report["recognised_word"] = recognised_word_report(c)
     pathlib.Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     if args.plot:
         plot(c, args.plot, args.mode)

@@ -113,6 +113,24 @@ def matched_words(span: tuple[int, int], scored) -> tuple[list[int], np.ndarray]
     return [int(np.argmin(distances))], np.ones(1)
 
 
+# MultiPA's open-response evaluation, which the must-beat open-mode numbers come from, runs the other way round:
+# each recognised word is compared with the plain mean of the labelled words it overlaps, and a recognised word
+# overlapping none (a word heard in a pause, or an extra word) with the bottom of the scales: accuracy 0, stress 5,
+# total 1.
+UNMATCHED_RECOGNISED_LABELS = (0.0, 5.0, 1.0)
+
+
+def recognised_word_labels(spans, label_spans, labels: np.ndarray) -> np.ndarray:
+    """Per scored word: the mean of the labelled words' rows it overlaps in time, or UNMATCHED_RECOGNISED_LABELS
+    (MultiPA's protocol for open-mode word metrics)."""
+    out = np.tile(np.asarray(UNMATCHED_RECOGNISED_LABELS, float), (len(spans), 1))
+    for i, span in enumerate(spans):
+        hits, _ = overlap_weights(span, label_spans)
+        if hits:
+            out[i] = labels[hits].mean(axis=0)
+    return out
+
+
 def overlap_targets(spans, label_spans, table: np.ndarray) -> np.ndarray:
     """Each scored word takes the overlap-weighted mean of the labelled words' rows it overlaps (NaN when none)."""
     targets = np.full((len(spans), len(WORD_TARGETS)), np.nan, np.float32)

@@ -9,7 +9,8 @@ import soundfile as sf
 
 from saywell.engine.dataset import (LabeledUtterance, LabeledWord, load_audio, load_corpus, select,
                                     speaker_folds)
-from saywell.engine.evaluation import correlation_report, flag_report, word_predictions
+from saywell.engine.evaluation import (collect, correlation_report, flag_report, recognised_word_report,
+                                      word_predictions)
 from saywell.engine.training import matched_words, overlap_weights
 from saywell.engine.types import SentenceScores, UtteranceResult, WordErrorType, WordScore
 
@@ -69,6 +70,25 @@ def test_open_mode_labelled_words_take_the_overlap_weighted_recognised_scores():
     assert predictions[2]["accuracy"] == pytest.approx(4.0)  # nothing heard there: the nearest word's scores
     assert word_predictions(UtteranceResult("", "", SentenceScores(5, 5, 5, 5), (), "baseline"), labelled, "open",
                             [(0, 120)]) == [None]  # no words at all: collect() scores it with the corpus floor
+
+
+def test_open_mode_also_counts_each_recognised_word_against_the_labels_it_overlaps():
+    labelled = LabeledUtterance("u", "s", "A B C", {a: 5 for a in ("accuracy", "fluency", "prosody", "total",
+                                                                  "completeness")},
+                                (LabeledWord("a", 10, 10, 10), LabeledWord("b", 4, 10, 4), LabeledWord("c", 2, 5, 2)),
+                                None)
+    spans = [(0, 100), (100, 300), (300, 400)]
+    words = (word("a", 0, 100, accuracy=9.0), word("bc", 120, 390, accuracy=3.0), word("uh", 600, 700, 1.0))
+    result = UtteranceResult("a bc uh", "", SentenceScores(5, 5, 5, 5), words, "baseline")
+    floor = {a: 0.0 for a in ("accuracy", "fluency", "prosody", "total", "completeness")} | {
+        "word_accuracy": 0.0, "word_stress": 5.0, "word_total": 0.0}
+    c, failed = collect([(labelled, (labelled, result, spans, 1.0)), (labelled, RuntimeError("x"))], "open", floor)
+    assert failed == 1 and len(c.word_pred["accuracy"]) == 6  # per labelled word, the failure's at the floor
+    assert len(c.recognised_pred) == 3  # per recognised word: the failed utterance has none
+    np.testing.assert_allclose(c.recognised_true, [[10, 10, 10], [3, 7.5, 3], [0, 5, 1]])
+    report = recognised_word_report(c)
+    assert report["n_words"] == 3 and report["accuracy"]["pcc"] == pytest.approx(
+        np.corrcoef([9, 3, 1], [10, 3, 0])[0, 1])
 
 
 def test_an_unheard_labelled_word_takes_the_nearest_scored_word():

@@ -4,11 +4,13 @@ import pytest
 import torch
 
 from saywell.engine.alignment import AlignedPhone, AlignedWord
-from saywell.engine.cross_validation import fold_metrics, labelled_word_predictions, predict, train_network
+from saywell.engine.cross_validation import (fold_metrics, labelled_word_predictions, predict,
+                                             recognised_word_metrics, train_network)
 from saywell.engine.features import UtteranceFeatures, WordFeatures
 from saywell.engine.model_inputs import SENTENCE_SCALARS, TIMING_SCALARS, WORD_SCALARS, build_inputs
 from saywell.engine.scorer_network import load_network, save_network
-from saywell.engine.training import TrainingItem, overlap_targets, split_by_speaker
+from saywell.engine.training import (UNMATCHED_RECOGNISED_LABELS, TrainingItem, overlap_targets,
+                                    recognised_word_labels, split_by_speaker)
 
 
 def word(text, start, end, gop):
@@ -93,6 +95,33 @@ def test_open_mode_word_targets_come_from_overlapping_labels():
     targets = overlap_targets([(0, 90), (90, 300), (500, 600)], [(0, 95), (95, 300)], labels)
     assert targets[0, 0] == 10 and np.isnan(targets[2]).all()
     assert targets[1, 0] == pytest.approx((5 * 10 + 205 * 4) / 210)  # weighted by overlap
+
+
+def test_recognised_words_are_compared_with_the_mean_of_the_labels_they_overlap():
+    labels = np.array([[10, 10, 10], [4, 5, 5], [2, 10, 3]], float)
+    spans = [(0, 100), (100, 300), (300, 400)]
+    heard = [(0, 150), (310, 390), (500, 600), (100, 100)]  # spans two words, inside one, in a pause, empty
+    out = recognised_word_labels(heard, spans, labels)
+    np.testing.assert_allclose(out[0], [7, 7.5, 7.5])  # plain mean, as MultiPA's evaluation takes it
+    np.testing.assert_allclose(out[1], labels[2])
+    np.testing.assert_allclose(out[2], UNMATCHED_RECOGNISED_LABELS)
+    np.testing.assert_allclose(out[3], UNMATCHED_RECOGNISED_LABELS)
+
+
+def test_recognised_word_metrics_count_an_extra_word_against_the_bottom_of_the_scales():
+    items = synthetic_items(12)
+    labels = {i.utt: i.labels for i in items}
+    words = [i.labels + np.random.default_rng(n).normal(0, 0.5, i.labels.shape) for n, i in enumerate(items)]
+    same = recognised_word_metrics(items, words, labels)
+    assert same["recognised_word_accuracy"] == pytest.approx(fold_metrics(items, words, np.zeros((12, 4)), labels,
+                                                                           9.0)["word_accuracy"])
+    extra = [TrainingItem(i.utt, i.speaker, i.inputs, i.word_targets, i.sentence_targets,
+                          i.word_spans + ((99000, 99100),), i.label_spans, i.labels, i.sentence_labels) for i in items]
+    scored_low = [np.vstack([w, [0.5, 5.5, 1.5]]) for w in words]  # the extra word scored near the bottom: agrees
+    scored_high = [np.vstack([w, [9.5, 10, 9.5]]) for w in words]
+    low = recognised_word_metrics(extra, scored_low, labels)["recognised_word_accuracy"]
+    high = recognised_word_metrics(extra, scored_high, labels)["recognised_word_accuracy"]
+    assert low > same["recognised_word_accuracy"] > high
 
 
 def test_labelled_word_predictions_average_overlapping_recognised_words():
