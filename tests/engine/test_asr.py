@@ -1,4 +1,5 @@
 """Whisper ASR stage: the packaged tiny.en on the committed flite fixtures, and loading a local/converted folder."""
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from saywell.engine.asr import MIN_AUDIO_SAMPLES, AsrRequest, WhisperAsr, log_mel
+from saywell.engine.asr import MIN_AUDIO_SAMPLES, AsrRequest, WhisperAsr, continuation_window, log_mel
 from saywell.engine.models import whisper_model_dir
 from saywell.engine.options import AsrOptions
 from saywell.engine.types import Transcript
@@ -144,3 +145,44 @@ def test_items_with_the_same_window_are_encoded_together_with_the_same_result(as
         assert [(w.text, w.start_ms, w.end_ms) for w in batched.words] == \
                [(w.text, w.start_ms, w.end_ms) for w in single.words]
     assert together[2].text == ""
+
+
+# --- later decode passes encode a short window, not 30 s -----------------------------------------------------------
+
+def test_continuation_window_cuts_a_padded_30_s_input_to_its_content_plus_padding():
+    padded = np.zeros((80, 3000), np.float32)
+    padded[:, :420] = 0.5
+    assert continuation_window(padded, 3000, 5.0).shape == (80, 1000)  # 420 + 500 frames, whole seconds
+    assert continuation_window(padded, 3000, 10.0).shape == (80, 1000)  # at least the window
+    np.testing.assert_array_equal(continuation_window(padded, 3000, 5.0), padded[:, :1000])
+    batched = np.zeros((2, 80, 3000), np.float32)
+    batched[1, :, :1650] = -0.3
+    assert continuation_window(batched, 3000, 5.0).shape == (2, 80, 2200)
+    long = np.ones((80, 3000), np.float32)
+    assert continuation_window(long, 3000, 5.0) is long  # 30 s of content: the full window is the right one
+    window = np.zeros((80, 1000), np.float32)
+    assert continuation_window(window, 3000, 5.0) is window  # already a short window (a first pass)
+
+
+def test_a_decode_pass_after_the_first_encodes_a_short_window(fox, monkeypatch):
+    from faster_whisper import WhisperModel
+    from faster_whisper.tokenizer import Tokenizer
+
+    from saywell.engine.asr import decode_segments, transcription_options
+
+    widths = []
+    original = WhisperModel.encode
+    monkeypatch.setattr(WhisperModel, "encode", lambda self, f: widths.append(f.shape[-1]) or original(self, f))
+    model = WhisperAsr(AsrOptions(model="tiny.en", cpu_threads=1)).load()
+    mel = log_mel(model, fox)
+    first = " ".join(s.text.strip() for s in decode_segments(model, mel, 1, 10.0))
+    assert widths == [1000]
+    # A second pass starting 1.5 s in (what faster-whisper does when a decode stops early) via clip timestamps.
+    options = dataclasses.replace(transcription_options(model, 1, mel.shape[-1] / 100), clip_timestamps="0,1.5,1.5")
+    tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+    widths.clear()
+    second = list(model.generate_segments(mel, tokenizer, options, False, encoder_output=None))
+    # faster-whisper hands each pass 30 s; each is cut to its 1.5 s of audio plus 5 s of padding
+    assert widths == [700, 700]
+    heard = " ".join(s.text.strip() for s in second).lower()
+    assert "fox" in heard and "fox" in first.lower()
