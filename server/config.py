@@ -26,6 +26,7 @@ class ServerConfig:
     # endpoint) against 870 ms at 700 ms. At two streams (ramp, 45 s a stage): a fixed 400 ms gave p95 2.8 s;
     # N times it 0.86-2.3 s over four runs at 0.73-0.77 CPU-s per audio s; N² times it 1.14 s at 0.56.
     interim_step_ms: int = 400
+    interim_step_growth: float = 2.0  # the exponent of N above: 1 grows the step with the streams, 0 keeps it
     # Start the final assessment when the learner pauses (the segmenter's tail_ms of silence) rather than at
     # the endpoint; if speech resumes the work is dropped. Skipped while more than speculation_max_backlog
     # items wait in the engine, so under load no CPU goes to guesses.
@@ -83,6 +84,7 @@ class ServerConfig:
             (self.max_stream_ms >= self.max_utterance_ms, "max_stream_ms must be >= max_utterance_ms"),
             (self.max_reference_text_chars >= 1, "max_reference_text_chars must be >= 1"),
             (self.interim_step_ms >= 100, "interim_step_ms must be >= 100"),
+            (0 <= self.interim_step_growth <= 4, "interim_step_growth must be 0..4"),
             (self.speculation_max_backlog >= 0, "speculation_max_backlog must be >= 0"),
             (1 <= self.asr_beam_size <= 10, "asr_beam_size must be 1..10"),
             (self.asr_window_s == 0 or 5 <= self.asr_window_s <= 30, "asr_window_s must be 0 (30 s) or 5..30"),

@@ -111,10 +111,11 @@ def test_words_clear_of_the_live_edge_are_cut_after_without_agreement_only_when_
 
 def test_interim_decodes_space_out_as_more_streams_are_open():
     decodes = {}
-    for streams in (1, 3):
+    for streams, growth in ((1, 2.0), (3, 2.0), (3, 0.0)):
         engine = UnsettledWordsEngine()
-        config = ServerConfig(warm_up=False, interim_step_ms=300)
+        config = ServerConfig(warm_up=False, interim_step_ms=300, interim_step_growth=growth)
         asyncio.run(_stream(engine, config, voiced_without_pauses(6.0), open_streams=streams))
-        decodes[streams] = engine.decodes
-    # 6 s of speech: about one decode per 300 ms alone, per 2.7 s (300 ms × 3²) with three streams open
-    assert decodes[1] >= 15 and decodes[3] <= 3, decodes
+        decodes[streams, growth] = engine.decodes
+    # 6 s of speech: about one decode per 300 ms alone, per 2.7 s (300 ms × 3²) with three streams open, and
+    # per 300 ms again when the step does not grow
+    assert decodes[1, 2.0] >= 15 and decodes[3, 2.0] <= 3 and decodes[3, 0.0] >= 15, decodes
