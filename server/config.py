@@ -26,7 +26,9 @@ class ServerConfig:
     # endpoint) against 870 ms at 700 ms. At two streams (ramp, 45 s a stage): a fixed 400 ms gave p95 2.8 s;
     # N times it 0.86-2.3 s over four runs at 0.73-0.77 CPU-s per audio s; N² times it 1.14 s at 0.56.
     interim_step_ms: int = 400
-    interim_step_growth: float = 2.0  # the exponent of N above: 1 grows the step with the streams, 0 keeps it
+    # The exponent of N above: 1 grows the step with the streams, 0 keeps it. 1.5 (1.1 s each at two streams,
+    # 2.1 s at three) held 2 streams on the ramp like 2 does, and not 3 either (p95 2.0 s).
+    interim_step_growth: float = 2.0
     # Start the final assessment when the learner pauses (the segmenter's tail_ms of silence) rather than at
     # the endpoint; if speech resumes the work is dropped. Skipped while more than speculation_max_backlog
     # items wait in the engine, so under load no CPU goes to guesses.
