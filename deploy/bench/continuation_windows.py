@@ -32,14 +32,10 @@ def word_errors(reference: list[str], hypothesis: list[str]) -> int:
 
 
 def decode_all(audios: list[np.ndarray], options: AsrOptions, short: bool) -> tuple[list[list[str]], list[float]]:
-    shorten = asr.shorten_continuation_windows
+    stage = asr.WhisperAsr(options)
+    model = stage.load()
     if not short:
-        asr.shorten_continuation_windows = lambda model, window_s: None
-    try:
-        stage = asr.WhisperAsr(options)
-        stage.load()
-    finally:
-        asr.shorten_continuation_windows = shorten
+        del model.encode  # drops the instance's wrapper: faster-whisper's own encode again
     words, seconds = [], []
     for audio in audios:
         started = time.perf_counter()
