@@ -304,8 +304,17 @@ class AssessmentEngine:
         return await self._score.submit(ScoreItem(audio, segment.transcript, segment.alignment, request,
                                                   partial=True, target=segment.target))
 
-    async def assess_segments(self, request: AssessmentRequest, segments: Sequence[Segment]) -> UtteranceResult:
-        """The final assessment of an open-response utterance from segments covering all of its audio."""
+    def utterance_encoding(self, request: AssessmentRequest) -> asyncio.Future | None:
+        """The recogniser's encoder frames of the whole utterance, started now, if its scorer needs them (pass
+        the future to assess_segments; it can run while segments are still being analysed)."""
+        if not self._needs_encoder(request):
+            return None
+        return asyncio.ensure_future(self._asr.submit(AsrRequest(request.audio, encoder_only=True)))
+
+    async def assess_segments(self, request: AssessmentRequest, segments: Sequence[Segment],
+                              encoding: asyncio.Future | None = None) -> UtteranceResult:
+        """The final assessment of an open-response utterance from segments covering all of its audio
+        (`encoding`: utterance_encoding's future for this request, if started early)."""
         if request.closed or not segments or segments[0].start != 0 or segments[-1].end != len(request.audio) or \
                 any(a.end != b.start for a, b in zip(segments, segments[1:])):
             raise EngineError("segments must cover the utterance's audio end to end (open mode only)")
@@ -314,7 +323,7 @@ class AssessmentEngine:
         transcript = joined_transcript(segments)
         target = joined_transcript(segments, target=True) if any(s.target for s in segments) else None
         if self._needs_encoder(request):
-            encoded = await self._asr.submit(AsrRequest(request.audio, encoder_only=True))
+            encoded = await (encoding or self.utterance_encoding(request))
             transcript = dataclasses.replace(transcript, encoder=encoded.encoder)
         parts = [(s.start // 160, s.alignment) for s in segments if s.alignment is not None]
         shown = (target or transcript).text

@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 Spawn = Callable[[Coroutine], asyncio.Task]
 
 
+def _drop(job: asyncio.Future | None) -> None:
+    """Cancel a job no longer needed, retrieving its failure if it already failed (it was handled elsewhere)."""
+    if job is None:
+        return
+    if job.done() and not job.cancelled():
+        job.exception()
+    job.cancel()
+
+
 @dataclass
 class Speculation:
     """A final assessment started at a pause: used if the utterance ends with exactly the paused audio."""
@@ -79,12 +88,20 @@ class SegmentChain:
         A failed segment (say, alignment found no path in a stretch of noise) falls back to assessing the
         whole utterance at once.
         """
+        # The rest of the audio and the utterance's encoder frames need no earlier segment: they start now,
+        # beside the segments still in flight.
+        rest = (asyncio.ensure_future(self.engine.analyse_segment(request.audio[self.covered:], self.covered))
+                if self.covered < len(request.audio) else None)
+        encoding = self.engine.utterance_encoding(request)
         try:
             # Shielded: cancelling a speculation that waits here must not cancel segments the final still needs.
             segments = [await asyncio.shield(task) for task in self._tasks]
-            if self.covered < len(request.audio):
-                segments.append(await self.engine.analyse_segment(request.audio[self.covered:], self.covered))
-            return await self.engine.assess_segments(request, segments)
+            if rest is not None:
+                segments.append(await rest)
+            return await self.engine.assess_segments(request, segments, encoding)
         except EngineError as exc:
             log.info("segmented assessment failed (%s); assessing the whole utterance", exc)
             return await self.engine.assess(request)
+        finally:
+            for job in (rest, encoding):
+                _drop(job)

@@ -27,11 +27,16 @@ def test_segments_joined_at_a_pause_score_like_the_whole_utterance():
             whole = await engine.assess(request)
             segments = [await engine.analyse_segment(audio[:cut], 0),
                         await engine.analyse_segment(audio[cut:], cut)]
-            return whole, segments, await engine.assess_segments(request, segments)
+            joined = await engine.assess_segments(request, segments)
+            # the encoder frames started before the segments were analysed give the same assessment
+            early = engine.utterance_encoding(request)
+            assert early is not None  # the default (trained) scorer reads them
+            return whole, segments, joined, await engine.assess_segments(request, segments, early)
         finally:
             await engine.close()
 
-    whole, segments, joined = run(both())
+    whole, segments, joined, early_joined = run(both())
+    assert early_joined.scores == joined.scores and early_joined.words == joined.words
     assert [w.text for w in joined.words] == [w.text for w in whole.words]
     assert "coffee" in [w.text for w in joined.words] and "brother" in [w.text for w in joined.words]
     # the second segment's words are placed in utterance time, after the cut

@@ -88,7 +88,10 @@ class FakeEngine:
     async def segment_words(self, segment, audio, request) -> tuple[WordScore, ...]:
         return self._words(request)
 
-    async def assess_segments(self, request, segments) -> UtteranceResult:
+    def utterance_encoding(self, request):
+        return None  # the fake scores without encoder frames
+
+    async def assess_segments(self, request, segments, encoding=None) -> UtteranceResult:
         return await self.assess(request)
 
     async def provisional_words(self, request) -> tuple[WordScore, ...]:
