@@ -27,6 +27,7 @@ class InterimState:
     committed_end_ms: int = 0  # where the last committed word ends, from the utterance start
     previous: list[str] = field(default_factory=list)  # uncommitted words of the last decode
     decoded_ms: int = 0
+    decoded_in_pause: bool = False  # the learner's current pause has had its decode
 
     def window_start_ms(self) -> int:
         return max(0, self.committed_end_ms - INTERIM_CONTEXT_MS)

@@ -171,6 +171,8 @@ class AssessmentSession:
                 self._speculate(event)
             elif isinstance(event, SpeechResumed):
                 self._drop_speculation()
+                if self._interim is not None:
+                    self._interim.decoded_in_pause = False
             elif isinstance(event, UtteranceEnded):
                 self._interim = None
                 if self._interim_task is not None:
@@ -196,8 +198,6 @@ class AssessmentSession:
         self._drop_speculation()
         if not self._engine_has_room():
             return
-        if self._interim_task is not None:
-            self._interim_task.cancel()  # superseded: the speculation covers every word heard so far
         self.metrics.speculations.labels("started").inc()
         if self._chain is not None and len(event.audio) - self._chain.covered >= MIN_GAP_SEGMENT_MS * 16:
             self._chain.extend(event.audio)  # shorter: the speculation analyses that rest itself
@@ -244,13 +244,19 @@ class AssessmentSession:
     # -- interim words ------------------------------------------------------------------------------------
     def _maybe_interim(self) -> None:
         state = self._interim
-        if not (self.settings.interim_results and state and self._segmenter.in_speech) or self._segmenter.paused:
+        if not (self.settings.interim_results and state and self._segmenter.in_speech):
             return
         if self._interim_task is not None and not self._interim_task.done():
             return
         audio = self._segmenter.utterance_audio()
         audio_ms = len(audio) * 1000 // 16000
-        if audio_ms - state.decoded_ms < self.interim_step_ms():
+        if self._segmenter.paused:
+            # One decode at each pause, at once: the words just before it would otherwise wait for the
+            # speculation's full assessment, or for the endpoint's final.
+            if state.decoded_in_pause or audio_ms <= state.decoded_ms:
+                return
+            state.decoded_in_pause = True
+        elif audio_ms - state.decoded_ms < self.interim_step_ms():
             return
         state.decoded_ms = audio_ms
         window_ms = state.window_start_ms()

@@ -119,3 +119,15 @@ def test_interim_decodes_space_out_as_more_streams_are_open():
     # 6 s of speech: about one decode per 300 ms alone, per 2.7 s (300 ms × 3²) with three streams open, and
     # per 300 ms again when the step does not grow
     assert decodes[1, 2.0] >= 15 and decodes[3, 2.0] <= 3 and decodes[3, 0.0] >= 15, decodes
+
+
+def test_each_pause_gets_one_interim_decode_at_once():
+    engine = UnsettledWordsEngine()
+    # A step longer than the audio: the only interim decodes are the ones pauses start.
+    config = ServerConfig(warm_up=False, interim_step_ms=60_000)
+    silence = lambda seconds: np.zeros(int(seconds * RATE), dtype=np.float32)  # noqa: E731
+    # 0.45 s between the phrases: a pause (200 ms of silence), then speech resumes before the endpoint
+    audio = np.concatenate([voiced_without_pauses(1.5), silence(0.45), voiced_without_pauses(1.5), silence(1.2)])
+    responses = asyncio.run(_stream(engine, config, audio))
+    assert [r.WhichOneof("event") for r in responses].count("utterance") == 1
+    assert engine.decodes == 2, "one decode in each of the two pauses, however many chunks arrive during it"
