@@ -253,8 +253,9 @@ class AssessmentSession:
         if self._segmenter.paused:
             # One decode at each pause, at once: the words just before it would otherwise wait for the
             # speculation's full assessment, or for the endpoint's final.
-            if state.decoded_in_pause or audio_ms <= state.decoded_ms:
-                return
+            if state.decoded_in_pause or audio_ms <= state.decoded_ms or \
+                    self.engine.backlog() > self.config.speculation_max_backlog:
+                return  # under load the speculation's words (or the final's) serve instead
             state.decoded_in_pause = True
         elif audio_ms - state.decoded_ms < self.interim_step_ms():
             return
