@@ -251,11 +251,11 @@ class AssessmentSession:
         audio = self._segmenter.utterance_audio()
         audio_ms = len(audio) * 1000 // 16000
         if self._segmenter.paused:
-            # One decode at each pause, at once: the words just before it would otherwise wait for the
-            # speculation's full assessment, or for the endpoint's final.
-            if state.decoded_in_pause or audio_ms <= state.decoded_ms or \
-                    self.engine.backlog() > self.config.speculation_max_backlog:
-                return  # under load the speculation's words (or the final's) serve instead
+            # One decode at each pause, at once, if a quarter of the step's new audio came since the last: the
+            # words just before a pause would otherwise wait for the speculation's full assessment, or for the
+            # endpoint's final. (The step grows with the streams open, so under load pauses decode less.)
+            if state.decoded_in_pause or audio_ms - state.decoded_ms < self.interim_step_ms() // 4:
+                return
             state.decoded_in_pause = True
         elif audio_ms - state.decoded_ms < self.interim_step_ms():
             return

@@ -121,18 +121,18 @@ def test_interim_decodes_space_out_as_more_streams_are_open():
     assert decodes[1, 2.0] >= 15 and decodes[3, 2.0] <= 3 and decodes[3, 0.0] >= 15, decodes
 
 
-@pytest.mark.parametrize("backlog", [0, 5])
-def test_each_pause_gets_one_interim_decode_at_once_unless_the_engine_is_backed_up(backlog):
+@pytest.mark.parametrize("streams", [1, 3])
+def test_each_pause_gets_one_interim_decode_at_once_unless_many_streams_are_open(streams):
     engine = UnsettledWordsEngine()
-    engine.waiting = backlog  # items queued in the engine: above speculation_max_backlog (4) it is loaded
-    # A step longer than the audio: the only interim decodes are the ones pauses start.
-    config = ServerConfig(warm_up=False, interim_step_ms=60_000)
+    # A step longer than the audio, so the only interim decodes are the ones pauses start: alone, a pause
+    # decodes once a quarter of it (600 ms) came since the last decode; three streams make it 5.4 s.
+    config = ServerConfig(warm_up=False, interim_step_ms=2400)
     silence = lambda seconds: np.zeros(int(seconds * RATE), dtype=np.float32)  # noqa: E731
     # 0.45 s between the phrases: a pause (200 ms of silence), then speech resumes before the endpoint
-    audio = np.concatenate([voiced_without_pauses(1.5), silence(0.45), voiced_without_pauses(1.5), silence(1.2)])
-    responses = asyncio.run(_stream(engine, config, audio))
+    audio = np.concatenate([voiced_without_pauses(1.0), silence(0.45), voiced_without_pauses(1.0), silence(1.2)])
+    responses = asyncio.run(_stream(engine, config, audio, open_streams=streams))
     assert [r.WhichOneof("event") for r in responses].count("utterance") == 1
-    if backlog <= config.speculation_max_backlog:
+    if streams == 1:
         assert engine.decodes == 2, "one decode in each of the two pauses, however many chunks arrive during it"
     else:
-        assert engine.decodes == 0, "a loaded engine leaves the words before a pause to the final"
+        assert engine.decodes == 0, "with more streams open, the step (and a pause's share of it) grows"
