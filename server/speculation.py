@@ -101,7 +101,7 @@ class SegmentChain:
             return await self.engine.assess_segments(request, segments, encoding)
         except EngineError as exc:
             log.info("segmented assessment failed (%s); assessing the whole utterance", exc)
-            return await self.engine.assess(request)
         finally:
             for job in (rest, encoding):
-                _drop(job)
+                _drop(job)  # done with, or (on failure) not to share the CPU with the fallback
+        return await self.engine.assess(request)
