@@ -20,6 +20,7 @@ import numpy as np
 from saywell.engine.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio, load_corpus,
                                     select, speaker_folds)
 from saywell.engine.options import AsrOptions, EngineOptions, with_target_asr
+from saywell.engine.training import recognised_word_labels
 from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult
 
 CONCURRENCY = 4  # utterances in flight: lets the schedulers overlap ASR and alignment
@@ -115,8 +116,6 @@ def collect(outcomes, mode: str, floor: dict[str, float]) -> tuple[Collected, in
 
 def _collect_recognised(c: Collected, result: UtteranceResult, utterance: LabeledUtterance,
                         spans: list[tuple[int, int]]) -> None:
-    from saywell.engine.training import recognised_word_labels
-
     labels = np.array([[getattr(w, a) for a in WORD_ASPECTS] for w in utterance.words], float)
     c.recognised_true.extend(recognised_word_labels([(w.start_ms, w.end_ms) for w in result.words], spans, labels))
     c.recognised_pred.extend(np.array([getattr(w, a) for a in WORD_ASPECTS], float) for w in result.words)
