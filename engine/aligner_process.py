@@ -29,8 +29,8 @@ def _loop(items: Sequence) -> list:
     return PhoneLoopStage(_aligner).run_batch(items)
 
 
-def _load() -> bool:
-    _aligner.load()
+def _load(stage: str) -> bool:
+    _aligner.load(stage)  # only the decoders this stage uses (~115 MB each)
     return True
 
 
@@ -55,7 +55,7 @@ class ProcessStage:
 
     def load(self) -> None:
         """Start the workers and load their models now (a few seconds each)."""
-        for future in [self._executor().submit(_load) for _ in range(self._workers)]:
+        for future in [self._executor().submit(_load, self.name) for _ in range(self._workers)]:
             future.result()
 
     def run_batch(self, items: Sequence) -> list:

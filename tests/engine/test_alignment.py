@@ -188,3 +188,30 @@ def test_construction_is_cheap_and_load_warms_up():
     start = time.perf_counter()
     aligner.align(load("brother.wav"), normalize_words("my brother is ten years old"))
     assert time.perf_counter() - start < 1.5
+
+
+@pytest.mark.parametrize("name, text", [("fox.wav", FOX), ("fox.wav", WRONG),
+                                        ("coffee.wav", "i would like a cup of coffee please")])
+def test_word_pass_on_active_senones_gives_the_same_alignment_as_one_decoder_on_all_senones(aligner, name, text):
+    """The word pass runs on a decoder that scores only the senones its search needs; the textbook way runs
+    both passes on the all-senone decoder. Same phones, boundaries and acoustic scores."""
+    audio = load(name)
+    words = normalize_words(text)
+    from saywell.engine.alignment import _decode, _to_pcm
+
+    pcm = _to_pcm(audio, 1600)
+    one = aligner._decoders().align  # compallsen=True, as the loop
+    for word in words:
+        aligner._ensure_word(one, word)
+    one.set_align_text(" ".join(words))
+    _decode(one, pcm)
+    one.set_alignment()
+    _decode(one, pcm)
+    expected = [(p.name, p.start, p.duration, p.score) for w in one.get_alignment() for p in w
+                if w.name not in ("<sil>", "<s>", "</s>")]
+    got = aligner.align(audio, words)
+    to_units = one.logmath.log_to_ln
+    assert [(p.phone, p.start_frame, p.end_frame - p.start_frame) for w in got.words for p in w.phones] == \
+        [(name, start, duration) for name, start, duration, _ in expected]
+    assert [p.aligned_loglik for w in got.words for p in w.phones] == \
+        pytest.approx([to_units(score) * 1024 for *_, score in expected])
