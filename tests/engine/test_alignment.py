@@ -215,3 +215,13 @@ def test_word_pass_on_active_senones_gives_the_same_alignment_as_one_decoder_on_
         [(name, start, duration) for name, start, duration, _ in expected]
     assert [p.aligned_loglik for w in got.words for p in w.phones] == \
         pytest.approx([to_units(score) * 1024 for *_, score in expected])
+
+
+def test_loading_one_stage_builds_only_its_decoders():
+    """Worker processes warm up only what their stage runs (each decoder holds its own acoustic model)."""
+    loop_only = PhoneAligner(Lexicon()).load("loop")
+    decoders = loop_only._decoders()
+    assert decoders._loop is not None and decoders._words is None and decoders._align is None
+    align_only = PhoneAligner(Lexicon()).load("align")
+    decoders = align_only._decoders()
+    assert decoders._loop is None and decoders._words is not None and decoders._align is not None
