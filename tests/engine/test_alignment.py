@@ -212,7 +212,7 @@ def test_word_pass_on_active_senones_gives_the_same_alignment_as_one_decoder_on_
     got = aligner.align(audio, words)
     to_units = one.logmath.log_to_ln
     assert [(p.phone, p.start_frame, p.end_frame - p.start_frame) for w in got.words for p in w.phones] == \
-        [(name, start, duration) for name, start, duration, _ in expected]
+        [(phone, start, duration) for phone, start, duration, _ in expected]
     assert [p.aligned_loglik for w in got.words for p in w.phones] == \
         pytest.approx([to_units(score) * 1024 for *_, score in expected])
 
