@@ -118,15 +118,15 @@ class _Decoders:
         self._options = options
         self._root = root
         self._common = dict(hmm=os.path.join(root, "en-us", "en-us"),
-                            dict=os.path.join(root, "en-us", "cmudict-en-us.dict"), compallsen=True, loglevel="FATAL")
+                            dict=os.path.join(root, "en-us", "cmudict-en-us.dict"), loglevel="FATAL")
         self._words = self._align = self._loop = None
 
     def _aligner(self, all_senones: bool):
         from pocketsphinx import Decoder  # deferred: loads a native library
 
         beam = self._options.align_beam
-        return Decoder(lm=None, bestpath=False, beam=beam, pbeam=beam, wbeam=beam,
-                       **{**self._common, "compallsen": all_senones})
+        return Decoder(lm=None, bestpath=False, beam=beam, pbeam=beam, wbeam=beam, compallsen=all_senones,
+                       **self._common)
 
     @property
     def words(self):
@@ -151,7 +151,7 @@ class _Decoders:
 
             o = self._options
             self._loop = Decoder(allphone=os.path.join(self._root, "en-us", "en-us-phone.lm.bin"), lw=o.loop_lw,
-                                 beam=o.loop_beam, pbeam=o.loop_pbeam, **self._common)
+                                 beam=o.loop_beam, pbeam=o.loop_pbeam, compallsen=True, **self._common)
         return self._loop
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from saywell.engine.alignment import AlignedPhone, AlignerOptions, Alignment, AlignmentError, PhoneAligner
+from saywell.engine.alignment import (AlignedPhone, AlignerOptions, Alignment, AlignmentError, PhoneAligner,
+                                      _decode, _to_pcm)
 from saywell.engine.lexicon import Lexicon
 from saywell.engine.text import normalize_words
 from saywell.engine.types import EngineError
@@ -197,8 +198,6 @@ def test_word_pass_on_active_senones_gives_the_same_alignment_as_one_decoder_on_
     both passes on the all-senone decoder. Same phones, boundaries and acoustic scores."""
     audio = load(name)
     words = normalize_words(text)
-    from saywell.engine.alignment import _decode, _to_pcm
-
     pcm = _to_pcm(audio, 1600)
     one = aligner._decoders().align  # compallsen=True, as the loop
     for word in words:
