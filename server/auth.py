@@ -126,7 +126,7 @@ class Refused(Exception):
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates, checks the method's scope, and caps each client's concurrent streams.
+    """Authenticates, checks the method's scope, and caps each client's concurrent StreamAssess and Assess calls.
 
     Refusals are counted in saywell_errors_total{code}. A client is its token when tokens are configured,
     else its peer host.
@@ -177,39 +177,60 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         except Refused as exc:
             token, refusal = None, exc
         if handler.unary_unary or handler.stream_unary:
-            return self._wrap_unary(handler, method, refusal)
+            return self._wrap_unary(handler, method, refusal, token)
         return self._wrap_stream(handler, method, refusal, token)
 
-    def _wrap_unary(self, handler, method: str, refusal: Refused | None):
-        if refusal is None:
+    def _client_limit(self, method: str) -> int:
+        """Concurrent calls a client may have of `method`: the cap counts StreamAssess and Assess together."""
+        return self.max_streams_per_client if METHOD_SCOPES.get(method) == "assess" else 0
+
+    async def _admit(self, context, method: str, refusal: Refused | None, token: Token | None) -> str | None:
+        """Aborts a refused call; else the client its call counts against (None: the method is not capped)."""
+        if refusal is not None:
+            await self._refuse(context, refusal, method)
+        limit = self._client_limit(method)
+        if not limit:
+            return None
+        client = token.name if token is not None else peer_host(context.peer())
+        if self._streams.get(client, 0) >= limit:
+            await self._refuse(context, Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                f"client {client} is at its limit of {limit} concurrent "
+                                                "streams"), method)
+        self._streams[client] = self._streams.get(client, 0) + 1
+        return client
+
+    def _release(self, client: str | None) -> None:
+        if client is None:
+            return
+        self._streams[client] -= 1
+        if not self._streams[client]:
+            del self._streams[client]
+
+    def _wrap_unary(self, handler, method: str, refusal: Refused | None, token: Token | None):
+        if refusal is None and not self._client_limit(method):
             return handler
         kind = "unary_unary" if handler.unary_unary else "stream_unary"
+        inner = getattr(handler, kind)
 
-        async def refuse(request, context):
-            await self._refuse(context, refusal, method)
-        return handler._replace(**{kind: refuse})
+        async def unary(request, context):
+            client = await self._admit(context, method, refusal, token)
+            try:
+                return await inner(request, context)
+            finally:
+                self._release(client)
+        return handler._replace(**{kind: unary})
 
     def _wrap_stream(self, handler, method: str, refusal: Refused | None, token: Token | None):
+        if refusal is None and not self._client_limit(method):
+            return handler
         kind = "stream_stream" if handler.stream_stream else "unary_stream"
         inner = getattr(handler, kind)
-        limit = self.max_streams_per_client if kind == "stream_stream" else 0
-        if refusal is None and not limit:
-            return handler
 
         async def stream(request, context):
-            if refusal is not None:
-                await self._refuse(context, refusal, method)
-            client = token.name if token is not None else peer_host(context.peer())
-            if self._streams.get(client, 0) >= limit:
-                await self._refuse(context, Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                                    f"client {client} is at its limit of {limit} concurrent "
-                                                    "streams"), method)
-            self._streams[client] = self._streams.get(client, 0) + 1
+            client = await self._admit(context, method, refusal, token)
             try:
                 async for response in inner(request, context):
                     yield response
             finally:
-                self._streams[client] -= 1
-                if not self._streams[client]:
-                    del self._streams[client]
+                self._release(client)
         return handler._replace(**{kind: stream})

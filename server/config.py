@@ -20,6 +20,19 @@ class ServerConfig:
     max_stream_ms: int = 30 * 60 * 1000
     max_utterance_ms: int = 20_000
     max_reference_text_chars: int = 2_000
+    # A silent client would hold its slot for ever: a stream ends with DEADLINE_EXCEEDED when its config has not
+    # come config_timeout_s after it opened, or when no audio or end_of_utterance came for idle_timeout_s (0: no
+    # idle limit).
+    config_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    # Request messages a stream may send per second, averaged over 10 s (so a burst of 10 times this passes); more
+    # end the stream with RESOURCE_EXHAUSTED. Each message costs the server ~60 us of CPU however little audio it
+    # holds: 1-byte messages would take two cores per stream. 0: no limit.
+    max_messages_per_second: int = 200
+    # Finals a stream may have in flight: with this many, the server reads no more of the stream until the oldest
+    # is delivered (HTTP/2 flow control then slows the sender), so a client sending faster than real time cannot
+    # queue up the engine ahead of the other streams.
+    max_pending_finals_per_stream: int = 2
     # New speech needed before another interim decode, with one stream open; with N open, each stream waits N²
     # times this, so interim decodes take less CPU, in all, the more streams share the machine. Learner speech,
     # one stream, 180 s: 400 ms gave p95 final 342 ms (more decodes, so more cuts, so less left at the
@@ -85,6 +98,10 @@ class ServerConfig:
             (self.max_utterance_ms >= 1000, "max_utterance_ms must be >= 1000"),
             (self.max_stream_ms >= self.max_utterance_ms, "max_stream_ms must be >= max_utterance_ms"),
             (self.max_reference_text_chars >= 1, "max_reference_text_chars must be >= 1"),
+            (self.config_timeout_s > 0, "config_timeout_s must be > 0"),
+            (self.idle_timeout_s >= 0, "idle_timeout_s must be >= 0 (0: no idle limit)"),
+            (self.max_messages_per_second >= 0, "max_messages_per_second must be >= 0 (0: no limit)"),
+            (self.max_pending_finals_per_stream >= 1, "max_pending_finals_per_stream must be >= 1"),
             (self.interim_step_ms >= 100, "interim_step_ms must be >= 100"),
             (0 <= self.interim_step_growth <= 4, "interim_step_growth must be 0..4"),
             (self.speculation_max_backlog >= 0, "speculation_max_backlog must be >= 0"),

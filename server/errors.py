@@ -12,8 +12,20 @@ class StatusError(Exception):
         self.message = message
 
 
+class Internal(StatusError):
+    code = grpc.StatusCode.INTERNAL
+
+
 class InvalidArgument(StatusError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unparsable(InvalidArgument):
+    """Request bytes protobuf refuses (grpc.aio raises DecodeError for them)."""
+
+    def __init__(self) -> None:
+        super().__init__("request could not be parsed: a truncated or too deeply nested message, or a string field "
+                         "that is not UTF-8")
 
 
 class FailedPrecondition(StatusError):
@@ -22,6 +34,10 @@ class FailedPrecondition(StatusError):
 
 class ResourceExhausted(StatusError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(StatusError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class OutOfRange(StatusError):

@@ -1,17 +1,20 @@
 """gRPC edge: thin servicer methods, admission control, and one interceptor that maps errors to statuses."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from saywell.engine.pipeline import AssessmentEngine
 from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError
 from saywell.server import convert
 from saywell.server.audio_decoding import decode_all
 from saywell.server.config import ServerConfig
-from saywell.server.errors import InvalidArgument, ResourceExhausted, StatusError
+from saywell.server.errors import InvalidArgument, ResourceExhausted, StatusError, Unparsable
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import EndCause
 from saywell.server.session import AssessmentSession
@@ -22,6 +25,21 @@ from saywell.v1 import assessment_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_MS = "1000"
+_UNPARSABLE = object()
+
+
+def _lenient(deserialize):
+    """The handler's request parser, giving a marker for bytes protobuf refuses: grpc.aio would answer those
+    with UNKNOWN (and log them at ERROR) before any handler could say what was wrong."""
+    if deserialize is None:
+        return None
+
+    def parse(raw: bytes):
+        try:
+            return deserialize(raw)
+        except DecodeError:
+            return _UNPARSABLE
+    return parse
 
 
 class StatusInterceptor(grpc.aio.ServerInterceptor):
@@ -51,10 +69,12 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary(request, context):
                 try:
+                    if request is _UNPARSABLE:
+                        raise Unparsable()
                     return await inner(request, context)
                 except (StatusError, EngineError) as exc:
                     await self._abort(context, exc)
-            return handler._replace(unary_unary=unary)
+            return handler._replace(unary_unary=unary, request_deserializer=_lenient(handler.request_deserializer))
         if handler.stream_stream:
             inner_stream = handler.stream_stream
 
@@ -73,40 +93,54 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
         self.engine = engine
         self.config = config
         self.metrics = metrics
-        self.active_streams = 0
+        self.active_calls = 0  # streams and unary Assess calls in progress: each holds one slot
 
-    async def StreamAssess(self, request_iterator, context):
-        if self.active_streams >= self.config.max_concurrent_streams:
+    @contextlib.contextmanager
+    def _slot(self):
+        """Admission control for StreamAssess and Assess alike: a slot under max_concurrent_streams, refused
+        while the engine's backlog is over max_engine_backlog (adding work would only slow every call)."""
+        if self.active_calls >= self.config.max_concurrent_streams:
             raise ResourceExhausted(f"server is at its limit of {self.config.max_concurrent_streams} concurrent "
                                     f"streams; retry after {RETRY_AFTER_MS} ms")
         backlog = self.engine.backlog()
         if backlog > self.config.max_engine_backlog:
             raise ResourceExhausted(f"server is saturated ({backlog} utterances waiting for the engine); "
                                     f"retry after {RETRY_AFTER_MS} ms")
-        self.active_streams += 1
-        self.metrics.active_streams.inc()
-        session = AssessmentSession(self.engine, self.config, self.metrics, lambda: self.active_streams)
-        # Read now: touching the context of a call the client already cancelled crashes grpc.aio.
-        peer = context.peer()
-        started, outcome = time.perf_counter(), "cancelled"
+        self.active_calls += 1
         try:
-            async for response in session.run(request_iterator):
-                yield response
-            outcome = "ok"
-        except StatusError as exc:
-            outcome = exc.code.name
-            raise
+            yield
         finally:
-            self.active_streams -= 1
-            self.metrics.active_streams.dec()
-            self.metrics.streams.labels(outcome).inc()
-            log.info("stream closed", extra={"status": outcome, "seconds": round(time.perf_counter() - started, 3),
-                                             "peer": peer, **session.log_fields()})
+            self.active_calls -= 1
+
+    async def StreamAssess(self, request_iterator, context):
+        with self._slot():
+            self.metrics.active_streams.inc()
+            session = AssessmentSession(self.engine, self.config, self.metrics, lambda: self.active_calls)
+            # Read now: touching the context of a call the client already cancelled crashes grpc.aio.
+            peer = context.peer()
+            started, outcome = time.perf_counter(), "cancelled"
+            try:
+                async for response in session.run(request_iterator):
+                    yield response
+                outcome = "ok"
+            except StatusError as exc:
+                outcome = exc.code.name
+                raise
+            finally:
+                self.metrics.active_streams.dec()
+                self.metrics.streams.labels(outcome).inc()
+                seconds = round(time.perf_counter() - started, 3)
+                log.info("stream closed", extra={"status": outcome, "seconds": seconds, "peer": peer,
+                                                 **session.log_fields()})
 
     async def Assess(self, request: pb.AssessRequest, context) -> pb.AssessResponse:
-        settings = audio_settings(request.audio, request.HasField("audio"))
-        fields = assessment_fields(request.assessment, self.config, self.engine.scorer_names)
-        audio = decode_all(settings, request.audio_content)
+        with self._slot():
+            settings = audio_settings(request.audio, request.HasField("audio"))
+            fields = assessment_fields(request.assessment, self.config, self.engine.scorer_names)
+            audio = await asyncio.to_thread(decode_all, settings, request.audio_content)  # not on the event loop
+            return await self._assess(request, fields, audio)
+
+    async def _assess(self, request: pb.AssessRequest, fields: dict, audio) -> pb.AssessResponse:
         duration_ms = len(audio) * 1000 // 16000
         if duration_ms < 100:
             raise InvalidArgument(f"audio_content holds {duration_ms} ms of audio; at least 100 ms is needed")

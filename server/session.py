@@ -10,15 +10,19 @@ import asyncio
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
 
 from saywell.engine.pipeline import AssessmentEngine, Segment
 from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError, WordScore
 from saywell.server import convert
 from saywell.server.audio_decoding import make_decoder
 from saywell.server.config import ServerConfig
-from saywell.server.errors import InvalidArgument, OutOfRange, StatusError
+from saywell.server.errors import (DeadlineExceeded, Internal, InvalidArgument, OutOfRange, ResourceExhausted,
+                                   StatusError, Unparsable)
 from saywell.server.interim import InterimState, shifted
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed,
@@ -30,12 +34,28 @@ from saywell.v1 import assessment_pb2 as pb
 log = logging.getLogger(__name__)
 _END = object()
 MIN_GAP_SEGMENT_MS = 1500  # shorter stretches are left for the next cut: each segment pays Whisper's fixed cost
+MESSAGE_RATE_WINDOW_S = 10  # max_messages_per_second is an average over this long
 
 
-def _log_failure(task: asyncio.Task) -> None:
-    """A session task that died of an exception (a bug: expected failures are handled where they happen)."""
-    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), StatusError):
-        log.error("session task failed", exc_info=task.exception())
+class MessageRate:
+    """A token bucket: `per_second` messages a second on average, bursts of up to `per_second * window_s`."""
+
+    def __init__(self, per_second: float, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self.capacity = per_second * window_s
+        self._clock = clock
+        self._tokens = self.capacity
+        self._last = clock()
+
+    def take(self) -> bool:
+        """Counts one message; False when it is over the rate."""
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.per_second)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 @dataclass
@@ -63,6 +83,9 @@ class AssessmentSession:
         self._segmenter: VadSegmenter | None = None
         self._decoder = None
         self._totals = StreamTotals()
+        self._pending_finals: deque[asyncio.Task] = deque()  # finals not yet delivered, oldest first
+        rate = config.max_messages_per_second
+        self._rate = MessageRate(rate, MESSAGE_RATE_WINDOW_S) if rate else None
 
     def log_fields(self) -> dict:
         """What a stream's closing log line says: counts and ids, never audio or transcripts."""
@@ -79,8 +102,22 @@ class AssessmentSession:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(self._log_failure)
         return task
+
+    def _log_failure(self, task: asyncio.Task) -> None:
+        """A session task that died of an exception: a bug, unless it was a status or engine error, which whoever
+        awaits the task reports."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if isinstance(exc, (StatusError, EngineError)):
+            log.info("session task ended: %s", exc, extra=self._ids())
+        else:
+            log.error("session task failed", exc_info=exc, extra=self._ids())
+
+    def _ids(self) -> dict:
+        return {"client_request_id": self.settings.client_request_id if self.settings else ""}
 
     async def run(self, requests: AsyncIterator[pb.StreamAssessRequest]) -> AsyncIterator[pb.StreamAssessResponse]:
         reader = self._spawn(self._consume(requests))
@@ -102,8 +139,8 @@ class AssessmentSession:
         failure: StatusError | None = None
         try:
             await self._read(requests)
-        except StatusError as exc:
-            failure = exc
+        except Exception as exc:  # every failure ends the stream with a status, and frees its slot
+            failure = self._stream_failure(exc)
         # Every utterance already accepted gets its final assessment (or error) before the stream ends.
         if self._last_final is not None:
             await asyncio.wait([self._last_final])
@@ -117,27 +154,77 @@ class AssessmentSession:
             mean_total=round(totals.total_sum / totals.utterances, 2) if totals.utterances else 0.0))
         self._out.put_nowait(_END)
 
+    def _stream_failure(self, exc: Exception) -> StatusError:
+        """The status a failed read ends the stream with. The client's errors are logged at INFO (the status
+        tells the client); anything else is a bug: ERROR, with its traceback."""
+        if isinstance(exc, DecodeError):  # what grpc.aio raises when a request's bytes are not a valid message
+            exc = Unparsable()
+        if isinstance(exc, StatusError):
+            log.info("stream input refused", extra={"status": exc.code.name, "reason": exc.message, **self._ids()})
+            return exc
+        log.error("stream reader failed", exc_info=exc, extra=self._ids())
+        return Internal(f"internal error: {type(exc).__name__}")
+
     async def _read(self, requests: AsyncIterator[pb.StreamAssessRequest]) -> None:
-        async for request in requests:
-            kind = request.WhichOneof("request")
-            if self.settings is None:
-                if kind != "config":
-                    raise InvalidArgument(f"the first message must carry config, got {kind or 'an empty request'}")
-                self._configure(request.config)
-            elif kind == "audio":
-                self._on_audio(self._decoder.feed(request.audio))
-            elif kind == "end_of_utterance":
-                self._on_events(self._segmenter.end_utterance(EndCause.CLIENT))
-            elif kind == "config":
-                raise InvalidArgument("config may be sent only once, as the first message")
-            else:
-                raise InvalidArgument("empty request: set audio or end_of_utterance")
+        messages = aiter(requests)
+        while (request := await self._next_request(messages)) is not None:
+            self._count_message()
+            self._handle(request)
+            await self._throttle()
         if self.settings is None:
             raise InvalidArgument("empty stream: the first message must carry config")
         try:
             self._on_audio(self._decoder.finish())
         finally:
-            self._on_events(self._segmenter.end_utterance(EndCause.END_OF_STREAM))
+            self._dispatch(self._segmenter.end_utterance(EndCause.END_OF_STREAM))
+
+    async def _next_request(self, messages: AsyncIterator[pb.StreamAssessRequest]) -> pb.StreamAssessRequest | None:
+        """The next request, or None once the client has closed its side; a client silent for too long ends the
+        stream (it would hold its slot for ever)."""
+        configured = self.settings is not None
+        timeout = self.config.idle_timeout_s if configured else self.config.config_timeout_s
+        try:
+            if not timeout:
+                return await anext(messages)
+            return await asyncio.wait_for(anext(messages), timeout)
+        except StopAsyncIteration:
+            return None
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"no audio for {timeout:g} s" if configured else
+                                   f"no config within {timeout:g} s of the stream opening") from None
+
+    def _count_message(self) -> None:
+        """Applies max_messages_per_second: a message costs CPU however little audio it carries."""
+        if self._rate is not None and not self._rate.take():
+            raise ResourceExhausted(
+                f"stream exceeded the server's max_messages_per_second of {self.config.max_messages_per_second} "
+                f"(averaged over {MESSAGE_RATE_WINDOW_S} s): send audio in chunks of 20 ms or more")
+
+    def _handle(self, request: pb.StreamAssessRequest) -> None:
+        kind = request.WhichOneof("request")
+        if self.settings is None:
+            if kind != "config":
+                raise InvalidArgument(f"the first message must carry config, got {kind or 'an empty request'}")
+            self._configure(request.config)
+        elif kind == "audio":
+            if request.audio:  # an empty one is only counted (max_messages_per_second)
+                self._on_audio(self._decoder.feed(request.audio))
+        elif kind == "end_of_utterance":
+            self._dispatch(self._segmenter.end_utterance(EndCause.CLIENT))
+        elif kind == "config":
+            raise InvalidArgument("config may be sent only once, as the first message")
+        else:
+            raise InvalidArgument("empty request: set audio or end_of_utterance")
+
+    async def _throttle(self) -> None:
+        """Reads no more while max_pending_finals_per_stream finals are in flight: the stream waits for its oldest
+        (HTTP/2 flow control then holds the sender back), so a client faster than real time cannot flood the
+        engine. Finals complete in utterance order."""
+        pending = self._pending_finals
+        while pending and pending[0].done():
+            pending.popleft()
+        while len(pending) >= self.config.max_pending_finals_per_stream:
+            await asyncio.wait([pending.popleft()])
 
     def _configure(self, config: pb.StreamingAssessConfig) -> None:
         self.settings = s = stream_settings(config, self.config, self.engine.scorer_names)
@@ -150,10 +237,17 @@ class AssessmentSession:
         if not len(samples):
             return
         self.metrics.audio_seconds.inc(len(samples) / 16000)
-        self._on_events(self._segmenter.feed(samples))
+        self._dispatch(self._segmenter.feed(samples))
         if self._segmenter.position_ms > self.config.max_stream_ms:
             raise OutOfRange(f"stream exceeded the server's max_stream_ms of {self.config.max_stream_ms} ms")
         self._maybe_interim()
+
+    def _dispatch(self, events: list) -> None:
+        """The segmenter's events to `_on_events` one at a time, keeping each utterance's final as it starts."""
+        for event in events:
+            self._on_events([event])
+            if isinstance(event, UtteranceEnded):
+                self._pending_finals.append(self._last_final)
 
     def _on_events(self, events: list) -> None:
         for event in events:

@@ -17,6 +17,16 @@ def test_flags_beat_environment_which_beats_defaults():
     assert config.log_json is False
 
 
+def test_stream_timeouts_and_rates_have_flags_and_environment_variables():
+    config = load_config(["--idle-timeout-s", "0", "--max-pending-finals-per-stream", "3"],
+                         environ={"SAYWELL_CONFIG_TIMEOUT_S": "2.5", "SAYWELL_MAX_MESSAGES_PER_SECOND": "50"})
+    assert (config.config_timeout_s, config.idle_timeout_s) == (2.5, 0.0)
+    assert (config.max_messages_per_second, config.max_pending_finals_per_stream) == (50, 3)
+    defaults = load_config([], environ={})
+    assert (defaults.config_timeout_s, defaults.idle_timeout_s) == (10.0, 60.0)
+    assert (defaults.max_messages_per_second, defaults.max_pending_finals_per_stream) == (200, 2)
+
+
 def test_bad_environment_value_names_the_variable():
     with pytest.raises(ValueError, match="SAYWELL_PORT"):
         load_config([], environ={"SAYWELL_PORT": "many"})
@@ -40,6 +50,10 @@ def test_bad_environment_value_names_the_variable():
     ("speculation_max_backlog", -1, "speculation_max_backlog"),
     ("asr_beam_size", 0, "asr_beam_size"),
     ("asr_window_s", 2.0, "asr_window_s"),
+    ("config_timeout_s", 0.0, "config_timeout_s"),
+    ("idle_timeout_s", -1.0, "idle_timeout_s"),
+    ("max_messages_per_second", -1, "max_messages_per_second"),
+    ("max_pending_finals_per_stream", 0, "max_pending_finals_per_stream"),
 ])
 def test_every_limit_is_validated(field, value, message):
     with pytest.raises(ValueError, match=message):
