@@ -6,7 +6,7 @@ import time
 
 import grpc
 
-from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.api import Engine
 from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError
 from saywell.server import convert
 from saywell.server.audio_decoding import decode_all
@@ -15,8 +15,15 @@ from saywell.server.errors import InvalidArgument, ResourceExhausted, StatusErro
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import EndCause
 from saywell.server.session import AssessmentSession
-from saywell.server.settings import (ENCODINGS, LANGUAGES, MAX_CHANNELS, MAX_RATE, MIN_RATE,
-                                     assessment_fields, audio_settings)
+from saywell.server.settings import (
+    ENCODINGS,
+    LANGUAGES,
+    MAX_CHANNELS,
+    MAX_RATE,
+    MIN_RATE,
+    assessment_fields,
+    audio_settings,
+)
 from saywell.v1 import assessment_pb2 as pb
 from saywell.v1 import assessment_pb2_grpc as pb_grpc
 
@@ -69,7 +76,7 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
 
 
 class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
-    def __init__(self, engine: AssessmentEngine, config: ServerConfig, metrics: ServerMetrics) -> None:
+    def __init__(self, engine: Engine, config: ServerConfig, metrics: ServerMetrics) -> None:
         self.engine = engine
         self.config = config
         self.metrics = metrics
@@ -105,7 +112,7 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
 
     async def Assess(self, request: pb.AssessRequest, context) -> pb.AssessResponse:
         settings = audio_settings(request.audio, request.HasField("audio"))
-        fields = assessment_fields(request.assessment, self.config, self.engine.scorer_names)
+        fields = assessment_fields(request.assessment, self.config, list(self.engine.info.scorers))
         audio = decode_all(settings, request.audio_content)
         duration_ms = len(audio) * 1000 // 16000
         if duration_ms < 100:
@@ -119,8 +126,8 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
             scorer=fields["scorer"]))
         assessment = convert.utterance_assessment(
             result, index=0, start_ms=0, end_ms=duration_ms, cause=EndCause.END_OF_STREAM,
-            latency_ms=(time.perf_counter() - started) * 1000, engine=f"{self.engine.name} {self.engine.version}",
-            model_versions=self.engine.model_versions())
+            latency_ms=(time.perf_counter() - started) * 1000, engine=f"{self.engine.info.name} {self.engine.info.version}",
+            model_versions=self.engine.info.model_versions)
         return pb.AssessResponse(client_request_id=request.client_request_id, assessment=assessment)
 
     async def GetCapabilities(self, request, context) -> pb.Capabilities:
@@ -131,6 +138,5 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
                              max_utterance_ms=c.max_utterance_ms, max_reference_text_chars=c.max_reference_text_chars,
                              min_sample_rate_hertz=MIN_RATE, max_sample_rate_hertz=MAX_RATE,
                              max_audio_channel_count=MAX_CHANNELS, max_concurrent_streams=c.max_concurrent_streams),
-            engine=pb.EngineInfo(name=self.engine.name, version=self.engine.version,
-                                 model_versions=self.engine.model_versions(), scorers=self.engine.scorer_names))
+            engine=convert.engine_info(self.engine.info))
 
