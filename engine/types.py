@@ -131,5 +131,10 @@ class EngineError(RuntimeError):
     """An utterance could not be assessed; the message says which stage failed and why."""
 
 
+class InputError(EngineError):
+    """The input cannot be assessed as sent (a client's matter, not a fault of the engine): the message says
+    what to change."""
+
+
 class OverloadedError(EngineError):
     """A stage queue is full: the caller should back off and retry."""

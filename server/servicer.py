@@ -7,7 +7,7 @@ import time
 import grpc
 
 from saywell.engine.api import Engine
-from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError
+from saywell.engine.types import AssessmentRequest, EngineError, InputError, OverloadedError
 from saywell.server import convert
 from saywell.server.audio_decoding import decode_all
 from saywell.server.config import ServerConfig
@@ -15,15 +15,8 @@ from saywell.server.errors import InvalidArgument, ResourceExhausted, StatusErro
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import EndCause
 from saywell.server.session import AssessmentSession
-from saywell.server.settings import (
-    ENCODINGS,
-    LANGUAGES,
-    MAX_CHANNELS,
-    MAX_RATE,
-    MIN_RATE,
-    assessment_fields,
-    audio_settings,
-)
+from saywell.server.settings import (ENCODINGS, LANGUAGES, MAX_CHANNELS, MAX_RATE, MIN_RATE, assessment_fields,
+                                     audio_settings)
 from saywell.v1 import assessment_pb2 as pb
 from saywell.v1 import assessment_pb2_grpc as pb_grpc
 
@@ -42,6 +35,8 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
             code, message = exc.code, exc.message
         elif isinstance(exc, OverloadedError):
             code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+        elif isinstance(exc, InputError):
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         else:
             code, message = grpc.StatusCode.INTERNAL, f"assessment failed: {exc}"
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

@@ -16,23 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from saywell.engine.api import Engine, UtteranceHandle
-from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError, WordScore
+from saywell.engine.types import AssessmentRequest, EngineError, InputError, OverloadedError, WordScore
 from saywell.server import convert
 from saywell.server.audio_decoding import make_decoder
 from saywell.server.config import ServerConfig
 from saywell.server.errors import InvalidArgument, OutOfRange, StatusError
 from saywell.server.interim import InterimState, shifted
 from saywell.server.metrics import ServerMetrics
-from saywell.server.segmenter import (
-    EndCause,
-    SegmenterOptions,
-    SpeechGap,
-    SpeechPaused,
-    SpeechResumed,
-    SpeechStarted,
-    UtteranceEnded,
-    VadSegmenter,
-)
+from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed, SpeechStarted,
+                                      UtteranceEnded, VadSegmenter)
 from saywell.server.settings import StreamSettings, stream_settings
 from saywell.v1 import assessment_pb2 as pb
 
@@ -323,7 +315,8 @@ class AssessmentSession:
                 cause=event.cause, latency_ms=latency_ms, engine=f"{self.engine.info.name} {self.engine.info.version}",
                 model_versions=self.engine.info.model_versions)}
         except EngineError as exc:
-            code = "RESOURCE_EXHAUSTED" if isinstance(exc, OverloadedError) else "INTERNAL"
+            code = ("RESOURCE_EXHAUSTED" if isinstance(exc, OverloadedError) else
+                    "INVALID_ARGUMENT" if isinstance(exc, InputError) else "INTERNAL")
             log.warning("utterance %d failed: %s", event.index, exc)
             message = {"utterance_error": pb.UtteranceError(utterance_index=event.index, code=code, message=str(exc))}
         except Exception as exc:  # a bug must still end the utterance with an explicit error, not silence

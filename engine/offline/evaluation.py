@@ -17,15 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from saywell.engine.offline.dataset import (
-    SENTENCE_ASPECTS,
-    WORD_ASPECTS,
-    LabeledUtterance,
-    load_audio,
-    load_corpus,
-    select,
-    speaker_folds,
-)
+from saywell.engine.offline.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio, load_corpus,
+                                            select, speaker_folds)
 from saywell.engine.offline.items import recognised_word_labels
 from saywell.engine.options import AsrOptions, EngineOptions, with_target_asr
 from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult

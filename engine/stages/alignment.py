@@ -30,6 +30,10 @@ class AlignmentError(EngineError):
     """Forced alignment could not place the words in the audio."""
 
 
+class TooManyWordsError(AlignmentError):
+    """The audio is too short to hold the words' phones (a learner who read part of a long reference)."""
+
+
 @dataclass(frozen=True)
 class AlignerOptions:
     """pocketsphinx settings; the defaults are the ones measured in shared/notes/offline-models.md."""
@@ -263,7 +267,7 @@ class PhoneAligner:
         n_phones = sum(self._ensure_word(words_decoder, w) for w in words)
         frames = len(audio) * 100 // SAMPLE_RATE
         if frames < n_phones * _MIN_FRAMES_PER_PHONE:
-            raise AlignmentError(f"audio too short: {frames * 10} ms for {n_phones} phones "
+            raise TooManyWordsError(f"audio too short: {frames * 10} ms for {n_phones} phones "
                                  f"(needs >= {_MIN_FRAMES_PER_PHONE * 10} ms per phone)")
         segments = self._align_segments(words_decoder, decoder, pcm, words)
         if loop is None:

@@ -9,15 +9,8 @@ import soundfile as sf
 
 from saywell.engine.language.lexicon import Lexicon
 from saywell.engine.language.text import normalize_words
-from saywell.engine.stages.alignment import (
-    AlignedPhone,
-    AlignerOptions,
-    Alignment,
-    AlignmentError,
-    PhoneAligner,
-    _decode,
-    _to_pcm,
-)
+from saywell.engine.stages.alignment import (AlignedPhone, AlignerOptions, Alignment, AlignmentError, PhoneAligner,
+                                             _decode, _to_pcm)
 from saywell.engine.stages.base import AlignItem
 from saywell.engine.types import EngineError
 

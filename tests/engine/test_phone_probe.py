@@ -4,17 +4,8 @@ import numpy as np
 import pytest
 
 from saywell.engine.features.model_inputs import ModelInputs
-from saywell.engine.features.phone_probe import (
-    CONSONANT,
-    PHONE_INDEX,
-    PHONES,
-    PROBE_NAMES,
-    STRESS_PROBE_NAMES,
-    PhoneFrames,
-    PhoneProbe,
-    fit_phone_probe,
-    phone_frames,
-)
+from saywell.engine.features.phone_probe import (CONSONANT, PHONE_INDEX, PHONES, PROBE_NAMES, STRESS_PROBE_NAMES,
+                                                 PhoneFrames, PhoneProbe, fit_phone_probe, phone_frames)
 from saywell.engine.stages.alignment import AlignedPhone, AlignedWord
 
 DIM = 12

@@ -7,14 +7,8 @@ import pytest
 from saywell.engine.features.prosody import ProsodyTrack
 from saywell.engine.features.utterance import UtteranceFeatures, utterance_features
 from saywell.engine.offline.calibration import fit_head
-from saywell.engine.scorers.baseline import (
-    DEFAULT_CALIBRATION,
-    OMISSION_MS_PER_PHONE,
-    BaselineCalibration,
-    BaselineScorer,
-    LinearHead,
-    phone_accuracy,
-)
+from saywell.engine.scorers.baseline import (DEFAULT_CALIBRATION, OMISSION_MS_PER_PHONE, BaselineCalibration,
+                                             BaselineScorer, LinearHead, phone_accuracy)
 from saywell.engine.scorers.flags import SENSITIVITY_PRECISION, fit_thresholds, threshold_at
 from saywell.engine.scorers.flags import threshold_for_precision as flag_threshold
 from saywell.engine.stages.alignment import AlignedPhone, AlignedWord, Alignment

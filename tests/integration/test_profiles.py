@@ -18,10 +18,6 @@ def test_the_registry_names_the_profiles_and_builds_each_through_the_protocol():
     assert profile_names()[0] == "cpu" and "synthetic" in profile_names()
     engine = create_engine(EngineOptions(profile="synthetic"))
     assert isinstance(engine, Engine) and engine.info.profile == "synthetic"
-    import numpy as np
-
-    from saywell.engine.types import AssessmentRequest
-
     assert isinstance(engine.begin_utterance(AssessmentRequest(audio=np.zeros(0, np.float32))), UtteranceHandle)
 
 

@@ -19,25 +19,18 @@ import numpy as np
 from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
 from saywell.engine.profiles.cpu.scoring import ScoreItem, ScoringStage
+from saywell.engine.profiles.cpu.reading import read_span, shorter, with_unread
 from saywell.engine.profiles.cpu.segments import Segment, joined_transcript
 from saywell.engine.profiles.cpu.utterance import CpuUtterance
 from saywell.engine.scorers.baseline import BaselineScorer
 from saywell.engine.scorers.trained import TrainedScorer
-from saywell.engine.stages.alignment import Alignment, AlignmentError, PhoneAligner, PhoneLoopStage
+from saywell.engine.stages.alignment import Alignment, AlignmentError, PhoneAligner, PhoneLoopStage, TooManyWordsError
 from saywell.engine.stages.asr import MIN_TARGET_SAMPLES, AsrRequest, WhisperAsr, plausible, plausible_words
 from saywell.engine.stages.base import AlignItem
 from saywell.engine.stages.process_stage import ProcessStage
 from saywell.engine.stages.scheduler import BACKGROUND, BatchScheduler
-from saywell.engine.types import (
-    AssessmentRequest,
-    Capabilities,
-    EngineError,
-    EngineInfo,
-    SentenceScores,
-    Transcript,
-    UtteranceResult,
-    WordScore,
-)
+from saywell.engine.types import (AssessmentRequest, Capabilities, EngineError, EngineInfo, InputError, SentenceScores,
+                                  Transcript, UtteranceResult, WordScore)
 
 ENGINE_NAME = "saywell-cpu"
 
@@ -181,6 +174,7 @@ class CpuEngine:
         # The phone loop needs no words: it runs on the other core while Whisper recognises them.
         loop = asyncio.ensure_future(self._loop.submit(request.audio))
         target_job = self._target_job(request, request.audio)
+        span = None  # closed mode, audio too short for the whole reference: the part read (see reading.py)
         try:
             transcript = await self._asr.submit(AsrRequest(request.audio, with_encoder=self._needs_encoder(request)))
             target = await self._target_transcript(target_job, request, transcript)
@@ -197,17 +191,41 @@ class CpuEngine:
                 return UtteranceResult(shown, request.reference_text, empty, (), request.scorer or
                                        self.options.default_scorer, timings)
             mark = time.perf_counter()
-            alignment = await self._align.submit(AlignItem(request.audio, words, await loop))
+            phones = await loop
+            try:
+                alignment = await self._align.submit(AlignItem(request.audio, words, phones))
+            except TooManyWordsError:
+                if not request.closed:
+                    raise
+                span, alignment = await self._align_read_span(request, words, transcript, phones)
         finally:
             loop.cancel()
             if target_job is not None:
                 target_job.cancel()
         timings["align"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
+        scored = request if span is None else dataclasses.replace(
+            request, reference_text=" ".join(words[span[0]:span[1]]))
         scores, word_scores, scorer_name = await self._score.submit(
-            ScoreItem(request.audio, transcript, alignment, request, partial=False, target=target))
+            ScoreItem(request.audio, transcript, alignment, scored, partial=False, target=target))
+        if span is not None:
+            scores, word_scores = with_unread(scores, word_scores, words, span, request.duration_ms)
         timings["score"] = (time.perf_counter() - mark) * 1000
         return UtteranceResult(shown, request.reference_text, scores, word_scores, scorer_name, timings)
+
+    async def _align_read_span(self, request: AssessmentRequest, words: list[str], transcript: Transcript,
+                               phones) -> tuple[tuple[int, int], Alignment]:
+        """The reference span the learner read, aligned; shorter spans while even it does not fit."""
+        span = read_span(words, plausible_words(transcript, request.duration_ms))
+        for _ in range(4):
+            try:
+                return span, await self._align.submit(AlignItem(request.audio, words[span[0]:span[1]], phones))
+            except TooManyWordsError:
+                if span[1] - span[0] == 1:
+                    break
+                span = shorter(span)
+        raise InputError(f"the audio ({request.duration_ms} ms) is too short to hold even the part of the "
+                         "reference text it seems to read; send a reference that matches the utterance")
 
     async def analyse_segment(self, audio: np.ndarray, start: int, scorer: str = "") -> Segment:
         """ASR, phone loop and alignment of `audio`, which begins `start` samples into its utterance (with the

@@ -13,17 +13,8 @@ import numpy as np
 
 from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
-from saywell.engine.types import (
-    SAMPLE_RATE,
-    AssessmentRequest,
-    Capabilities,
-    EngineError,
-    EngineInfo,
-    SentenceScores,
-    UtteranceResult,
-    WordErrorType,
-    WordScore,
-)
+from saywell.engine.types import (SAMPLE_RATE, AssessmentRequest, Capabilities, EngineError, EngineInfo, SentenceScores,
+                                  UtteranceResult, WordErrorType, WordScore)
 
 WORD_MS = 400
 SCORE = 5.0  # the middle of the scale: no judgement either way
