@@ -41,7 +41,7 @@ eval-closed: install
 	mkdir -p reports
 	$(BIN)/saywell eval --data $(DATA) --mode closed --fold 0 --report reports/eval-closed.json --plot reports/eval-closed.png
 calibrate: install
-	$(BIN)/python -m saywell.engine.calibration --data $(DATA) --out engine/data/baseline.json --limit 800
+	$(BIN)/python -m saywell.engine.offline.calibration --data $(DATA) --out engine/data/baseline.json --limit 800
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

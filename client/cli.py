@@ -25,7 +25,7 @@ __all__ = ["main", "build_parser"]
 EXIT_OK, EXIT_ERROR = 0, 2
 
 # Engine-side subcommands, reached by lazy import: name -> module.
-_ENGINE_COMMANDS = {"eval": "saywell.engine.evaluation", "train": "saywell.engine.training"}
+_ENGINE_COMMANDS = {"eval": "saywell.engine.offline.evaluation", "train": "saywell.engine.offline.training"}
 _BENCH_MODULE = "saywell.client.bench"
 
 

@@ -142,6 +142,10 @@ def format_capabilities(c: pb.Capabilities) -> str:
     lim = c.limits
     lines = [
         f"engine:     {c.engine.name} {c.engine.version}".rstrip(),
+        f"profile:    {c.engine.profile or 'cpu'} on {c.engine.backend or 'local'}"
+        + (" (placeholder scores: not an assessment)" if c.engine.features.placeholder_scores else ""),
+        "features:   " + (", ".join(name for name in ("interim_words", "phones", "open_mode", "closed_mode")
+                                   if getattr(c.engine.features, name)) or "-"),
         "encodings:  " + ", ".join(pb.AudioEncoding.Name(e) for e in c.encodings),
         "languages:  " + ", ".join(c.language_codes),
         "scorers:    " + ", ".join(c.engine.scorers),

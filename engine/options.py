@@ -45,7 +45,28 @@ TARGET_ASR_THREADS = 2  # see EngineOptions.target_asr
 
 
 @dataclass(frozen=True)
+class EarlyAnalysisOptions:
+    """Work an utterance handle starts before the endpoint, so little is left when the utterance ends."""
+
+    # Start the final assessment when the learner pauses rather than at the endpoint; if speech resumes the
+    # work is dropped. Skipped while more than max_backlog urgent items wait in the engine, so under load no
+    # CPU goes to guesses.
+    speculative_finals: bool = True
+    max_backlog: int = 4
+    # Open mode: shorter stretches are left for the next cut, since each segment pays Whisper's fixed cost.
+    min_segment_ms: int = 1500
+
+    def __post_init__(self) -> None:
+        if self.max_backlog < 0:
+            raise ValueError(f"max_backlog must be >= 0, got {self.max_backlog}")
+        if self.min_segment_ms < 100:
+            raise ValueError(f"min_segment_ms must be >= 100, got {self.min_segment_ms}")
+
+
+@dataclass(frozen=True)
 class EngineOptions:
+    profile: str = "cpu"  # a name in saywell.engine.registry.PROFILES
+    backend: str = "local"  # where the profile's models run; each profile says which backends it has
     asr: AsrOptions = field(default_factory=AsrOptions)
     # Open mode's target ASR (MultiPA's design): its words are the ones assessed, and where the recognising ASR
     # (`asr`) disagrees with them is evidence of unclear speech. None: the recognised words are assessed.
@@ -60,6 +81,7 @@ class EngineOptions:
     # pocketsphinx (alignment, phone loop) in worker processes: it holds the GIL while it decodes
     aligner_processes: bool = True
     score_batching: BatchingOptions = field(default_factory=lambda: BatchingOptions(max_batch_size=8))
+    early: EarlyAnalysisOptions = field(default_factory=EarlyAnalysisOptions)
 
 
 def with_target_asr(options: EngineOptions, model: str) -> EngineOptions:

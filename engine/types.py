@@ -5,13 +5,15 @@ offsets at its edge.
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 SAMPLE_RATE = 16_000
-FRAME_MS = 10  # pocketsphinx frame
+FRAME_MS = 10  # pocketsphinx's frame: the default of an Alignment's frame_ms
 
 
 class WordErrorType(enum.Enum):
@@ -78,6 +80,13 @@ class WordScore:
     needs_improvement: bool
     phones: tuple[PhoneScore, ...] = ()
 
+    def shifted(self, ms: int) -> "WordScore":
+        """The word with its times (and its phones') moved `ms` later."""
+        if not ms:
+            return self
+        phones = tuple(dataclasses.replace(p, start_ms=p.start_ms + ms, end_ms=p.end_ms + ms) for p in self.phones)
+        return dataclasses.replace(self, start_ms=self.start_ms + ms, end_ms=self.end_ms + ms, phones=phones)
+
 
 @dataclass(frozen=True)
 class SentenceScores:
@@ -98,8 +107,33 @@ class UtteranceResult:
     timings_ms: dict[str, float] = field(default_factory=dict)  # stage -> wall ms
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    interim_words: bool = True  # provisional_words gives words while the learner speaks
+    phones: bool = True  # word results carry phones with goodness
+    open_mode: bool = True  # assessment without a reference text
+    closed_mode: bool = True  # assessment against a reference text
+    assessment: bool = True  # False: placeholder scores for load testing the serving path, not an assessment
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    profile: str  # registry name, e.g. "cpu"
+    backend: str  # where the models run, e.g. "local"
+    name: str  # engine name shown to clients, e.g. "saywell-cpu"
+    version: str  # the saywell package version
+    scorers: tuple[str, ...]  # the default first
+    model_versions: Mapping[str, str] = field(default_factory=dict)
+    capabilities: Capabilities = field(default_factory=Capabilities)
+
+
 class EngineError(RuntimeError):
     """An utterance could not be assessed; the message says which stage failed and why."""
+
+
+class InputError(EngineError):
+    """The input cannot be assessed as sent (a client's matter, not a fault of the engine): the message says
+    what to change."""
 
 
 class OverloadedError(EngineError):

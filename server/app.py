@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from saywell.engine.options import AsrOptions, BatchingOptions, EngineOptions, with_target_asr
-from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.api import Engine, create_engine
+from saywell.engine.options import AsrOptions, BatchingOptions, EarlyAnalysisOptions, EngineOptions, with_target_asr
 from saywell.server.auth import AccessInterceptor, load_tokens
 from saywell.server.config import ServerConfig
 from saywell.server.metrics import ServerMetrics
@@ -25,22 +25,26 @@ SERVICE_NAME = assessment_pb2.DESCRIPTOR.services_by_name["PronunciationAssessme
 
 
 def engine_options(config: ServerConfig) -> EngineOptions:
+    """The engine's options from the server's flags: the one place where the two meet."""
     batching = BatchingOptions(max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
                                max_queue_size=config.max_queue_size)
     asr = AsrOptions(model=config.asr_model, allow_download=config.allow_download, beam_size=config.asr_beam_size,
                      window_s=config.asr_window_s)
     aligners = dataclasses.replace(batching, workers=config.aligner_workers)
-    return with_target_asr(EngineOptions(asr=asr, asr_batching=batching, align_batching=aligners,
-                                         loop_batching=aligners), config.target_asr_model)
+    early = EarlyAnalysisOptions(speculative_finals=config.speculative_finals,
+                                 max_backlog=config.speculation_max_backlog)
+    return with_target_asr(EngineOptions(profile=config.profile, backend=config.backend, asr=asr,
+                                         asr_batching=batching, align_batching=aligners, loop_batching=aligners,
+                                         early=early), config.target_asr_model)
 
 
 class SaywellServer:
     """Owns the engine, the grpc.aio server and the metrics endpoint of one process."""
 
-    def __init__(self, config: ServerConfig, engine: AssessmentEngine | None = None) -> None:
+    def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
         self.config = config
         self.metrics = ServerMetrics()
-        self.engine = engine or AssessmentEngine(engine_options(config), on_batch=self.metrics.on_batch)
+        self.engine = engine or create_engine(engine_options(config), on_batch=self.metrics.on_batch)
         self.health = health_aio.HealthServicer()
         self.access = AccessInterceptor(load_tokens(config), config.max_streams_per_client, self.metrics)
         self.server: grpc.aio.Server | None = None
@@ -77,7 +81,8 @@ class SaywellServer:
         if self.config.metrics_port:
             self._metrics_server, _ = self.metrics.serve_http(self.config.metrics_port, self.config.host)
         log.info("saywell serving", extra={"address": f"{self.config.host}:{self.port}",
-                                           "metrics_port": self.config.metrics_port, "asr": self.config.asr_model,
+                                           "metrics_port": self.config.metrics_port, "profile": self.engine.info.profile,
+                                           "backend": self.engine.info.backend, "asr": self.config.asr_model,
                                            "tls": tls_mode(self.config), "auth": "on" if self.access.tokens else "off",
                                            "max_streams_per_client": self.config.max_streams_per_client})
         return self.port

@@ -54,6 +54,11 @@ class ServerConfig:
     # second decode agrees on it: short utterances rarely commit a word before they end.
     cut_at_settled_words: bool = True
     grace_s: float = 10.0  # SIGTERM: in-flight utterances get this long to finish
+    # The engine: a profile from saywell.engine.registry ("cpu": Whisper + pocketsphinx GOP + trained scorers,
+    # the default; "synthetic": placeholder scores at no cost, for load testing the serving path) and where its
+    # models run. The ASR and aligner settings below are the cpu profile's.
+    profile: str = "cpu"
+    backend: str = "local"
     asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
     # Open mode's second, larger ASR whose words are assessed (MultiPA's design; "" turns it off). The trained
     # scorer's open checkpoint is fitted with the engine's default; another setting needs its own training.
@@ -108,6 +113,7 @@ class ServerConfig:
             (1 <= self.asr_beam_size <= 10, "asr_beam_size must be 1..10"),
             (self.asr_window_s == 0 or 5 <= self.asr_window_s <= 30, "asr_window_s must be 0 (30 s) or 5..30"),
             (self.grace_s >= 0, "grace_s must be >= 0"),
+            (self.profile in _profiles(), f"profile must be one of {', '.join(_profiles())}, got {self.profile!r}"),
             (self.onednn_cache_capacity >= 0, "onednn_cache_capacity must be >= 0"),
             (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
             (1 <= self.aligner_workers <= 8, "aligner_workers must be 1..8"),
@@ -135,6 +141,12 @@ class ServerConfig:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert)
+
+
+def _profiles() -> tuple[str, ...]:
+    from saywell.engine.api import profile_names  # the server extra's: a client-only install has no engine
+
+    return profile_names()
 
 
 def _env_name(field_name: str) -> str:

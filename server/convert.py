@@ -1,7 +1,7 @@
 """Engine results to wire messages: the only place engine types meet the contract."""
 from __future__ import annotations
 
-from saywell.engine.types import UtteranceResult, WordErrorType, WordScore
+from saywell.engine.types import EngineInfo, UtteranceResult, WordErrorType, WordScore
 from saywell.server.segmenter import EndCause
 from saywell.v1 import assessment_pb2 as pb
 
@@ -55,3 +55,12 @@ def word_result(word: WordScore, *, utterance_index: int, word_index: int, offse
                          start_ms=word.start_ms + offset_ms, end_ms=word.end_ms + offset_ms,
                          accuracy=_round(word.accuracy), needs_improvement=word.needs_improvement,
                          committed=committed)
+
+
+def engine_info(info: EngineInfo) -> pb.EngineInfo:
+    c = info.capabilities
+    return pb.EngineInfo(name=info.name, version=info.version, model_versions=dict(info.model_versions),
+                         scorers=list(info.scorers), profile=info.profile, backend=info.backend,
+                         features=pb.EngineFeatures(interim_words=c.interim_words, phones=c.phones,
+                                                    open_mode=c.open_mode, closed_mode=c.closed_mode,
+                                                    placeholder_scores=not c.assessment))

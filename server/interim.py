@@ -5,7 +5,6 @@ agree on them and they end clear of the live edge, or when a segment analysed at
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from saywell.engine.types import WordScore
@@ -65,7 +64,4 @@ class InterimState:
 
 def shifted(word: WordScore, ms: int) -> WordScore:
     """The word with its times (and its phones') moved `ms` later."""
-    if not ms:
-        return word
-    phones = tuple(dataclasses.replace(p, start_ms=p.start_ms + ms, end_ms=p.end_ms + ms) for p in word.phones)
-    return dataclasses.replace(word, start_ms=word.start_ms + ms, end_ms=word.end_ms + ms, phones=phones)
+    return word.shifted(ms)

@@ -9,17 +9,17 @@ import time
 import grpc
 from google.protobuf.message import DecodeError
 
-from saywell.engine.pipeline import AssessmentEngine
-from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError
+from saywell.engine.api import Engine
+from saywell.engine.types import AssessmentRequest, EngineError, InputError, OverloadedError
 from saywell.server import convert
 from saywell.server.audio_decoding import decode_all
 from saywell.server.config import ServerConfig
-from saywell.server.errors import InvalidArgument, ResourceExhausted, StatusError, Unparsable
+from saywell.server.errors import InvalidArgument, OutOfRange, ResourceExhausted, StatusError, Unparsable
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import EndCause
 from saywell.server.session import AssessmentSession
-from saywell.server.settings import (ENCODINGS, LANGUAGES, MAX_CHANNELS, MAX_RATE, MIN_RATE,
-                                     assessment_fields, audio_settings)
+from saywell.server.settings import (ENCODINGS, LANGUAGES, MAX_CHANNELS, MAX_RATE, MIN_RATE, assessment_fields,
+                                     audio_settings)
 from saywell.v1 import assessment_pb2 as pb
 from saywell.v1 import assessment_pb2_grpc as pb_grpc
 
@@ -53,6 +53,8 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
             code, message = exc.code, exc.message
         elif isinstance(exc, OverloadedError):
             code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+        elif isinstance(exc, InputError):
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         else:
             code, message = grpc.StatusCode.INTERNAL, f"assessment failed: {exc}"
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -89,7 +91,7 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
 
 
 class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
-    def __init__(self, engine: AssessmentEngine, config: ServerConfig, metrics: ServerMetrics) -> None:
+    def __init__(self, engine: Engine, config: ServerConfig, metrics: ServerMetrics) -> None:
         self.engine = engine
         self.config = config
         self.metrics = metrics
@@ -136,9 +138,18 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
     async def Assess(self, request: pb.AssessRequest, context) -> pb.AssessResponse:
         with self._slot():
             settings = audio_settings(request.audio, request.HasField("audio"))
-            fields = assessment_fields(request.assessment, self.config, self.engine.scorer_names)
-            audio = await asyncio.to_thread(decode_all, settings, request.audio_content)  # not on the event loop
+            fields = assessment_fields(request.assessment, self.config, list(self.engine.info.scorers))
+            audio = await asyncio.to_thread(self._decode, settings, request.audio_content)  # off the event loop
             return await self._assess(request, fields, audio)
+
+    def _decode(self, settings, content: bytes):
+        """The whole recording, decoded no further than the longest utterance Assess takes."""
+        limit_ms = self.config.max_utterance_ms
+        try:
+            return decode_all(settings, content, max_samples=(limit_ms + 1) * 16 - 1)
+        except OutOfRange:
+            raise InvalidArgument(f"audio_content is longer than {limit_ms} ms; Assess takes at most {limit_ms} ms "
+                                  "(use StreamAssess for longer audio)") from None
 
     async def _assess(self, request: pb.AssessRequest, fields: dict, audio) -> pb.AssessResponse:
         duration_ms = len(audio) * 1000 // 16000
@@ -153,8 +164,8 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
             scorer=fields["scorer"]))
         assessment = convert.utterance_assessment(
             result, index=0, start_ms=0, end_ms=duration_ms, cause=EndCause.END_OF_STREAM,
-            latency_ms=(time.perf_counter() - started) * 1000, engine=f"{self.engine.name} {self.engine.version}",
-            model_versions=self.engine.model_versions())
+            latency_ms=(time.perf_counter() - started) * 1000, engine=f"{self.engine.info.name} {self.engine.info.version}",
+            model_versions=self.engine.info.model_versions)
         return pb.AssessResponse(client_request_id=request.client_request_id, assessment=assessment)
 
     async def GetCapabilities(self, request, context) -> pb.Capabilities:
@@ -165,6 +176,5 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
                              max_utterance_ms=c.max_utterance_ms, max_reference_text_chars=c.max_reference_text_chars,
                              min_sample_rate_hertz=MIN_RATE, max_sample_rate_hertz=MAX_RATE,
                              max_audio_channel_count=MAX_CHANNELS, max_concurrent_streams=c.max_concurrent_streams),
-            engine=pb.EngineInfo(name=self.engine.name, version=self.engine.version,
-                                 model_versions=self.engine.model_versions(), scorers=self.engine.scorer_names))
+            engine=convert.engine_info(self.engine.info))
 

@@ -14,10 +14,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
-from saywell.engine.pipeline import AssessmentEngine, Segment
-from saywell.engine.types import AssessmentRequest, EngineError, OverloadedError, WordScore
+from saywell.engine.api import Engine, UtteranceHandle
+from saywell.engine.types import AssessmentRequest, EngineError, InputError, OverloadedError, WordScore
 from saywell.server import convert
 from saywell.server.audio_decoding import make_decoder
 from saywell.server.config import ServerConfig
@@ -25,15 +26,14 @@ from saywell.server.errors import (DeadlineExceeded, Internal, InvalidArgument, 
                                    StatusError, Unparsable)
 from saywell.server.interim import InterimState, shifted
 from saywell.server.metrics import ServerMetrics
-from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed,
-                                      SpeechStarted, UtteranceEnded, VadSegmenter)
+from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed, SpeechStarted,
+                                      UtteranceEnded, VadSegmenter)
 from saywell.server.settings import StreamSettings, stream_settings
-from saywell.server.speculation import SegmentChain, Speculation
 from saywell.v1 import assessment_pb2 as pb
 
 log = logging.getLogger(__name__)
 _END = object()
-MIN_GAP_SEGMENT_MS = 1500  # shorter stretches are left for the next cut: each segment pays Whisper's fixed cost
+_NO_AUDIO = np.zeros(0, np.float32)  # an utterance handle's template: the stream's settings without audio
 MESSAGE_RATE_WINDOW_S = 10  # max_messages_per_second is an average over this long
 
 
@@ -66,7 +66,7 @@ class StreamTotals:
 
 
 class AssessmentSession:
-    def __init__(self, engine: AssessmentEngine, config: ServerConfig, metrics: ServerMetrics,
+    def __init__(self, engine: Engine, config: ServerConfig, metrics: ServerMetrics,
                  open_streams: Callable[[], int] = lambda: 1) -> None:
         self.engine = engine
         self.config = config
@@ -78,8 +78,9 @@ class AssessmentSession:
         self._last_final: asyncio.Task | None = None
         self._interim: InterimState | None = None
         self._interim_task: asyncio.Task | None = None
-        self._speculation: Speculation | None = None
-        self._chain: SegmentChain | None = None  # open mode: the utterance's segments analysed at its pauses
+        self._utterance: UtteranceHandle | None = None  # the engine's handle on the utterance being spoken
+        self._handles: set[UtteranceHandle] = set()  # every handle whose final is not delivered yet
+        self._early: asyncio.Future | None = None  # the engine's early final assessment at the current pause
         self._segmenter: VadSegmenter | None = None
         self._decoder = None
         self._totals = StreamTotals()
@@ -133,6 +134,8 @@ class AssessmentSession:
         finally:
             for task in list(self._tasks):
                 task.cancel()
+            for handle in list(self._handles):
+                handle.cancel()
 
     # -- input --------------------------------------------------------------------------------------------
     async def _consume(self, requests: AsyncIterator[pb.StreamAssessRequest]) -> None:
@@ -169,12 +172,12 @@ class AssessmentSession:
         messages = aiter(requests)
         while (request := await self._next_request(messages)) is not None:
             self._count_message()
-            self._handle(request)
+            await self._handle(request)
             await self._throttle()
         if self.settings is None:
             raise InvalidArgument("empty stream: the first message must carry config")
         try:
-            self._on_audio(self._decoder.finish())
+            self._on_audio(await self._decode(None))
         finally:
             self._dispatch(self._segmenter.end_utterance(EndCause.END_OF_STREAM))
 
@@ -200,7 +203,21 @@ class AssessmentSession:
                 f"stream exceeded the server's max_messages_per_second of {self.config.max_messages_per_second} "
                 f"(averaged over {MESSAGE_RATE_WINDOW_S} s): send audio in chunks of 20 ms or more")
 
-    def _handle(self, request: pb.StreamAssessRequest) -> None:
+    async def _decode(self, data: bytes | None):
+        """Samples of `data` (None: the stream's end). FLAC and Ogg/Opus decode on a worker thread: a small
+        compressed message may expand to minutes of audio, and the event loop serves every stream."""
+        decode = self._decoder.finish if data is None else functools.partial(self._decoder.feed, data)
+        try:
+            if self.settings.audio.encoding in (pb.FLAC, pb.OGG_OPUS):
+                return await asyncio.to_thread(decode)
+            return decode()
+        except OutOfRange:
+            raise self._too_long() from None
+
+    def _too_long(self) -> OutOfRange:
+        return OutOfRange(f"stream exceeded the server's max_stream_ms of {self.config.max_stream_ms} ms")
+
+    async def _handle(self, request: pb.StreamAssessRequest) -> None:
         kind = request.WhichOneof("request")
         if self.settings is None:
             if kind != "config":
@@ -208,7 +225,7 @@ class AssessmentSession:
             self._configure(request.config)
         elif kind == "audio":
             if request.audio:  # an empty one is only counted (max_messages_per_second)
-                self._on_audio(self._decoder.feed(request.audio))
+                self._on_audio(await self._decode(request.audio))
         elif kind == "end_of_utterance":
             self._dispatch(self._segmenter.end_utterance(EndCause.CLIENT))
         elif kind == "config":
@@ -227,8 +244,11 @@ class AssessmentSession:
             await asyncio.wait([pending.popleft()])
 
     def _configure(self, config: pb.StreamingAssessConfig) -> None:
-        self.settings = s = stream_settings(config, self.config, self.engine.scorer_names)
-        self._decoder = make_decoder(s.audio)
+        self.settings = s = stream_settings(config, self.config, list(self.engine.info.scorers))
+        # Compressed audio stops decoding a little past max_stream_ms, whatever its bytes expand to (a message of
+        # PCM holds at most max_message_bytes of samples; the segmenter's check ends the stream at the limit).
+        compressed = s.audio.encoding in (pb.FLAC, pb.OGG_OPUS)
+        self._decoder = make_decoder(s.audio, max_samples=(self.config.max_stream_ms + 1000) * 16 if compressed else None)
         self._segmenter = VadSegmenter(SegmenterOptions(
             aggressiveness=s.vad_aggressiveness, silence_ms=s.end_of_utterance_silence_ms,
             max_utterance_ms=s.max_utterance_ms, min_speech_ms=s.min_speech_ms))
@@ -239,7 +259,7 @@ class AssessmentSession:
         self.metrics.audio_seconds.inc(len(samples) / 16000)
         self._dispatch(self._segmenter.feed(samples))
         if self._segmenter.position_ms > self.config.max_stream_ms:
-            raise OutOfRange(f"stream exceeded the server's max_stream_ms of {self.config.max_stream_ms} ms")
+            raise self._too_long()
         self._maybe_interim()
 
     def _dispatch(self, events: list) -> None:
@@ -253,87 +273,66 @@ class AssessmentSession:
         for event in events:
             if isinstance(event, SpeechStarted):
                 self._interim = InterimState(event.index)
-                if self.config.speculative_finals and not self.settings.reference_text.strip():
-                    announce = (functools.partial(self._segment_words, self._interim)
+                on_committed = (functools.partial(self._committed_words, self._interim)
                                 if self.settings.interim_results else None)
-                    self._chain = SegmentChain(self.engine, self._spawn, self.settings.scorer, announce)
+                self._utterance = self.engine.begin_utterance(self._request(_NO_AUDIO), on_committed)
+                self._handles.add(self._utterance)
                 self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED,
                                                        utterance_index=event.index, offset_ms=event.offset_ms))
             elif isinstance(event, SpeechGap):
-                self._cut_at(event.cut_ms)
+                self._utterance.silence(self._segmenter.utterance_audio(), event.cut_ms)
             elif isinstance(event, SpeechPaused):
-                self._speculate(event)
+                self._paused(event)
             elif isinstance(event, SpeechResumed):
-                self._drop_speculation()
+                self._resumed()
                 if self._interim is not None:
                     self._interim.decoded_in_pause = False
             elif isinstance(event, UtteranceEnded):
                 self._interim = None
                 if self._interim_task is not None:
                     self._interim_task.cancel()
-                speculation, self._speculation = self._speculation, None
-                if speculation is not None and not speculation.matches(event):
-                    speculation.task.cancel()
-                    speculation = None
+                self._early = None
                 self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_ENDED, utterance_index=event.index,
                                                        offset_ms=event.speech_end_ms,
                                                        cause=convert.END_CAUSES[event.cause]))
-                chain, self._chain = self._chain, None
-                self._last_final = self._spawn(self._final(event, self._last_final, speculation, chain))
+                handle, self._utterance = self._utterance, None
+                self._last_final = self._spawn(self._final(event, self._last_final, handle))
 
     def _request(self, audio) -> AssessmentRequest:
         s = self.settings
         return AssessmentRequest(audio=audio, reference_text=s.reference_text, flag_sensitivity=s.flag_sensitivity,
                                  scorer=s.scorer)
 
-    # -- speculative finals -------------------------------------------------------------------------------
-    def _speculate(self, event: SpeechPaused) -> None:
-        """Start the final assessment at the pause, so an endpoint `silence_ms` later finds it (nearly) done."""
-        self._drop_speculation()
-        if not self._engine_has_room():
+    # -- early work at pauses -----------------------------------------------------------------------------
+    def _paused(self, event: SpeechPaused) -> None:
+        """The engine may start the final assessment at the pause, so an endpoint `silence_ms` later finds it
+        (nearly) done; if it does, its words are the best interim results there are while the pause lasts."""
+        self._resumed()
+        early = self._utterance.paused(event.audio)
+        if early is None:
             return
         self.metrics.speculations.labels("started").inc()
-        if self._chain is not None and len(event.audio) - self._chain.covered >= MIN_GAP_SEGMENT_MS * 16:
-            self._chain.extend(event.audio)  # shorter: the speculation analyses that rest itself
-        task = self._spawn(self._speculative_assessment(self._request(event.audio), self._interim, self._chain))
-        self._speculation = Speculation(event.index, len(event.audio), task)
+        self._early = early
+        if not self.settings.reference_text:  # closed mode scores reference words, not the interim ones
+            early.add_done_callback(functools.partial(self._early_words, self._interim, event.audio))
 
-    def _engine_has_room(self) -> bool:
-        return self.config.speculative_finals and self.engine.backlog() <= self.config.speculation_max_backlog
-
-    def _cut_at(self, cut_ms: int) -> None:
-        """Analyse the utterance up to `cut_ms` now (a place between words), if that makes a segment worth its
-        fixed costs."""
-        chain = self._chain
-        cut = cut_ms * 16 // 160 * 160  # whole 10 ms frames from the utterance start
-        if chain is None or cut - chain.covered < MIN_GAP_SEGMENT_MS * 16 or not self._engine_has_room():
-            return
-        chain.extend(self._segmenter.utterance_audio()[:cut])
-
-    def _cut_after_committed(self, committed: WordScore, following: WordScore | None) -> None:
-        """Fluent speech has no silence to cut at: the end of a committed word is the next best place (the
-        middle of the gap to the next word when the decode saw one)."""
-        if not self.config.cut_at_committed_words:
-            return
-        cut_ms = committed.end_ms
-        if following is not None and following.start_ms > cut_ms:
-            cut_ms = (cut_ms + following.start_ms) // 2
-        self._cut_at(cut_ms)
-
-    def _drop_speculation(self) -> None:
-        if self._speculation is not None:
-            self._speculation.task.cancel()
+    def _resumed(self) -> None:
+        self._early = None
+        if self._utterance is not None and self._utterance.resumed():
             self.metrics.speculations.labels("dropped").inc()
-            self._speculation = None
 
-    async def _speculative_assessment(self, request: AssessmentRequest, state: InterimState | None,
-                                      chain: SegmentChain | None):
-        result = await (chain.assess(request) if chain is not None else self.engine.assess(request))
-        if state is not None and self._interim is state and not request.closed:
-            # Still paused: the words are the best interim results there are (closed mode scores reference
-            # words, not the recognised ones that interim results number).
-            self._send_interim(state, list(result.words), request.duration_ms)
-        return result
+    def _early_words(self, state: InterimState | None, audio, early: asyncio.Future) -> None:
+        if early.cancelled() or early.exception() is not None or self._early is not early:
+            return  # speech resumed, or the utterance ended: the final assessment supersedes these words
+        if state is not None and self._interim is state:
+            self._send_interim(state, list(early.result().words), len(audio) * 1000 // 16000)
+
+    def _words_settled(self, committed: WordScore, following: WordScore | None) -> None:
+        """Fluent speech has no silence to cut at: the end of a committed word is the next best place."""
+        if not self.config.cut_at_committed_words or self._utterance is None:
+            return
+        self._utterance.words_settled(self._segmenter.utterance_audio(), committed.end_ms,
+                                      following.start_ms if following is not None else None)
 
     # -- interim words ------------------------------------------------------------------------------------
     def _maybe_interim(self) -> None:
@@ -378,19 +377,12 @@ class AssessmentSession:
             return  # the utterance ended meanwhile; its final assessment supersedes these words
         self._send_interim(state, [shifted(w, window_ms) for w in words], audio_ms)
 
-    async def _segment_words(self, state: InterimState, segment: Segment, audio) -> None:
-        """An analysed segment's words, committed at once: the audio before a cut never changes."""
-        request = AssessmentRequest(audio=audio, flag_sensitivity=self.settings.flag_sensitivity,
-                                    scorer=self.settings.scorer)
-        try:
-            words = await self.engine.segment_words(segment, audio, request)
-        except EngineError as exc:
-            log.warning("segment scoring failed: %s", exc)
-            return
+    async def _committed_words(self, state: InterimState, words: tuple[WordScore, ...], settled_ms: int) -> None:
+        """Words the engine will not change before the final (a segment analysed at a cut): committed at once."""
         if self._interim is not state:
             return
-        tail = self._emit_after_committed(state, [shifted(w, segment.start // 16) for w in words], len(words))
-        state.commit_segment(len(tail), (segment.start + segment.samples) // 16)
+        tail = self._emit_after_committed(state, list(words), len(words))
+        state.commit_segment(len(tail), settled_ms)
 
     def _emit_after_committed(self, state: InterimState, words: list[WordScore], committing: int) -> list[WordScore]:
         """Send the words after the committed ones, the first `committing` of them as committed; returns them."""
@@ -410,33 +402,31 @@ class AssessmentSession:
         state.commit_decoded(tail, stable)
         cut_after = state.settled(tail, audio_ms) if self.config.cut_at_settled_words else stable
         if cut_after:
-            self._cut_after_committed(tail[cut_after - 1], tail[cut_after] if cut_after < len(tail) else None)
+            self._words_settled(tail[cut_after - 1], tail[cut_after] if cut_after < len(tail) else None)
 
     # -- final assessments --------------------------------------------------------------------------------
-    async def _final(self, event: UtteranceEnded, previous: asyncio.Task | None,
-                     speculation: Speculation | None, chain: SegmentChain | None) -> None:
+    async def _final(self, event: UtteranceEnded, previous: asyncio.Task | None, handle: UtteranceHandle) -> None:
         endpoint = time.perf_counter()
         s = self.settings
         request = self._request(event.audio)
         try:
-            if speculation is not None:
+            try:
+                result = await handle.finish(event.audio)
+            finally:
+                self._handles.discard(handle)
+            if handle.path == "early":
                 self.metrics.speculations.labels("used").inc()
-                result = await speculation.task
-            elif chain is not None:
-                result = await chain.assess(request)
-            else:
-                result = await self.engine.assess(request)
             latency_ms = (time.perf_counter() - endpoint) * 1000
             log.debug("final assessment", extra={
                 "utterance_index": event.index, "audio_ms": request.duration_ms, "latency_ms": round(latency_ms),
-                "path": "speculation" if speculation else "segments" if chain else "whole",
-                "segments": chain.segments if chain else 0, "cause": event.cause.value})
+                "path": handle.path, "cause": event.cause.value})
             message = {"utterance": convert.utterance_assessment(
                 result, index=event.index, start_ms=event.start_ms, end_ms=event.start_ms + request.duration_ms,
-                cause=event.cause, latency_ms=latency_ms, engine=f"{self.engine.name} {self.engine.version}",
-                model_versions=self.engine.model_versions())}
+                cause=event.cause, latency_ms=latency_ms, engine=f"{self.engine.info.name} {self.engine.info.version}",
+                model_versions=self.engine.info.model_versions)}
         except EngineError as exc:
-            code = "RESOURCE_EXHAUSTED" if isinstance(exc, OverloadedError) else "INTERNAL"
+            code = ("RESOURCE_EXHAUSTED" if isinstance(exc, OverloadedError) else
+                    "INVALID_ARGUMENT" if isinstance(exc, InputError) else "INTERNAL")
             log.warning("utterance %d failed: %s", event.index, exc)
             message = {"utterance_error": pb.UtteranceError(utterance_index=event.index, code=code, message=str(exc))}
         except Exception as exc:  # a bug must still end the utterance with an explicit error, not silence

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from saywell.engine.text import normalize_words
+from saywell.engine.api import normalize_words
 from saywell.server.config import ServerConfig
 from saywell.server.errors import InvalidArgument
 from saywell.v1 import assessment_pb2 as pb

@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from saywell.engine import asr
-from saywell.engine.dataset import load_audio, load_corpus
+from saywell.engine.language.text import normalize_words
+from saywell.engine.offline.dataset import load_audio, load_corpus
 from saywell.engine.options import AsrOptions
-from saywell.engine.text import normalize_words
+from saywell.engine.stages import asr
 
 
 def word_errors(reference: list[str], hypothesis: list[str]) -> int:

@@ -133,7 +133,7 @@ def test_engine_commands_get_every_remaining_argument(monkeypatch):
     monkeypatch.setattr(cli.importlib, "import_module", fake_import)
     assert cli.main(["eval", "--split", "test", "-v", "--help"]) == 0
     assert cli.main(["bench", "--streams", "8"]) == 0
-    assert seen == {"saywell.engine.evaluation": ["--split", "test", "-v", "--help"],
+    assert seen == {"saywell.engine.offline.evaluation": ["--split", "test", "-v", "--help"],
                     "saywell.client.bench": ["--streams", "8"]}
 
 

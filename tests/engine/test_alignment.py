@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from saywell.engine.alignment import (AlignedPhone, AlignerOptions, Alignment, AlignmentError, PhoneAligner,
-                                      _decode, _to_pcm)
-from saywell.engine.lexicon import Lexicon
-from saywell.engine.text import normalize_words
+from saywell.engine.language.lexicon import Lexicon
+from saywell.engine.language.text import normalize_words
+from saywell.engine.stages.alignment import (AlignedPhone, AlignerOptions, Alignment, AlignmentError, PhoneAligner,
+                                             _decode, _to_pcm)
+from saywell.engine.stages.base import AlignItem
 from saywell.engine.types import EngineError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -135,7 +136,8 @@ def test_bad_input_raises_alignment_error_saying_why(aligner, audio, words, mess
 
 def test_run_batch_returns_the_error_in_its_slot(aligner, fox, fox_alignment):
     brother = load("brother.wav")
-    results = aligner.run_batch([(fox, FOX.split()), (fox, []), (brother, normalize_words("my brother is 10 years old"))])
+    results = aligner.run_batch([AlignItem(fox, FOX.split()), AlignItem(fox, []),
+                                 AlignItem(brother, normalize_words("my brother is 10 years old"))])
     assert len(results) == 3
     assert signature(results[0]) == signature(fox_alignment)
     assert isinstance(results[1], AlignmentError) and "no words" in str(results[1])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from saywell.engine.asr import MIN_AUDIO_SAMPLES, AsrRequest, WhisperAsr, continuation_window, log_mel
-from saywell.engine.models import whisper_model_dir
 from saywell.engine.options import AsrOptions
+from saywell.engine.stages.asr import MIN_AUDIO_SAMPLES, AsrRequest, WhisperAsr, continuation_window, log_mel
 from saywell.engine.types import Transcript
+from saywell.engine.weights import whisper_model_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -168,7 +168,7 @@ def test_a_decode_pass_after_the_first_encodes_a_short_window(fox, monkeypatch):
     from faster_whisper import WhisperModel
     from faster_whisper.tokenizer import Tokenizer
 
-    from saywell.engine.asr import decode_segments, transcription_options
+    from saywell.engine.stages.asr import decode_segments, transcription_options
 
     widths = []
     original = WhisperModel.encode

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from saywell.engine.dataset import (LabeledUtterance, LabeledWord, load_audio, load_corpus, select,
-                                    speaker_folds)
-from saywell.engine.evaluation import (collect, correlation_report, flag_report, recognised_word_report,
-                                      word_predictions)
-from saywell.engine.training import matched_words, overlap_weights
+from saywell.engine.offline.dataset import LabeledUtterance, LabeledWord, load_audio, load_corpus, select, speaker_folds
+from saywell.engine.offline.evaluation import (collect, correlation_report, flag_report, recognised_word_report,
+                                               word_predictions)
+from saywell.engine.offline.items import matched_words, overlap_weights
 from saywell.engine.types import SentenceScores, UtteranceResult, WordErrorType, WordScore
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

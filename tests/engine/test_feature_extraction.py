@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from saywell.engine.dataset import load_corpus
-from saywell.engine.model_inputs import SENTENCE_SCALARS, TIMING_SCALARS, WORD_SCALARS
+from saywell.engine.features.model_inputs import SENTENCE_SCALARS, TIMING_SCALARS, WORD_SCALARS
+from saywell.engine.offline.dataset import load_corpus
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -26,7 +26,7 @@ def corpus(tmp_path, monkeypatch):
 
 
 def test_extraction_gives_closed_and_open_features_and_model_inputs(corpus):
-    from saywell.engine.calibration import FeatureExtractor
+    from saywell.engine.offline.calibration import FeatureExtractor
 
     extracted = FeatureExtractor().extract(corpus[0])
     assert [w.word.text for w in extracted.closed.words] == "the quick brown fox jumps over the lazy dog".split()
@@ -36,7 +36,8 @@ def test_extraction_gives_closed_and_open_features_and_model_inputs(corpus):
 
 
 def test_training_inputs_are_built_once_and_cached(corpus):
-    from saywell.engine import training
+    from saywell.engine.offline import training
+    from saywell.engine.offline.items import training_items
     from saywell.engine.options import EngineOptions
 
     options = EngineOptions()
@@ -51,5 +52,5 @@ def test_training_inputs_are_built_once_and_cached(corpus):
     assert [p.stem for p in cached] == ["u1"]
     again, _ = training.extract_inputs(corpus, 1, options)  # from the cache: the same inputs
     assert np.array_equal(again["u1"]["closed"][0].word_scalars, inputs.word_scalars)
-    items = training.training_items(corpus, records, "closed")
+    items = training_items(corpus, records, "closed")
     assert items[0].word_targets.shape == (9, 3) and items[0].sentence_labels[0] == 9

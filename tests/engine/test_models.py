@@ -5,11 +5,11 @@ import pathlib
 
 import pytest
 
-from saywell.engine import models
-from saywell.engine.asr import WhisperAsr
-from saywell.engine.models import (ModelNotFoundError, PackagedWhisper, _assemble_split_whisper, model_version,
-                                   whisper_model_dir)
+from saywell.engine import weights as models
 from saywell.engine.options import AsrOptions
+from saywell.engine.stages.asr import WhisperAsr
+from saywell.engine.weights import (ModelNotFoundError, PackagedWhisper, _assemble_split_whisper, model_version,
+                                    whisper_model_dir)
 
 PART1 = b"\x00first half of the weights\xff" * 1000
 PART2 = b"second half" * 777

@@ -3,10 +3,10 @@ per-word goodness features; its vowel-stress head; the word trees fit it, use it
 import numpy as np
 import pytest
 
-from saywell.engine.alignment import AlignedPhone, AlignedWord
-from saywell.engine.model_inputs import ModelInputs
-from saywell.engine.phone_probe import (CONSONANT, PHONE_INDEX, PHONES, PROBE_NAMES, STRESS_PROBE_NAMES, PhoneFrames,
-                                       PhoneProbe, fit_phone_probe, phone_frames)
+from saywell.engine.features.model_inputs import ModelInputs
+from saywell.engine.features.phone_probe import (CONSONANT, PHONE_INDEX, PHONES, PROBE_NAMES, STRESS_PROBE_NAMES,
+                                                 PhoneFrames, PhoneProbe, fit_phone_probe, phone_frames)
+from saywell.engine.stages.alignment import AlignedPhone, AlignedWord
 
 DIM = 12
 
@@ -61,7 +61,7 @@ def test_probe_scores_a_phone_that_sounds_like_itself_above_one_that_does_not():
 
 def test_word_trees_fit_the_probe_and_keep_it_through_save_and_load(tmp_path):
     pytest.importorskip("sklearn", reason="fitting word trees needs the `train` extra (scikit-learn)")
-    from saywell.engine.word_trees import fit_word_trees, load_word_trees
+    from saywell.engine.scorers.word_trees import fit_word_trees, load_word_trees
 
     rng = np.random.default_rng(1)
     inputs, targets = [], []
@@ -88,7 +88,7 @@ def test_word_trees_fit_the_probe_and_keep_it_through_save_and_load(tmp_path):
 
 
 def test_the_network_view_appends_the_probe_features_to_the_word_scalars():
-    from saywell.engine.phone_probe import with_probe_scalars
+    from saywell.engine.features.phone_probe import with_probe_scalars
 
     rng = np.random.default_rng(2)
     probe = fit_phone_probe(synthetic_phones(100, rng))
@@ -135,7 +135,7 @@ def test_the_stress_head_tells_a_misplaced_stress_from_a_right_one():
     single = PhoneFrames(held[0].ids[:1], np.zeros(1, np.int64), held[0].encoder[:1], np.array([1]))
     row = probe.word_features(single, 1)[0, len(PROBE_NAMES):]
     assert np.isfinite(row[0]) and np.isnan(row[1:]).all()
-    from saywell.engine.phone_probe import with_probe_scalars
+    from saywell.engine.features.phone_probe import with_probe_scalars
     seen = with_probe_scalars(ModelInputs(np.zeros((1, 4), np.float32), np.zeros((1, DIM), np.float32),
                                           np.zeros(3 + 2 * DIM, np.float32), single), probe)
     assert np.isfinite(seen.word_scalars).all() and seen.word_scalars.shape == (1, 4 + len(probe.names))

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from saywell.engine.options import BatchingOptions
-from saywell.engine.scheduler import BACKGROUND, URGENT, BatchScheduler
+from saywell.engine.stages.scheduler import BACKGROUND, URGENT, BatchScheduler
 from saywell.engine.types import EngineError, OverloadedError
 
 

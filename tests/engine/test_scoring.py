@@ -4,14 +4,14 @@ import json
 import numpy as np
 import pytest
 
-from saywell.engine.alignment import AlignedPhone, AlignedWord, Alignment
-from saywell.engine.calibration import fit_head
-from saywell.engine.flags import SENSITIVITY_PRECISION, fit_thresholds, threshold_at
-from saywell.engine.flags import threshold_for_precision as flag_threshold
-from saywell.engine.features import UtteranceFeatures, utterance_features
-from saywell.engine.prosody import ProsodyTrack
-from saywell.engine.scoring import (DEFAULT_CALIBRATION, OMISSION_MS_PER_PHONE, BaselineCalibration, BaselineScorer,
-                                    LinearHead, phone_accuracy)
+from saywell.engine.features.prosody import ProsodyTrack
+from saywell.engine.features.utterance import UtteranceFeatures, utterance_features
+from saywell.engine.offline.calibration import fit_head
+from saywell.engine.scorers.baseline import (DEFAULT_CALIBRATION, OMISSION_MS_PER_PHONE, BaselineCalibration,
+                                             BaselineScorer, LinearHead, phone_accuracy)
+from saywell.engine.scorers.flags import SENSITIVITY_PRECISION, fit_thresholds, threshold_at
+from saywell.engine.scorers.flags import threshold_for_precision as flag_threshold
+from saywell.engine.stages.alignment import AlignedPhone, AlignedWord, Alignment
 from saywell.engine.types import FRAME_MS, RecognizedWord, SentenceScores, Transcript, WordErrorType
 
 PHONES = {"the": ("DH", "AH0"), "quick": ("K", "W", "IH1", "K"), "brown": ("B", "R", "AW1", "N"),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from saywell.engine.pipeline import AssessmentEngine
+from saywell.engine.profiles.cpu.engine import CpuEngine
 from saywell.engine.types import AssessmentRequest, EngineError
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -21,7 +21,7 @@ def test_segments_joined_at_a_pause_score_like_the_whole_utterance():
     cut = 16000 * 3 // 160 * 160  # inside the 1.2 s of silence between the two sentences
 
     async def both():
-        engine = AssessmentEngine()
+        engine = CpuEngine()
         try:
             request = AssessmentRequest(audio=audio)
             whole = await engine.assess(request)
@@ -53,7 +53,7 @@ def test_segments_must_cover_the_utterance_in_open_mode():
     audio = sf.read(FIXTURES / "coffee.wav", dtype="float32")[0]
 
     async def check():
-        engine = AssessmentEngine()
+        engine = CpuEngine()
         try:
             first = await engine.analyse_segment(audio[:16000], 0)
             with pytest.raises(EngineError, match="cover"):
@@ -75,7 +75,7 @@ def test_a_target_asr_supplies_the_assessed_words_whole_and_in_segments():
     cut = 16000 * 3 // 160 * 160
 
     async def both():
-        engine = AssessmentEngine(EngineOptions(target_asr=AsrOptions(model="base")))
+        engine = CpuEngine(EngineOptions(target_asr=AsrOptions(model="base")))
         try:
             request = AssessmentRequest(audio=audio)
             whole = await engine.assess(request)
@@ -90,7 +90,7 @@ def test_a_target_asr_supplies_the_assessed_words_whole_and_in_segments():
     assert versions["target_asr"].startswith("whisper-base")
     assert all(s.target is not None for s in segments)
     assert [w.text for w in segments[0].alignment.words] == [w.text for w in segments[0].target.words]
-    from saywell.engine.text import normalize_words
+    from saywell.engine.language.text import normalize_words
 
     for result in (whole, joined):
         words = [w.text for w in result.words]
@@ -102,12 +102,12 @@ def test_a_target_asr_supplies_the_assessed_words_whole_and_in_segments():
 
 def test_audio_too_short_for_the_target_asr_keeps_the_recognised_words():
     from saywell.engine.options import AsrOptions, EngineOptions
-    from saywell.engine.pipeline import MIN_TARGET_SAMPLES
+    from saywell.engine.profiles.cpu.engine import MIN_TARGET_SAMPLES
 
     audio = sf.read(FIXTURES / "fox.wav", dtype="float32")[0]
 
     async def check():
-        engine = AssessmentEngine(EngineOptions(target_asr=AsrOptions(model="base")))
+        engine = CpuEngine(EngineOptions(target_asr=AsrOptions(model="base")))
         calls = []
         submit = engine._target.submit
         engine._target.submit = lambda item, *rest: calls.append(len(item.audio)) or submit(item, *rest)

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from saywell.engine.text import normalize_words
+from saywell.engine.language.text import normalize_words
 
 
 @pytest.mark.parametrize("text, words", [
@@ -49,7 +49,7 @@ def test_empty_or_wordless_text_gives_no_words(text):
 
 
 def test_import_does_not_touch_nltk_or_g2p_en():
-    code = ("import sys; from saywell.engine.text import normalize_words; normalize_words('10 dogs'); "
+    code = ("import sys; from saywell.engine.language.text import normalize_words; normalize_words('10 dogs'); "
             "print('nltk' in sys.modules, 'g2p_en' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from saywell.engine.model_inputs import TIMING_SCALARS
+from saywell.engine.features.model_inputs import TIMING_SCALARS
+from saywell.engine.features.phone_probe import PROBE_NAMES, STRESS_PROBE_NAMES
 from saywell.engine.options import EngineOptions
-from saywell.engine.phone_probe import PROBE_NAMES, STRESS_PROBE_NAMES
-from saywell.engine.pipeline import AssessmentEngine
-from saywell.engine.trained_scorer import DEFAULT_MODEL_DIR, TrainedScorer, checkpoint_name
+from saywell.engine.profiles.cpu.engine import CpuEngine
+from saywell.engine.scorers.trained import DEFAULT_MODEL_DIR, TrainedScorer, checkpoint_name
 from saywell.engine.types import AssessmentRequest, EngineError, WordErrorType
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -74,7 +74,7 @@ def assess(engine, audio, reference=""):
 
 @pytest.fixture(scope="module")
 def engine():
-    return AssessmentEngine(EngineOptions())
+    return CpuEngine(EngineOptions())
 
 
 def test_the_trained_scorer_is_the_default_and_scores_a_fixture_in_range(engine):
@@ -117,10 +117,15 @@ class RecordingScorer:
         self.calls.append(("final", single_asr))
         return None, ()
 
+    def score_batch(self, jobs):
+        from saywell.engine.scorers import score_each
+
+        return score_each(self, jobs)
+
 
 def test_the_scoring_stage_asks_for_the_single_asr_model_exactly_when_no_target_asr_words_came():
-    from saywell.engine.alignment import AlignedPhone, AlignedWord, Alignment
-    from saywell.engine.pipeline import ScoreItem, ScoringStage
+    from saywell.engine.profiles.cpu.scoring import ScoreItem, ScoringStage
+    from saywell.engine.stages.alignment import AlignedPhone, AlignedWord, Alignment
     from saywell.engine.types import RecognizedWord, Transcript
 
     phone = AlignedPhone("AH", "AH1", 10, 40, -5.0, -5.0, 0.0, ("AH",))
@@ -136,3 +141,33 @@ def test_the_scoring_stage_asks_for_the_single_asr_model_exactly_when_no_target_
              ScoreItem(audio, heard, alignment, request, partial=False)]  # a final from an engine without one
     stage.run_batch(items)
     assert scorer.calls == [("words", True), ("words", False), ("final", False), ("final", True)]
+
+
+def test_one_batch_scores_like_each_utterance_alone(engine):
+    """score_batch runs one padded forward pass for utterances of different lengths and both modes; each
+    result equals scoring that utterance alone."""
+    from saywell.engine.features.prosody import extract_prosody
+    from saywell.engine.features.utterance import utterance_features
+    from saywell.engine.scorers import ScoreJob
+    from saywell.engine.stages.asr import AsrRequest
+
+    scorer = engine.scoring.scorers["trained"]
+    jobs = []
+    for name, text in (("fox", "the quick brown fox jumps over the lazy dog"),
+                       ("brother", "my brother is ten years old")):
+        audio = sf.read(FIXTURES / f"{name}.wav", dtype="float32")[0]
+        transcript = engine.asr.run_batch([AsrRequest(audio, with_encoder=True)])[0]
+        words = text.lower().split()
+        features = utterance_features(engine.aligner.align(audio, words), transcript, extract_prosody(audio), words)
+        jobs += [ScoreJob(features, True, 0.5, transcript.encoder),
+                 ScoreJob(features, False, 0.5, transcript.encoder, single_asr=True, words_only=True)]
+    together = scorer.score_batch(jobs)
+    alone = [scorer.score_batch([job])[0] for job in jobs]
+    for job, batched, single in zip(jobs, together, alone):
+        if not job.words_only:
+            (sentence_a, batched), (sentence_b, single) = batched, single
+            np.testing.assert_allclose(
+                [sentence_a.accuracy, sentence_a.fluency, sentence_a.prosody, sentence_a.total],
+                [sentence_b.accuracy, sentence_b.fluency, sentence_b.prosody, sentence_b.total], atol=1e-4)
+        assert [w.text for w in batched] == [w.text for w in single] and batched
+        np.testing.assert_allclose([w.accuracy for w in batched], [w.accuracy for w in single], atol=1e-4)

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from saywell.engine.alignment import AlignedPhone, AlignedWord
-from saywell.engine.cross_validation import (fold_metrics, labelled_word_predictions, predict,
-                                             recognised_word_metrics, train_network)
-from saywell.engine.features import UtteranceFeatures, WordFeatures
-from saywell.engine.model_inputs import SENTENCE_SCALARS, TIMING_SCALARS, WORD_SCALARS, build_inputs
-from saywell.engine.scorer_network import load_network, save_network
-from saywell.engine.training import (UNMATCHED_RECOGNISED_LABELS, TrainingItem, overlap_targets,
-                                    recognised_word_labels, split_by_speaker)
+from saywell.engine.features.model_inputs import SENTENCE_SCALARS, TIMING_SCALARS, WORD_SCALARS, build_inputs
+from saywell.engine.features.utterance import UtteranceFeatures, WordFeatures
+from saywell.engine.offline.cross_validation import (fold_metrics, labelled_word_predictions, predict,
+                                                     recognised_word_metrics, train_network)
+from saywell.engine.offline.items import (UNMATCHED_RECOGNISED_LABELS, TrainingItem, overlap_targets,
+                                          recognised_word_labels, split_by_speaker)
+from saywell.engine.scorers.network import load_network, save_network
+from saywell.engine.stages.alignment import AlignedPhone, AlignedWord
 
 
 def word(text, start, end, gop):

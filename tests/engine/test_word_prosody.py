@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from saywell.engine.alignment import AlignedPhone, AlignedWord
-from saywell.engine.prosody import ProsodyTrack
-from saywell.engine.word_prosody import WORD_PROSODY_NAMES, UtteranceLevels, word_prosody_stats
+from saywell.engine.features.prosody import ProsodyTrack
+from saywell.engine.features.word_prosody import WORD_PROSODY_NAMES, UtteranceLevels, word_prosody_stats
+from saywell.engine.stages.alignment import AlignedPhone, AlignedWord
 
 
 def phone(canonical, start, end, gop=0.0):

@@ -6,9 +6,8 @@ import pytest
 pytest.importorskip("sklearn", reason="fitting word trees needs the `train` extra (scikit-learn)")
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor  # noqa: E402
 
-from saywell.engine.model_inputs import ModelInputs  # noqa: E402
-from saywell.engine.word_trees import (BOOSTING, TreeEnsemble, fit_word_trees, load_word_trees,  # noqa: E402
-                                       word_trees_path)
+from saywell.engine.features.model_inputs import ModelInputs  # noqa: E402
+from saywell.engine.scorers.word_trees import BOOSTING, TreeEnsemble, fit_word_trees, load_word_trees, word_trees_path  # noqa: E402
 
 
 def noisy_table(n=2000, seed=0):

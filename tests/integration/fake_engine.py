@@ -1,21 +1,43 @@
-"""An engine with the AssessmentEngine surface that answers at once (or fails on demand): server tests
-exercise sessions, ordering and faults without paying for models."""
+"""A test engine implementing the `saywell.engine.api.Engine` protocol that answers at once (or fails on
+demand): server tests exercise sessions, ordering and faults without paying for models."""
 import asyncio
-from dataclasses import dataclass
+import dataclasses
 
+from saywell.engine.api import EngineInfo
 from saywell.engine.types import EngineError, SentenceScores, UtteranceResult, WordErrorType, WordScore
 
 
-@dataclass(frozen=True)
-class FakeSegment:
-    start: int
-    samples: int
+class FakeUtterance:
+    """Records what the stream told it; analyses nothing early (the final assesses the whole utterance)."""
+
+    path = "whole"
+
+    def __init__(self, engine: "FakeEngine", template, on_committed) -> None:
+        self._engine = engine
+        self._template = template
+        self.on_committed = on_committed
+
+    def paused(self, audio):
+        self._engine.hints.append(("paused", len(audio)))
+        return None
+
+    def resumed(self) -> bool:
+        return False
+
+    def silence(self, audio, cut_ms: int) -> None:
+        self._engine.hints.append(("silence", cut_ms))
+
+    def words_settled(self, audio, end_ms: int, next_start_ms) -> None:
+        self._engine.hints.append(("settled", end_ms))
+
+    async def finish(self, audio) -> UtteranceResult:
+        return await self._engine.assess(dataclasses.replace(self._template, audio=audio))
+
+    def cancel(self) -> None:
+        pass
 
 
 class FakeEngine:
-    name = "fake"
-    version = "0"
-
     def __init__(self, delay_s: float = 0.01, fail_every: int = 0, capacity: int = 0) -> None:
         self.delay_s = delay_s
         self.capacity = capacity  # > 0: only this many assessments run at once, the rest wait (a busy CPU)
@@ -25,16 +47,12 @@ class FakeEngine:
         self.cancelled = 0
         self.started = False
         self.waiting = 0  # what backlog() reports
+        self.hints: list[tuple] = []  # what utterance handles were told, in order
+        self.info = EngineInfo(profile="fake", backend="local", name="fake", version="0", scorers=("baseline",),
+                               model_versions={"fake": "0"})
 
     def backlog(self) -> int:
         return self.waiting
-
-    @property
-    def scorer_names(self) -> list[str]:
-        return ["baseline"]
-
-    def model_versions(self) -> dict[str, str]:
-        return {"fake": "0"}
 
     async def warm_up(self) -> None:
         pass
@@ -81,19 +99,9 @@ class FakeEngine:
         return UtteranceResult("fake words", request.reference_text, SentenceScores(8, 8, 8, 8, completeness),
                                self._words(request), "baseline")
 
-    async def analyse_segment(self, audio, start: int, scorer: str = ""):
-        await asyncio.sleep(0)  # the fake's cost lives in assess / assess_segments
-        return FakeSegment(start, len(audio))
-
-    async def segment_words(self, segment, audio, request) -> tuple[WordScore, ...]:
-        return self._words(request)
-
-    def utterance_encoding(self, request):
-        return None  # the fake scores without encoder frames
-
-    async def assess_segments(self, request, segments, encoding=None) -> UtteranceResult:
-        return await self.assess(request)
-
     async def provisional_words(self, request) -> tuple[WordScore, ...]:
         await self._wait()
         return self._words(request)
+
+    def begin_utterance(self, template, on_committed=None) -> FakeUtterance:
+        return FakeUtterance(self, template, on_committed)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.real_data
 def corpus():
     if not (CORPUS / "labels.jsonl").exists():
         pytest.skip(f"speechocean762 not present at {CORPUS}: real learner speech is only available beside the repo")
-    from saywell.engine.dataset import load_corpus, speaker_folds
+    from saywell.engine.offline.dataset import load_corpus, speaker_folds
 
     return speaker_folds(load_corpus(CORPUS), 5, 762)[0]  # the validation fold: never calibrated on
 

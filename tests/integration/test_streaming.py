@@ -16,7 +16,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from saywell.client import SaywellClient, load_audio
-from saywell.client.errors import RpcFailed
 from saywell.v1 import assessment_pb2 as pb
 from saywell.v1 import assessment_pb2_grpc as pb_grpc
 from saywell.server.app import SaywellServer
@@ -114,6 +113,28 @@ def test_closed_mode_reports_completeness_and_omissions(server):
     assert set(omitted) <= {"and", "likes", "apples"} and len(omitted) >= 2
     assert utterance.scores.HasField("completeness") and utterance.scores.completeness < 10
     assert utterance.reference_text.startswith("My brother")
+
+
+PARAGRAPH = ("My brother is ten years old. He likes apples and pears. We walk to school every morning. "
+             "The bus is often late in winter. Our teacher reads stories after lunch. On Fridays we play football "
+             "in the park. My sister prefers to paint pictures. In the evening we all eat dinner together.")
+
+
+def test_an_utterance_that_reads_only_part_of_a_long_reference_is_assessed_not_failed(server):
+    """A reading app's paragraph reference while the learner reads one sentence per utterance: the part read
+    is assessed, the rest is omitted, and completeness says how much was read (was INTERNAL "audio too
+    short")."""
+    with SaywellClient(server.target) as client:
+        streamed = events(client.stream_file(load_audio(FIXTURES / "brother.wav"), reference_text=PARAGRAPH))
+        unary = client.assess_source(load_audio(FIXTURES / "brother.wav"), reference_text=PARAGRAPH).assessment
+    kinds = [k for k, _ in streamed]
+    assert "utterance_error" not in kinds and kinds.count("utterance") == 1
+    for utterance in (next(r.utterance for k, r in streamed if k == "utterance"), unary):
+        words = [w.word for w in utterance.words]
+        assert len(words) == len(PARAGRAPH.split())
+        said = [w.word for w in utterance.words if w.error_type != pb.OMISSION]
+        assert {"brother", "years", "old"} <= set(said) and len(said) <= 8
+        assert 0 < utterance.scores.completeness < 2.5
 
 
 def test_compressed_stream_ogg_opus(server):

@@ -5,6 +5,7 @@ import pathlib
 import sys
 import threading
 import time
+import tracemalloc
 
 import grpc
 import pytest
@@ -458,3 +459,54 @@ def test_a_stream_of_tiny_messages_is_ended_at_the_message_rate(message):
     finally:
         server.stop()
 
+
+
+def opus_bomb(seconds: int = 600) -> bytes:
+    """Ten minutes of silence in a few kB of Ogg/Opus: it expands ~30,000 times when decoded."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(seconds * 8000, np.float32), 8000, format="OGG", subtype="OPUS")
+    return buffer.getvalue()
+
+
+def poll_capabilities(stub, latencies: list, done: threading.Event) -> None:
+    """GetCapabilities every 50 ms until `done`: how long the event loop made each wait."""
+    while not done.is_set():
+        started = time.perf_counter()
+        stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=10)
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.05)
+
+
+def test_a_compressed_bomb_ends_the_stream_at_its_length_limit_without_stalling_other_calls():
+    """Decoded in bounded pieces, off the event loop, stopping at max_stream_ms: it was decoded whole on the
+    event loop (+600 MB, every stream stalled for seconds)."""
+    server = start(FakeEngine(), max_stream_ms=60_000, max_utterance_ms=20_000)
+    bomb = opus_bomb()
+    tracemalloc.start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            opening = pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
+                audio=pb.AudioConfig(encoding=pb.OGG_OPUS)))
+            call = stub.StreamAssess(iter([opening, pb.StreamAssessRequest(audio=bomb)]), timeout=60)
+            latencies, done = [], threading.Event()
+            poller = threading.Thread(target=poll_capabilities, args=(stub, latencies, done))
+            poller.start()
+            code, details, _ = outcome(call)
+            done.set()
+            poller.join(15)
+            unary = refusal(lambda: stub.Assess(pb.AssessRequest(
+                audio=pb.AudioConfig(encoding=pb.OGG_OPUS), audio_content=bomb), timeout=60))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        server.stop()
+    # Decoded whole, the 600 s would take 38 MB as 16 kHz float32 alone; stopped at 61 s, a few MB.
+    assert peak < 20e6, f"peak traced memory {peak / 1e6:.0f} MB"
+    assert code == grpc.StatusCode.OUT_OF_RANGE and "max_stream_ms of 60000" in details
+    assert len(latencies) >= 2 and max(latencies) < 1.0, f"calls waited for the bomb's decoding: {latencies}"
+    assert unary.code() == grpc.StatusCode.INVALID_ARGUMENT and "longer than 20000 ms" in unary.details()

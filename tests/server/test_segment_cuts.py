@@ -8,27 +8,45 @@ import sys
 import numpy as np
 import pytest
 
+from saywell.engine.options import EngineOptions
+from saywell.engine.profiles.cpu.utterance import CpuUtterance
 from saywell.server.config import ServerConfig
 from saywell.server.metrics import ServerMetrics
-from saywell.server.session import MIN_GAP_SEGMENT_MS, AssessmentSession
+from saywell.server.session import AssessmentSession
 from saywell.v1 import assessment_pb2 as pb
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
 from fake_engine import FakeEngine  # noqa: E402
 
 RATE = 16_000
+MIN_GAP_SEGMENT_MS = EngineOptions().early.min_segment_ms
 
 
 class SegmentRecordingEngine(FakeEngine):
-    """Records each analysed segment as (start sample, samples, seconds of audio sent when it was asked for)."""
+    """The fake's answers behind the cpu profile's own utterance handle, which decides where to cut; records
+    each analysed segment as (start sample, samples)."""
 
     def __init__(self) -> None:
         super().__init__(delay_s=0.005)
+        self.options = EngineOptions()
         self.segments: list[tuple[int, int]] = []
+
+    def begin_utterance(self, template, on_committed=None) -> CpuUtterance:
+        return CpuUtterance(self, template, on_committed)
 
     async def analyse_segment(self, audio, start: int, scorer: str = ""):
         self.segments.append((start, len(audio)))
-        return await super().analyse_segment(audio, start, scorer)
+        await asyncio.sleep(0)  # the fake's cost lives in assess / assess_segments
+        return dataclasses.make_dataclass("FakeSegment", ["start", "samples"])(start, len(audio))
+
+    async def segment_words(self, segment, audio, request):
+        return self._words(request)
+
+    def utterance_encoding(self, request):
+        return None  # the fake scores without encoder frames
+
+    async def assess_segments(self, request, segments, encoding=None):
+        return await self.assess(request)
 
 
 def voiced_without_pauses(seconds: float) -> np.ndarray:

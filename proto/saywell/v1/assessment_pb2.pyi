@@ -324,7 +324,7 @@ class Limits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_stream_ms: _Optional[int] = ..., max_utterance_ms: _Optional[int] = ..., max_reference_text_chars: _Optional[int] = ..., min_sample_rate_hertz: _Optional[int] = ..., max_sample_rate_hertz: _Optional[int] = ..., max_audio_channel_count: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ...) -> None: ...
 
 class EngineInfo(_message.Message):
-    __slots__ = ("name", "version", "model_versions", "scorers")
+    __slots__ = ("name", "version", "model_versions", "scorers", "profile", "backend", "features")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -336,11 +336,31 @@ class EngineInfo(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     SCORERS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     model_versions: _containers.ScalarMap[str, str]
     scorers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., scorers: _Optional[_Iterable[str]] = ...) -> None: ...
+    profile: str
+    backend: str
+    features: EngineFeatures
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., scorers: _Optional[_Iterable[str]] = ..., profile: _Optional[str] = ..., backend: _Optional[str] = ..., features: _Optional[_Union[EngineFeatures, _Mapping]] = ...) -> None: ...
+
+class EngineFeatures(_message.Message):
+    __slots__ = ("interim_words", "phones", "open_mode", "closed_mode", "placeholder_scores")
+    INTERIM_WORDS_FIELD_NUMBER: _ClassVar[int]
+    PHONES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_MODE_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_MODE_FIELD_NUMBER: _ClassVar[int]
+    PLACEHOLDER_SCORES_FIELD_NUMBER: _ClassVar[int]
+    interim_words: bool
+    phones: bool
+    open_mode: bool
+    closed_mode: bool
+    placeholder_scores: bool
+    def __init__(self, interim_words: _Optional[bool] = ..., phones: _Optional[bool] = ..., open_mode: _Optional[bool] = ..., closed_mode: _Optional[bool] = ..., placeholder_scores: _Optional[bool] = ...) -> None: ...
 
 class Capabilities(_message.Message):
     __slots__ = ("encodings", "language_codes", "limits", "engine")

@@ -13,10 +13,10 @@ import concurrent.futures
 import itertools
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from saywell.engine.options import BatchingOptions
+from saywell.engine.stages.base import Stage
 from saywell.engine.types import EngineError, OverloadedError
 
 Item = TypeVar("Item")
@@ -26,16 +26,8 @@ URGENT = 0  # work someone is waiting for: final assessments and the segments th
 BACKGROUND = 1  # work that may wait: interim decodes while the learner speaks
 
 
-class BatchStage(Protocol[Item, Result]):
-    """A model stage: one result (or the exception for that item) per item, in order."""
-
-    name: str
-
-    def run_batch(self, items: Sequence[Item]) -> list[Result | Exception]: ...
-
-
 class BatchScheduler(Generic[Item, Result]):
-    def __init__(self, stage: BatchStage, options: BatchingOptions = BatchingOptions(),
+    def __init__(self, stage: Stage, options: BatchingOptions = BatchingOptions(),
                  on_batch: Any = None) -> None:
         self.stage = stage
         self.options = options

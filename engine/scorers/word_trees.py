@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.model_inputs import ModelInputs
-from saywell.engine.phone_probe import PhoneProbe, fit_phone_probe, probe_features
+from saywell.engine.features.model_inputs import ModelInputs
+from saywell.engine.features.phone_probe import PhoneProbe, fit_phone_probe, probe_features
 
 ENCODER_COMPONENTS = 16
 STRESS_ERROR_EXPERTS = 2  # the stress trees predict P(at least this many experts heard a stress error)

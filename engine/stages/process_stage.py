@@ -9,19 +9,41 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections.abc import Sequence
 
-from saywell.engine.alignment import AlignerOptions, PhoneAligner, PhoneLoopStage
+from saywell.engine.stages.alignment import AlignerOptions, PhoneAligner, PhoneLoopStage
+from saywell.engine.stages.base import AlignItem
 
 _aligner: PhoneAligner | None = None  # the worker process's own
 
 
-def _init(options: AlignerOptions) -> None:
+PARENT_CHECK_S = 1.0
+
+
+def _end_with_parent(parent: int) -> None:
+    """A worker whose parent died (SIGKILL, or SIGTERM before it closed its pool) would live on as an orphan:
+    it checks once a second and ends itself."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def start_parent_watch(parent: int) -> None:
+    """In a worker process (a pool initializer): end with `parent`, the pid of the process that started it."""
+    threading.Thread(target=_end_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _init(options: AlignerOptions, parent: int) -> None:
     global _aligner
     _aligner = PhoneAligner(options=options)
+    start_parent_watch(parent)
 
 
-def _align(items: Sequence[tuple]) -> list:
+def _align(items: Sequence[AlignItem]) -> list:
     return _aligner.run_batch(items)
 
 
@@ -50,7 +72,7 @@ class ProcessStage:
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init, initargs=(self._options,))
+                initializer=_init, initargs=(self._options, os.getpid()))
         return self._pool
 
     def load(self) -> None:

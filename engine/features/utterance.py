@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.alignment import Alignment, AlignedWord
-from saywell.engine.lexicon import canonical_stress
-from saywell.engine.prosody import ProsodyTrack, semitones
+from saywell.engine.features.prosody import ProsodyTrack, semitones
+from saywell.engine.features.word_prosody import UtteranceLevels, word_prosody_stats
+from saywell.engine.language.lexicon import canonical_stress
+from saywell.engine.stages.alignment import AlignedWord, Alignment
 from saywell.engine.types import FRAME_MS, RecognizedWord, Transcript
-from saywell.engine.word_prosody import UtteranceLevels, word_prosody_stats
 
 PAUSE_MS = 150  # a gap between words longer than this is a pause
 LOW_GOP = -3.0  # nats/frame: a phone this far below the free loop is probably wrong

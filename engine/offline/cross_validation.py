@@ -7,13 +7,13 @@ import random
 
 import numpy as np
 
-from saywell.engine.scorer_network import (SENTENCE_TARGETS, WORD_TARGETS, MultiTaskScorer, NetworkConfig,
-                                           pad_batch, save_network)
-from saywell.engine.flags import fit_thresholds, threshold_for_precision
-from saywell.engine.model_inputs import SENTENCE_SCALARS, WORD_SCALARS
-from saywell.engine.training import TrainingItem, matched_words, recognised_word_labels, split_by_speaker
-from saywell.engine.phone_probe import PhoneProbe, with_probe_scalars
-from saywell.engine.word_trees import WordTrees, fit_probe, fit_word_trees, word_trees_path
+from saywell.engine.features.model_inputs import SENTENCE_SCALARS, WORD_SCALARS
+from saywell.engine.features.phone_probe import PhoneProbe, with_probe_scalars
+from saywell.engine.offline.items import TrainingItem, matched_words, recognised_word_labels, split_by_speaker
+from saywell.engine.scorers.flags import fit_thresholds, threshold_for_precision
+from saywell.engine.scorers.network import (SENTENCE_TARGETS, WORD_TARGETS, MultiTaskScorer, NetworkConfig, pad_batch,
+                                            save_network)
+from saywell.engine.scorers.word_trees import WordTrees, fit_probe, fit_word_trees, word_trees_path
 
 BATCH = 32
 PATIENCE = 10

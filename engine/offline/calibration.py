@@ -1,6 +1,6 @@
 """Fits the baseline scorer's linear heads on speaker-disjoint training folds and writes `baseline.json`.
 
-`python -m saywell.engine.calibration --data ../shared/data/speechocean762/train --out engine/data/baseline.json`
+`python -m saywell.engine.offline.calibration --data ../shared/data/speechocean762/train --out engine/data/baseline.json`
 Features come from the very stages the server runs (ASR, forced alignment + GOP, prosody); they are cached per
 utterance so refits are instant.
 """
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.dataset import LabeledUtterance, load_audio, load_corpus, select, speaker_folds
-from saywell.engine.features import UtteranceFeatures, utterance_features
-from saywell.engine.flags import fit_thresholds
-from saywell.engine.models import cache_dir
-from saywell.engine.text import normalize_words
+from saywell.engine.features.utterance import UtteranceFeatures, utterance_features
+from saywell.engine.offline.dataset import LabeledUtterance, load_audio, load_corpus, select, speaker_folds
+from saywell.engine.scorers.flags import fit_thresholds
+from saywell.engine.stages.process_stage import start_parent_watch
+from saywell.engine.weights import cache_dir
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: features from the cpu profile's own graph (offline Analyser)
 WORD_FEATURES = ("gop_mean", "gop_min", "gop_low_share", "n_phones", "ms_per_phone", "loop_agreement",
                  "n_vowels", "stress_prominence", "asr_probability", "asr_match")
 RIDGE_ALPHA = 1.0
@@ -37,48 +37,35 @@ class ExtractedUtterance:
 
 
 class FeatureExtractor:
-    """The engine's stages run synchronously, one utterance at a time (one instance per process)."""
+    """The cpu profile's own graph (offline `Analyser`) with the recogniser alone: the baseline scores the
+    recognised words in open mode (one instance per process)."""
 
     def __init__(self, asr_model: str = "tiny.en") -> None:
-        from saywell.engine.alignment import PhoneAligner
-        from saywell.engine.asr import WhisperAsr
-        from saywell.engine.options import AsrOptions
+        from saywell.engine.offline.analysis import Analyser
+        from saywell.engine.options import AsrOptions, EngineOptions
 
-        self.asr = WhisperAsr(AsrOptions(model=asr_model))
-        self.aligner = PhoneAligner()
+        self.analyser = Analyser(EngineOptions(asr=AsrOptions(model=asr_model), target_asr=None))
         self.asr_model = asr_model
 
     def extract(self, utterance: LabeledUtterance) -> ExtractedUtterance:
-        from saywell.engine.asr import AsrRequest
-        from saywell.engine.pipeline import plausible_words
-        from saywell.engine.prosody import extract_prosody
+        from saywell.engine.features.prosody import extract_prosody
 
         audio = load_audio(utterance.audio_path)
-        transcript = _unwrap(self.asr.run_batch([AsrRequest(audio)])[0])
+        raw = self.analyser.raw(audio, utterance.text)
         prosody = extract_prosody(audio)
-        reference = normalize_words(utterance.text)
-        closed_alignment = _unwrap(self.aligner.run_batch([(audio, reference)])[0])
-        closed = utterance_features(closed_alignment, transcript, prosody, reference)
-        heard = plausible_words(transcript, int(len(audio) * 1000 / 16000))
-        if heard:
-            open_alignment = _unwrap(self.aligner.run_batch([(audio, heard)])[0])
-            open_features = utterance_features(open_alignment, transcript, prosody, None)
+        closed = utterance_features(raw.closed, raw.recognised, prosody, list(raw.reference))
+        if raw.open is not None:
+            open_features = utterance_features(raw.open, raw.recognised, prosody, None)
         else:
             open_features = UtteranceFeatures(words=(), sentence={})
         return ExtractedUtterance(utterance.utt, closed, open_features)
-
-
-def _unwrap(result):
-    if isinstance(result, Exception):
-        raise result
-    return result
 
 
 _worker: FeatureExtractor | None = None
 
 
 class _CacheUnpickler(pickle.Unpickler):
-    """Caches written by `python -m saywell.engine.calibration` name their classes `__main__.*`."""
+    """Caches written by `python -m saywell.engine.offline.calibration` name their classes `__main__.*`."""
 
     def find_class(self, module: str, name: str):
         if module in ("__main__", "__mp_main__") and name in globals():
@@ -114,7 +101,8 @@ def extract_all(utterances: list[LabeledUtterance], asr_model: str = "tiny.en", 
     folder = cache_dir() / "features" / f"v{FEATURE_VERSION}-{asr_model}"
     folder.mkdir(parents=True, exist_ok=True)
     args = [(u, asr_model, str(folder)) for u in utterances]
-    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+    with multiprocessing.get_context("spawn").Pool(jobs, initializer=start_parent_watch,
+                                                   initargs=(os.getpid(),)) as pool:
         results = list(tqdm(pool.imap(extract_cached, args, chunksize=4), total=len(args),
                             desc="features", unit="utt"))
     return [r for r in results if not isinstance(r, str)], [r for r in results if isinstance(r, str)]
@@ -138,7 +126,7 @@ def fit_head(rows: list[dict[str, float]], targets: list[float], features: tuple
 
 
 def _predict(head: dict, row: dict[str, float]) -> float:
-    from saywell.engine.scoring import LinearHead
+    from saywell.engine.scorers.baseline import LinearHead
 
     return LinearHead.from_dict(head).predict(row)
 
@@ -213,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run through the imported module so pickled features name saywell.engine.calibration, not __main__.
-    from saywell.engine import calibration
+    # Run through the imported module so pickled features name saywell.engine.offline.calibration, not __main__.
+    from saywell.engine.offline import calibration
 
     raise SystemExit(calibration.main())

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.features import UtteranceFeatures
-from saywell.engine.phone_probe import PhoneFrames, phone_frames
+from saywell.engine.features.phone_probe import PhoneFrames, phone_frames
+from saywell.engine.features.utterance import UtteranceFeatures
+from saywell.engine.features.word_prosody import WORD_PROSODY_NAMES
 from saywell.engine.types import FRAME_MS
-from saywell.engine.word_prosody import WORD_PROSODY_NAMES
 
 # Checkpoints name the features they were fitted on (meta "word_scalars" / "sentence_scalars"); these are the
 # names new training uses. Checkpoints without names predate them and used the first ten / eighteen.

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.lexicon import Lexicon, is_vowel, strip_stress
-from saywell.engine.types import SAMPLE_RATE, EngineError
+from saywell.engine.language.lexicon import Lexicon, is_vowel, strip_stress
+from saywell.engine.stages.base import AlignItem, run_each
+from saywell.engine.types import FRAME_MS, SAMPLE_RATE, EngineError
 
 _SILENCES = frozenset({"<s>", "</s>", "<sil>", "SIL"})
 _MIN_FRAMES_PER_PHONE = 3  # one per emitting HMM state
@@ -27,6 +28,10 @@ _SCORE_SCALE = 1024  # pocketsphinx keeps acoustic scores right-shifted by 10 bi
 
 class AlignmentError(EngineError):
     """Forced alignment could not place the words in the audio."""
+
+
+class TooManyWordsError(AlignmentError):
+    """The audio is too short to hold the words' phones (a learner who read part of a long reference)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,11 @@ class Alignment:
     words: tuple[AlignedWord, ...]  # silences and fillers left out
     n_frames: int
     loop_phones: tuple[tuple[str, int, int], ...]  # (phone, start, end exclusive) of the whole loop decode
+    frame_ms: int = FRAME_MS  # the aligner's frame: pocketsphinx 10 ms; wav2vec2-style aligners 10 or 20 ms
+
+    def frame_at(self, sample: int, sample_rate: int = SAMPLE_RATE) -> int:
+        """The frame that starts at audio sample `sample` (whole frames from the start of the audio)."""
+        return sample * 1000 // (sample_rate * self.frame_ms)
 
     @property
     def gop(self) -> float:
@@ -87,7 +97,8 @@ class Alignment:
 
     @staticmethod
     def joined(parts: Sequence[tuple[int, "Alignment"]], n_frames: int) -> "Alignment":
-        """One alignment from alignments of consecutive stretches of audio, each with its start frame."""
+        """One alignment from alignments of consecutive stretches of audio, each with its start frame (all
+        parts share one frame length)."""
         def moved_word(word: AlignedWord, by: int) -> AlignedWord:
             phones = tuple(dataclasses.replace(p, start_frame=p.start_frame + by, end_frame=p.end_frame + by)
                            for p in word.phones)
@@ -96,7 +107,10 @@ class Alignment:
 
         words = tuple(moved_word(w, start) for start, part in parts for w in part.words)
         loop = tuple((phone, a + start, b + start) for start, part in parts for phone, a, b in part.loop_phones)
-        return Alignment(words=words, n_frames=n_frames, loop_phones=loop)
+        frame_ms = parts[0][1].frame_ms if parts else FRAME_MS
+        if any(part.frame_ms != frame_ms for _, part in parts):
+            raise ValueError("joined alignments must share one frame length")
+        return Alignment(words=words, n_frames=n_frames, loop_phones=loop, frame_ms=frame_ms)
 
 
 @dataclass(frozen=True)
@@ -228,16 +242,12 @@ class PhoneAligner:
         except (RuntimeError, OSError, ValueError) as exc:
             raise AlignmentError(f"could not load the pocketsphinx model: {exc}") from exc
 
-    def run_batch(self, items: Sequence[tuple]) -> list[Alignment | Exception]:
-        """Align each (audio, words) or (audio, words, loop) item on its own; a failed item yields its
-        exception, not a raise. `loop` is a phone loop already decoded for that audio (see PhoneLoopStage)."""
-        results: list[Alignment | Exception] = []
-        for audio, words, *loop in items:
-            try:
-                results.append(self.align(audio, words, loop[0] if loop else None))
-            except Exception as exc:  # noqa: BLE001 - handed back to the item's caller, not swallowed
-                results.append(exc)
-        return results
+    def run_batch(self, items: Sequence[AlignItem]) -> list[Alignment | Exception]:
+        """Align each item on its own; a failed item yields its exception, not a raise."""
+        return run_each(items, lambda item: self.align(item.audio, item.words, item.loop))
+
+    def close(self) -> None:
+        self._local = threading.local()
 
     def phone_loop(self, audio: np.ndarray) -> list[LoopSegment]:
         """The free phone loop alone: it needs no words, so it can run while the words are recognised."""
@@ -257,7 +267,7 @@ class PhoneAligner:
         n_phones = sum(self._ensure_word(words_decoder, w) for w in words)
         frames = len(audio) * 100 // SAMPLE_RATE
         if frames < n_phones * _MIN_FRAMES_PER_PHONE:
-            raise AlignmentError(f"audio too short: {frames * 10} ms for {n_phones} phones "
+            raise TooManyWordsError(f"audio too short: {frames * 10} ms for {n_phones} phones "
                                  f"(needs >= {_MIN_FRAMES_PER_PHONE * 10} ms per phone)")
         segments = self._align_segments(words_decoder, decoder, pcm, words)
         if loop is None:
@@ -350,11 +360,11 @@ class PhoneLoopStage:
     def __init__(self, aligner: PhoneAligner) -> None:
         self.aligner = aligner
 
+    def load(self) -> PhoneAligner:
+        return self.aligner.load("loop")
+
     def run_batch(self, items: Sequence[np.ndarray]) -> list[list[LoopSegment] | Exception]:
-        results: list[list[LoopSegment] | Exception] = []
-        for audio in items:
-            try:
-                results.append(self.aligner.phone_loop(audio))
-            except Exception as exc:  # noqa: BLE001 - handed back to the item's caller
-                results.append(exc)
-        return results
+        return run_each(items, self.aligner.phone_loop)
+
+    def close(self) -> None:
+        pass

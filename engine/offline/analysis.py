@@ -7,17 +7,19 @@ what training sees is what the server computes.
 """
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import pathlib
 import pickle
 from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.alignment import Alignment, AlignmentError
-from saywell.engine.features import UtteranceFeatures, utterance_features
-from saywell.engine.model_inputs import ModelInputs, build_inputs
+from saywell.engine.features.model_inputs import ModelInputs, build_inputs
+from saywell.engine.features.prosody import ProsodyTrack, extract_prosody
+from saywell.engine.features.utterance import UtteranceFeatures, utterance_features
 from saywell.engine.options import AsrOptions, EngineOptions
-from saywell.engine.prosody import ProsodyTrack
+from saywell.engine.stages.alignment import Alignment
 from saywell.engine.types import FRAME_MS, Transcript
 
 ANALYSIS_VERSION = 2
@@ -55,47 +57,28 @@ class UtteranceAnalysis:
 
 
 class Analyser:
-    """The engine's stages run synchronously on one utterance at a time (one instance per worker process)."""
+    """The cpu profile's own engine, run on one utterance at a time on a private event loop (one instance per
+    worker process): training sees exactly what the server computes."""
 
     def __init__(self, options: EngineOptions = EngineOptions()) -> None:
-        from saywell.engine.alignment import PhoneAligner
-        from saywell.engine.asr import WhisperAsr
+        from saywell.engine.profiles.cpu.engine import CpuEngine
 
-        self.asr = WhisperAsr(options.asr)
-        self.target_asr = WhisperAsr(options.target_asr) if options.target_asr else None
-        self.aligner = PhoneAligner()
+        self._loop = asyncio.new_event_loop()
+        # In-process pocketsphinx: this worker process is the parallelism.
+        self.engine = CpuEngine(dataclasses.replace(options, aligner_processes=False))
+
+    def raw(self, audio: np.ndarray, reference_text: str):
+        """The engine's `Analysis` of one utterance."""
+        return self._loop.run_until_complete(self.engine.analyse(audio, reference_text))
 
     def analyse(self, utt: str, audio: np.ndarray, reference_text: str) -> UtteranceAnalysis:
-        from saywell.engine.asr import AsrRequest
-        from saywell.engine.pipeline import MIN_TARGET_SAMPLES, plausible
-        from saywell.engine.prosody import extract_prosody
-        from saywell.engine.text import normalize_words
+        from saywell.engine.stages.asr import plausible
 
-        duration_ms = len(audio) * 1000 // 16000
-        recognised = _unwrap(self.asr.run_batch([AsrRequest(audio, with_encoder=True)])[0])
-        target = None
-        if self.target_asr is not None:  # the server's rule: audio too short for the target keeps its words
-            too_short = len(audio) < MIN_TARGET_SAMPLES
-            heard = recognised if too_short else _unwrap(self.target_asr.run_batch([AsrRequest(audio)])[0])
-            target = Transcript(heard.text, plausible(heard, duration_ms))
-        loop = self.aligner.phone_loop(audio)
-        reference = tuple(normalize_words(reference_text))
-        scored = target or Transcript(recognised.text, plausible(recognised, duration_ms))
-        words = [w.text for w in scored.words]
-        closed = self.aligner.align(audio, list(reference), loop)
-        try:
-            scored_alignment = self.aligner.align(audio, words, loop) if words else None
-        except AlignmentError:  # e.g. a hallucinated transcript that cannot fit the audio: no open-mode item
-            scored_alignment = None
+        raw = self.raw(audio, reference_text)
+        recognised = raw.recognised
         return UtteranceAnalysis(
-            utt, duration_ms, Transcript(recognised.text, plausible(recognised, duration_ms)), target,
-            recognised.encoder.astype(np.float16), extract_prosody(audio), reference, closed, scored_alignment)
-
-
-def _unwrap(result):
-    if isinstance(result, Exception):
-        raise result
-    return result
+            utt, raw.duration_ms, Transcript(recognised.text, plausible(recognised, raw.duration_ms)), raw.target,
+            recognised.encoder.astype(np.float16), extract_prosody(audio), raw.reference, raw.closed, raw.open)
 
 
 def target_name(options: EngineOptions) -> str:

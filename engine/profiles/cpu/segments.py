@@ -1,29 +1,47 @@
-"""Work a stream starts before the endpoint, so that little is left to do when the utterance ends.
-
-Each pause of the learner (the segmenter's SpeechPaused) does two things:
-- extends the utterance's `SegmentChain` (open mode): the audio since the previous pause is analysed now
-  (ASR, phone loop, alignment) and stays valid whether or not the learner goes on;
-- starts a `Speculation`: the final assessment of the audio so far, used as is if the pause becomes the
-  endpoint, cancelled if speech resumes.
-"""
+"""Open mode's early analysis: an utterance cut at its pauses into consecutive segments, each analysed (ASR,
+phone loop, alignment) while the learner goes on, so the final assessment only analyses the last stretch."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from saywell.engine.pipeline import AssessmentEngine, Segment
-from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult
-from saywell.server.segmenter import UtteranceEnded
+from saywell.engine.stages.alignment import Alignment
+from saywell.engine.types import AssessmentRequest, EngineError, Transcript, UtteranceResult
 
 log = logging.getLogger(__name__)
 Spawn = Callable[[Coroutine], asyncio.Task]
 
 
-def _drop(job: asyncio.Future | None) -> None:
+@dataclass(frozen=True)
+class Segment:
+    """Words, alignment and phone loop of one stretch of an utterance, analysed while the learner went on."""
+
+    start: int  # first sample, from the utterance start
+    samples: int
+    transcript: Transcript  # word times from the segment start
+    alignment: Alignment | None  # None when the segment holds no words
+    target: Transcript | None = None  # the target ASR's words (open mode with a second ASR): the words aligned
+
+    @property
+    def end(self) -> int:
+        return self.start + self.samples
+
+
+def joined_transcript(segments: Sequence[Segment], target: bool = False) -> Transcript:
+    """The segments' recognised (or, with `target`, target) transcripts as one, times from the utterance start."""
+    parts = [(s.start, s.target if target else s.transcript) for s in segments]
+    parts = [(start, t) for start, t in parts if t is not None]
+    words = tuple(dataclasses.replace(w, start_ms=w.start_ms + start // 16, end_ms=w.end_ms + start // 16)
+                  for start, t in parts for w in t.words)
+    return Transcript(text=" ".join(t.text for _, t in parts if t.text), words=words)
+
+
+def drop(job: asyncio.Future | None) -> None:
     """Cancel a job no longer needed, retrieving its failure if it already failed (it was handled elsewhere)."""
     if job is None:
         return
@@ -33,26 +51,16 @@ def _drop(job: asyncio.Future | None) -> None:
 
 
 @dataclass
-class Speculation:
-    """A final assessment started at a pause: used if the utterance ends with exactly the paused audio."""
-
-    index: int
-    samples: int
-    task: asyncio.Task
-
-    def matches(self, event: UtteranceEnded) -> bool:
-        return event.index == self.index and len(event.audio) == self.samples
-
-
-@dataclass
 class SegmentChain:
-    """Consecutive segments of one open-response utterance, from its first sample, analysed at its pauses."""
+    """Consecutive segments of one open-response utterance, from its first sample, analysed at its pauses.
 
-    engine: AssessmentEngine
+    `engine` is the cpu profile's engine (analyse_segment, utterance_encoding, assess_segments, assess).
+    """
+
+    engine: object
     spawn: Spawn
     scorer: str = ""
-    # Called with each analysed segment and its audio: its words are final until the assessment, so a stream
-    # can send them as committed interim results.
+    # Called with each analysed segment and its audio: its words are final until the assessment.
     on_segment: Callable[[Segment, np.ndarray], Coroutine] | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _announced: asyncio.Task | None = None  # the last announcement: they run in chain order
@@ -103,5 +111,5 @@ class SegmentChain:
             log.info("segmented assessment failed (%s); assessing the whole utterance", exc)
         finally:
             for job in (rest, encoding):
-                _drop(job)  # done with, or (on failure) not to share the CPU with the fallback
+                drop(job)  # done with, or (on failure) not to share the CPU with the fallback
         return await self.engine.assess(request)

@@ -1,7 +1,7 @@
 """The calibrated baseline scorer: standardised linear heads over the features of `features.py`.
 
 Each head is `clip(bias + weights · (x - mean) / scale, 0, 10)`, fitted by ridge regression on speaker-disjoint
-training folds of speechocean762 (`saywell.engine.calibration`); the fitted numbers ship in
+training folds of speechocean762 (`saywell.engine.offline.calibration`); the fitted numbers ship in
 `data/baseline.json` with the data, folds and date they came from. Total follows the corpus rubric:
 0.8 · accuracy · completeness/10 + 0.1 · fluency + 0.1 · prosody.
 """
@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from saywell.engine.features import UtteranceFeatures, WordFeatures
-from saywell.engine.flags import threshold_at
+from saywell.engine.features.utterance import UtteranceFeatures, WordFeatures
+from saywell.engine.scorers.flags import threshold_at
 from saywell.engine.types import FRAME_MS, PhoneScore, SentenceScores, WordErrorType, WordScore
+from saywell.engine.weights import PACKAGED_DATA
 
-DEFAULT_CALIBRATION = pathlib.Path(__file__).parent / "data" / "baseline.json"
+DEFAULT_CALIBRATION = PACKAGED_DATA / "baseline.json"
 OMISSION_MS_PER_PHONE = 35.0  # a forced-aligned word squeezed below this was probably not said
 MISPRONOUNCED_BELOW = 5.0  # word accuracy under this is reported as a mispronunciation
 PHONE_GOP_GOOD, PHONE_GOP_BAD = -0.5, -5.0  # GOP mapped linearly onto phone accuracy 2 .. 0
@@ -110,6 +111,11 @@ class BaselineScorer:
 
     def flag_threshold(self, sensitivity: float, closed: bool = True, single_asr: bool = False) -> float:
         return self.calibration.threshold(sensitivity)  # one word model serves every mode
+
+    def score_batch(self, jobs):
+        from saywell.engine.scorers import score_each
+
+        return score_each(self, jobs)
 
     def score_words(self, features: UtteranceFeatures, sensitivity: float, encoder: np.ndarray | None = None,
                     single_asr: bool = False) -> tuple[WordScore, ...]:

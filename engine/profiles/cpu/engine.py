@@ -1,7 +1,8 @@
-"""The assessment engine: ASR -> forced alignment + GOP -> features -> scorer, each stage micro-batched.
+"""The cpu profile: Whisper ASR -> pocketsphinx forced alignment + GOP -> features -> scorer, each stage
+micro-batched across streams, all on CPU from packaged weights.
 
-Knows nothing of gRPC. The server (and `saywell eval`) hold one engine; every stream submits utterances to
-it, and the schedulers batch work across streams.
+The phone loop runs beside the ASR (it needs no words); open mode decodes a second, larger target ASR whose
+words are assessed (MultiPA's design). Utterances in progress are analysed at their pauses (`utterance.py`).
 """
 from __future__ import annotations
 
@@ -15,127 +16,45 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.aligner_process import ProcessStage
-from saywell.engine.alignment import Alignment, PhoneAligner, PhoneLoopStage
-from saywell.engine.asr import AsrRequest, WhisperAsr
-from saywell.engine.features import utterance_features
+from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
-from saywell.engine.prosody import extract_prosody
-from saywell.engine.scheduler import BACKGROUND, BatchScheduler
-from saywell.engine.scoring import BaselineScorer
-from saywell.engine.trained_scorer import TrainedScorer
-from saywell.engine.text import normalize_words
-from saywell.engine.types import (AssessmentRequest, EngineError, RecognizedWord, SentenceScores, Transcript,
-                                  UtteranceResult, WordScore)
+from saywell.engine.profiles.cpu.scoring import ScoreItem, ScoringStage
+from saywell.engine.profiles.cpu.reading import read_span, shorter, with_unread
+from saywell.engine.profiles.cpu.segments import Segment, joined_transcript
+from saywell.engine.profiles.cpu.utterance import CpuUtterance
+from saywell.engine.scorers.baseline import BaselineScorer
+from saywell.engine.scorers.trained import TrainedScorer
+from saywell.engine.stages.alignment import Alignment, AlignmentError, PhoneAligner, PhoneLoopStage, TooManyWordsError
+from saywell.engine.stages.asr import MIN_TARGET_SAMPLES, AsrRequest, WhisperAsr, plausible, plausible_words
+from saywell.engine.stages.base import AlignItem
+from saywell.engine.stages.process_stage import ProcessStage
+from saywell.engine.stages.scheduler import BACKGROUND, BatchScheduler
+from saywell.engine.types import (AssessmentRequest, Capabilities, EngineError, EngineInfo, InputError, SentenceScores,
+                                  Transcript, UtteranceResult, WordScore)
 
 ENGINE_NAME = "saywell-cpu"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Every raw output of the graph for one utterance, both modes at once: what offline training keeps."""
+
+    recognised: Transcript  # the recogniser's words as decoded, with its encoder frames
+    target: Transcript | None  # open mode's target ASR's plausible words (None without a target ASR)
+    reference: tuple[str, ...]  # the normalised reference words
+    closed: Alignment  # of the reference
+    open: Alignment | None  # of the target's words, else the recognised plausible ones; None: no words or no path
+    duration_ms: int
+BACKENDS = ("local",)
 MIN_SEGMENT_SAMPLES = 1600  # 0.1 s: shorter stretches hold no word
-# Shorter audio is not sent to the target ASR: a stretch this short holds a word or two, and on near-silence
-# Whisper base hallucinates and retries at higher temperatures (measured: 1.5 s for 0.13 s of audio). Its
-# recognised words stand in. Every training utterance is longer (1.6 s at least).
-MIN_TARGET_SAMPLES = 16000
-MAX_WORDS_PER_SECOND = 7.0  # faster than any speech: the rest is a Whisper repetition loop
 
 
-def plausible(transcript: Transcript, duration_ms: int) -> tuple[RecognizedWord, ...]:
-    """Recognised words the audio can hold: Whisper sometimes loops on a phrase past the end of the speech."""
-    words = [w for w in transcript.words if w.start_ms < duration_ms]
-    return tuple(words[:max(int(duration_ms / 1000 * MAX_WORDS_PER_SECOND), 1)])
-
-
-def plausible_words(transcript: Transcript, duration_ms: int) -> list[str]:
-    return [w.text for w in plausible(transcript, duration_ms)]
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Words, alignment and phone loop of one stretch of an utterance, analysed while the learner went on.
-
-    Streams cut utterances at pauses into consecutive segments; the final assessment joins them and only the
-    segment after the last pause is left to analyse when the utterance ends.
-    """
-
-    start: int  # first sample, from the utterance start
-    samples: int
-    transcript: Transcript  # word times from the segment start
-    alignment: Alignment | None  # None when the segment holds no words
-    target: Transcript | None = None  # the target ASR's words (open mode with a second ASR): the words aligned
-
-    @property
-    def end(self) -> int:
-        return self.start + self.samples
-
-
-def joined_transcript(segments: Sequence[Segment], target: bool = False) -> Transcript:
-    """The segments' recognised (or, with `target`, target) transcripts as one, times from the utterance start."""
-    parts = [(s.start, s.target if target else s.transcript) for s in segments]
-    parts = [(start, t) for start, t in parts if t is not None]
-    words = tuple(dataclasses.replace(w, start_ms=w.start_ms + start // 16, end_ms=w.end_ms + start // 16)
-                  for start, t in parts for w in t.words)
-    return Transcript(text=" ".join(t.text for _, t in parts if t.text), words=words)
-
-
-@dataclass(frozen=True)
-class ScoreItem:
-    audio: np.ndarray
-    transcript: Transcript
-    alignment: Alignment
-    request: AssessmentRequest
-    partial: bool  # interim words only, scored as recognised words
-    target: Transcript | None = None  # open mode with a target ASR: the words aligned and scored
-
-
-class ScoringStage:
-    """Prosody, features and the scorer: cheap, but CPU work that must stay off the event loop."""
-
-    name = "score"
-
-    def __init__(self, scorers: dict, default_scorer: str) -> None:
-        self.scorers = scorers
-        self.default_scorer = default_scorer
-
-    def scorer_for(self, name: str):
-        scorer = self.scorers.get(name or self.default_scorer)
-        if scorer is None:
-            raise EngineError(f"unknown scorer {name!r}; available: {', '.join(self.scorers)}")
-        return scorer
-
-    def run_batch(self, items: Sequence[ScoreItem]) -> list:
-        results = []
-        for item in items:
-            try:
-                results.append(self._score(item))
-            except EngineError as exc:
-                results.append(exc)
-            except Exception as exc:  # one utterance's bad luck must not fail the batch
-                results.append(EngineError(f"scoring failed: {type(exc).__name__}: {exc}"))
-        return results
-
-    def _score(self, item: ScoreItem):
-        request = item.request
-        closed = request.closed and not item.partial
-        if closed:
-            reference = normalize_words(request.reference_text)
-        elif item.target is not None:
-            reference = [w.text for w in item.target.words]
-        else:
-            reference = None
-        features = utterance_features(item.alignment, item.transcript, extract_prosody(item.audio), reference,
-                                      item.target)
-        scorer = self.scorer_for(request.scorer)
-        encoder = item.transcript.encoder
-        # Open-mode features without a target ASR's words (interim decodes, or an engine without a target)
-        # are scored by the model fitted on such features.
-        single_asr = item.target is None
-        if item.partial:
-            return scorer.score_words(features, request.flag_sensitivity, encoder, single_asr)
-        return scorer.score(features, closed, request.flag_sensitivity, encoder, single_asr) + (scorer.name,)
-
-
-class AssessmentEngine:
+class CpuEngine:
     name = ENGINE_NAME
 
     def __init__(self, options: EngineOptions = EngineOptions(), on_batch=None) -> None:
+        if options.backend not in BACKENDS:
+            raise EngineError(f"the cpu profile has no {options.backend!r} backend; it has: {', '.join(BACKENDS)}")
         self.options = options
         self.asr = WhisperAsr(options.asr)
         # Open mode's second, larger ASR (MultiPA's design): its words are the ones assessed, and where the
@@ -193,6 +112,15 @@ class AssessmentEngine:
             self._model_versions = versions
         return dict(self._model_versions)
 
+    @functools.cached_property
+    def info(self) -> EngineInfo:
+        return EngineInfo(profile="cpu", backend=self.options.backend, name=ENGINE_NAME, version=self.version,
+                          scorers=tuple(self.scorer_names), model_versions=self.model_versions(),
+                          capabilities=Capabilities())
+
+    def begin_utterance(self, template: AssessmentRequest, on_committed=None) -> CpuUtterance:
+        return CpuUtterance(self, template, on_committed)
+
     def backlog(self) -> int:
         """Urgent items waiting in the stage queues: the engine's measure of saturation. Interim decodes are
         left out: each stream has at most one in flight, and they yield to everything else."""
@@ -204,9 +132,8 @@ class AssessmentEngine:
         silence = np.zeros(16000, dtype=np.float32)
         target = (self._target.submit(AsrRequest(silence)),) if self._target else ()
         await asyncio.gather(self._asr.submit(AsrRequest(silence, partial=True)), self._loop.submit(silence),
-                             self._align.submit((silence, ["a"])), *target)
-        for scorer in self.scoring.scorers.values():
-            await asyncio.to_thread(scorer.version)  # loads calibration / checkpoints
+                             self._align.submit(AlignItem(silence, ["a"])), *target)
+        await asyncio.to_thread(self.scoring.load)
         await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
         if self._pocketsphinx:  # the workers' own dictionary and G2P model; this process needs none
             for stage in self._pocketsphinx:
@@ -247,6 +174,7 @@ class AssessmentEngine:
         # The phone loop needs no words: it runs on the other core while Whisper recognises them.
         loop = asyncio.ensure_future(self._loop.submit(request.audio))
         target_job = self._target_job(request, request.audio)
+        span = None  # closed mode, audio too short for the whole reference: the part read (see reading.py)
         try:
             transcript = await self._asr.submit(AsrRequest(request.audio, with_encoder=self._needs_encoder(request)))
             target = await self._target_transcript(target_job, request, transcript)
@@ -263,17 +191,41 @@ class AssessmentEngine:
                 return UtteranceResult(shown, request.reference_text, empty, (), request.scorer or
                                        self.options.default_scorer, timings)
             mark = time.perf_counter()
-            alignment = await self._align.submit((request.audio, words, await loop))
+            phones = await loop
+            try:
+                alignment = await self._align.submit(AlignItem(request.audio, words, phones))
+            except TooManyWordsError:
+                if not request.closed:
+                    raise
+                span, alignment = await self._align_read_span(request, words, transcript, phones)
         finally:
             loop.cancel()
             if target_job is not None:
                 target_job.cancel()
         timings["align"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
+        scored = request if span is None else dataclasses.replace(
+            request, reference_text=" ".join(words[span[0]:span[1]]))
         scores, word_scores, scorer_name = await self._score.submit(
-            ScoreItem(request.audio, transcript, alignment, request, partial=False, target=target))
+            ScoreItem(request.audio, transcript, alignment, scored, partial=False, target=target))
+        if span is not None:
+            scores, word_scores = with_unread(scores, word_scores, words, span, request.duration_ms)
         timings["score"] = (time.perf_counter() - mark) * 1000
         return UtteranceResult(shown, request.reference_text, scores, word_scores, scorer_name, timings)
+
+    async def _align_read_span(self, request: AssessmentRequest, words: list[str], transcript: Transcript,
+                               phones) -> tuple[tuple[int, int], Alignment]:
+        """The reference span the learner read, aligned; shorter spans while even it does not fit."""
+        span = read_span(words, plausible_words(transcript, request.duration_ms))
+        for _ in range(4):
+            try:
+                return span, await self._align.submit(AlignItem(request.audio, words[span[0]:span[1]], phones))
+            except TooManyWordsError:
+                if span[1] - span[0] == 1:
+                    break
+                span = shorter(span)
+        raise InputError(f"the audio ({request.duration_ms} ms) is too short to hold even the part of the "
+                         "reference text it seems to read; send a reference that matches the utterance")
 
     async def analyse_segment(self, audio: np.ndarray, start: int, scorer: str = "") -> Segment:
         """ASR, phone loop and alignment of `audio`, which begins `start` samples into its utterance (with the
@@ -289,7 +241,7 @@ class AssessmentEngine:
             transcript = Transcript(transcript.text, kept, transcript.encoder)
             target = await self._target_transcript(target_job, request, transcript)
             words = [w.text for w in (target or transcript).words]
-            alignment = await self._align.submit((audio, words, await loop)) if words else None
+            alignment = await self._align.submit(AlignItem(audio, words, await loop)) if words else None
         finally:
             loop.cancel()
             if target_job is not None:
@@ -314,7 +266,7 @@ class AssessmentEngine:
     async def assess_segments(self, request: AssessmentRequest, segments: Sequence[Segment],
                               encoding: asyncio.Future | None = None) -> UtteranceResult:
         """The final assessment of an open-response utterance from segments covering all of its audio
-        (`encoding`: utterance_encoding's future for this request, if started early)."""
+        (`encoding`: utterance_encoding's future for this request, if started early). Used by SegmentChain."""
         if request.closed or not segments or segments[0].start != 0 or segments[-1].end != len(request.audio) or \
                 any(a.end != b.start for a, b in zip(segments, segments[1:])):
             raise EngineError("segments must cover the utterance's audio end to end (open mode only)")
@@ -325,20 +277,48 @@ class AssessmentEngine:
         if self._needs_encoder(request):
             encoded = await (encoding or self.utterance_encoding(request))
             transcript = dataclasses.replace(transcript, encoder=encoded.encoder)
-        parts = [(s.start // 160, s.alignment) for s in segments if s.alignment is not None]
+        parts = [(s.alignment.frame_at(s.start), s.alignment) for s in segments if s.alignment is not None]
         shown = (target or transcript).text
         if not parts:
             empty = SentenceScores(0.0, 0.0, 0.0, 0.0, None)
             return UtteranceResult(shown, "", empty, (), request.scorer or self.options.default_scorer, {})
-        alignment = Alignment.joined(parts, n_frames=len(request.audio) // 160)
+        alignment = Alignment.joined(parts, n_frames=parts[0][1].frame_at(len(request.audio)))
         scores, word_scores, scorer_name = await self._score.submit(
             ScoreItem(request.audio, transcript, alignment, request, partial=False, target=target))
         timings = {"segments": len(segments), "score": (time.perf_counter() - started) * 1000}
         return UtteranceResult(shown, "", scores, word_scores, scorer_name, timings)
 
+    async def analyse(self, audio: np.ndarray, reference_text: str) -> Analysis:
+        """The graph's raw outputs for training: the same stages and rules as `assess`, for both modes."""
+        request = AssessmentRequest(audio=audio)  # open mode's rules for the target ASR
+        loop = asyncio.ensure_future(self._loop.submit(audio))
+        target_job = self._target_job(request, audio)
+        try:
+            recognised = await self._asr.submit(AsrRequest(audio, with_encoder=True))
+            target = await self._target_transcript(target_job, request, recognised)
+            phones = await loop
+        finally:
+            loop.cancel()
+            if target_job is not None:
+                target_job.cancel()
+        reference = tuple(normalize_words(reference_text))
+        scored = target.words if target is not None else plausible(recognised, request.duration_ms)
+        words = [w.text for w in scored]
+        opened = asyncio.ensure_future(self._align.submit(AlignItem(audio, words, phones))) if words else None
+        try:
+            closed = await self._align.submit(AlignItem(audio, list(reference), phones))
+            try:
+                scored_alignment = await opened if opened is not None else None
+            except AlignmentError:  # e.g. a hallucinated transcript that cannot fit the audio
+                scored_alignment = None
+        finally:
+            if opened is not None:
+                opened.cancel()
+        return Analysis(recognised, target, reference, closed, scored_alignment, request.duration_ms)
+
     async def align(self, audio: np.ndarray, words: list[str]) -> Alignment:
         """Forced alignment alone (the evaluator times labelled words with it)."""
-        return await self._align.submit((audio, words))
+        return await self._align.submit(AlignItem(audio, words))
 
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
         """Recognised words of an utterance still in progress, with provisional accuracy and flags."""
@@ -350,7 +330,7 @@ class AssessmentEngine:
             words = plausible_words(transcript, request.duration_ms)
             if not words:
                 return ()
-            alignment = await self._align.submit((request.audio, words, await loop), BACKGROUND)
+            alignment = await self._align.submit(AlignItem(request.audio, words, await loop), BACKGROUND)
         finally:
             loop.cancel()
         return await self._score.submit(ScoreItem(request.audio, transcript, alignment, request, partial=True),

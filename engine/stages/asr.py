@@ -10,16 +10,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.models import ModelNotFoundError, model_version, whisper_model_dir
+from saywell.engine.language.text import normalize_words
 from saywell.engine.options import AsrOptions
-from saywell.engine.text import normalize_words
 from saywell.engine.types import EngineError, RecognizedWord, Transcript
+from saywell.engine.weights import ModelNotFoundError, model_version, whisper_model_dir
 
 MIN_AUDIO_SAMPLES = 1600  # 0.1 s: Whisper has nothing to say about less
 MIN_PADDING_FRAMES = 500  # 5 s of silence after the audio: with less, Whisper tends to loop
 WINDOW_STEP_FRAMES = 100  # encoder windows are whole seconds
 TOKENS_BASE, TOKENS_PER_SECOND = 12, 10  # generous: timestamps and punctuation are tokens too
+# Shorter audio is not sent to a target ASR: a stretch this short holds a word or two, and on near-silence
+# Whisper base hallucinates and retries at higher temperatures (measured: 1.5 s for 0.13 s of audio). The
+# recognising ASR's words stand in. Every training utterance is longer (1.6 s at least).
+MIN_TARGET_SAMPLES = 16000
+MAX_WORDS_PER_SECOND = 7.0  # faster than any speech: the rest is a Whisper repetition loop
 log = logging.getLogger(__name__)
+
+
+def plausible(transcript: Transcript, duration_ms: int) -> tuple[RecognizedWord, ...]:
+    """Recognised words the audio can hold: Whisper sometimes loops on a phrase past the end of the speech."""
+    words = [w for w in transcript.words if w.start_ms < duration_ms]
+    return tuple(words[:max(int(duration_ms / 1000 * MAX_WORDS_PER_SECOND), 1)])
+
+
+def plausible_words(transcript: Transcript, duration_ms: int) -> list[str]:
+    return [w.text for w in plausible(transcript, duration_ms)]
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,10 @@ class WhisperAsr:
                     shorten_continuation_windows(model, min(self.options.window_s, self.options.partial_window_s))
                 self._model = model
             return self._model
+
+    def close(self) -> None:
+        with self._lock:
+            self._model = None
 
     def run_batch(self, items: Sequence[AsrRequest]) -> list[Transcript | Exception]:
         """Items whose encoder windows have the same length are encoded in one call; decoding is per item."""

@@ -3,7 +3,7 @@
 Open mode assesses the recognised words; each labelled word takes the overlap-weighted scores of the recognised
 words it overlaps in time (the reference is force-aligned to get its times). The report's `recognised_word`
 section counts the other way round, as MultiPA's evaluation does: each recognised word against the mean of the
-labelled words it overlaps (`training.recognised_word_labels`). Failed utterances count with the lowest scores
+labelled words it overlaps (`items.recognised_word_labels`). Failed utterances count with the lowest scores
 of the corpus in the per-labelled-word view (they have no recognised words) and are reported in `n_failed`.
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from saywell.engine.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio, load_corpus,
-                                    select, speaker_folds)
+from saywell.engine.offline.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio, load_corpus,
+                                            select, speaker_folds)
+from saywell.engine.offline.items import recognised_word_labels
 from saywell.engine.options import AsrOptions, EngineOptions, with_target_asr
-from saywell.engine.training import recognised_word_labels
 from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult
 
 CONCURRENCY = 4  # utterances in flight: lets the schedulers overlap ASR and alignment
@@ -56,7 +56,7 @@ def word_predictions(result: UtteranceResult, utterance: LabeledUtterance, mode:
     if mode == "closed" and len(words) == len(utterance.words):
         return [{"accuracy": w.accuracy, "stress": w.stress, "total": w.total, "flag": w.needs_improvement}
                 for w in words]
-    from saywell.engine.training import matched_words
+    from saywell.engine.offline.items import matched_words
 
     out: list[dict[str, float] | None] = []
     word_spans = [(w.start_ms, w.end_ms) for w in result.words]
@@ -77,7 +77,7 @@ async def _evaluate_one(engine, utterance: LabeledUtterance, mode: str):
     result = await engine.assess(request)
     spans = None
     if mode == "open" or len(result.words) != len(utterance.words):
-        from saywell.engine.text import normalize_words
+        from saywell.engine.language.text import normalize_words
 
         alignment = await engine.align(audio, normalize_words(utterance.text))
         spans = [(w.start_frame * 10, w.end_frame * 10) for w in alignment.words]
@@ -138,9 +138,12 @@ def flag_report(flags: list[tuple[bool, bool]], threshold: float) -> dict[str, f
 async def run_engine(utterances: list[LabeledUtterance], mode: str, options: EngineOptions):
     from tqdm import tqdm
 
-    from saywell.engine.pipeline import AssessmentEngine
+    from saywell.engine.api import create_engine
 
-    engine = AssessmentEngine(options)
+    engine = create_engine(options)
+    if not hasattr(engine, "align"):
+        raise SystemExit(f"the {options.profile} profile cannot be evaluated: it has no forced aligner to time "
+                         "the labelled words")
     engine.start()
     gate = asyncio.Semaphore(CONCURRENCY)
 
@@ -201,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=None,
                         help="evaluate only this speaker-disjoint fold (of --folds); default: all utterances")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--profile", default="cpu", help="engine profile to evaluate (default: cpu)")
     parser.add_argument("--asr-model", default="tiny.en",
                         help="recogniser: packaged name, CTranslate2 folder or hub id")
     default_target = EngineOptions().target_asr
@@ -215,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = speaker_folds(corpus, args.folds, args.seed)[args.fold] if args.fold is not None else corpus
     chosen = select(chosen, args.limit, args.seed)
     started = time.perf_counter()
-    options = with_target_asr(EngineOptions(asr=AsrOptions(model=args.asr_model)), args.target_asr_model)
+    options = with_target_asr(EngineOptions(profile=args.profile, asr=AsrOptions(model=args.asr_model)),
+                              args.target_asr_model)
     if args.scorer:
         options = replace(options, default_scorer=args.scorer)
     outcomes, threshold = asyncio.run(run_engine(chosen, args.mode, options))

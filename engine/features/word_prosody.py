@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.alignment import AlignedPhone, AlignedWord
-from saywell.engine.lexicon import canonical_stress
-from saywell.engine.prosody import ProsodyTrack, semitones
+from saywell.engine.features.prosody import ProsodyTrack, semitones
+from saywell.engine.language.lexicon import canonical_stress
+from saywell.engine.stages.alignment import AlignedPhone, AlignedWord
 from saywell.engine.types import FRAME_MS
 
 WORD_PROSODY_NAMES = ("pitch_rel_st", "pitch_peak_rel_st", "intensity_rel_db", "intensity_peak_rel_db",

@@ -3,8 +3,8 @@ import asyncio
 
 import numpy as np
 
+from saywell.engine.profiles.cpu.segments import SegmentChain
 from saywell.engine.types import AssessmentRequest, EngineError
-from saywell.server.speculation import SegmentChain
 
 
 class GatedEngine:

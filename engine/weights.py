@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 from saywell.engine.types import EngineError
 
+# Weights that ship inside the saywell package itself (scorers, calibration, model cards).
+PACKAGED_DATA = pathlib.Path(__file__).parent / "data"
+
 
 class ModelNotFoundError(EngineError):
     """A model is neither packaged, nor a local folder, nor downloadable under the current options."""

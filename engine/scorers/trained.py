@@ -1,4 +1,4 @@
-"""The trained scorer: the multi-task network of `scorer_network.py`, one checkpoint per mode.
+"""The trained scorer: the multi-task network of `network.py`, one checkpoint per mode.
 
 Loaded lazily on first use; checkpoints are a few hundred kB and ship in `engine/data/`.
 """
@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import pathlib
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
-from saywell.engine.features import UtteranceFeatures
-from saywell.engine.flags import threshold_at
-from saywell.engine.model_inputs import LEGACY_SENTENCE_SCALARS, LEGACY_WORD_SCALARS, build_inputs
-from saywell.engine.phone_probe import with_probe_scalars
-from saywell.engine.scoring import MISPRONOUNCED_BELOW, is_omitted, phone_scores
+from saywell.engine.features.model_inputs import LEGACY_SENTENCE_SCALARS, LEGACY_WORD_SCALARS, build_inputs
+from saywell.engine.features.phone_probe import with_probe_scalars
+from saywell.engine.features.utterance import UtteranceFeatures
+from saywell.engine.scorers import ScoreJob
+from saywell.engine.scorers.baseline import MISPRONOUNCED_BELOW, is_omitted, phone_scores
+from saywell.engine.scorers.flags import threshold_at
 from saywell.engine.types import FRAME_MS, EngineError, SentenceScores, WordErrorType, WordScore
+from saywell.engine.weights import PACKAGED_DATA
 
-DEFAULT_MODEL_DIR = pathlib.Path(__file__).parent / "data"
+DEFAULT_MODEL_DIR = PACKAGED_DATA
 SINGLE_ASR_SUFFIX = "-single-asr"
 
 
@@ -53,7 +56,7 @@ class TrainedScorer:
                     raise EngineError(f"trained scorer checkpoint {path} is missing; run `saywell train`")
                 import torch
 
-                from saywell.engine.scorer_network import load_network
+                from saywell.engine.scorers.network import load_network
 
                 torch.set_num_threads(1)
                 self._networks[key] = load_network(path)
@@ -64,7 +67,7 @@ class TrainedScorer:
         key = (mode, single_asr)
         with self._lock:
             if key not in self._trees:
-                from saywell.engine.word_trees import load_word_trees, word_trees_path
+                from saywell.engine.scorers.word_trees import load_word_trees, word_trees_path
 
                 path = word_trees_path(self._path(mode, single_asr))
                 self._trees[key] = load_word_trees(path) if path.exists() else None
@@ -74,33 +77,62 @@ class TrainedScorer:
         _, meta = self.network("closed")
         return str(meta.get("version", "unversioned"))
 
-    def _predict(self, features: UtteranceFeatures, encoder: np.ndarray | None, mode: str, single_asr: bool):
-        import torch
-
-        from saywell.engine.scorer_network import pad_batch
-
+    def _prepared(self, features: UtteranceFeatures, encoder: np.ndarray | None, mode: str, single_asr: bool):
         if encoder is None:
             raise EngineError("the trained scorer needs Whisper encoder frames")
         network, meta = self.network(mode, single_asr)
         inputs = build_inputs(features, encoder, tuple(meta.get("word_scalars", LEGACY_WORD_SCALARS)),
                               tuple(meta.get("sentence_scalars", LEGACY_SENTENCE_SCALARS)))
-        config = network.config
         trees = self.trees(mode, single_asr)
         network_inputs = inputs
         if meta.get("phone_probe"):  # the network was fitted with the trees' phone probe features appended
             if trees is None or trees[0].probe is None:
                 raise EngineError(f"the {mode} checkpoint needs the phone probe of its word trees, which are missing")
             network_inputs = with_probe_scalars(inputs, trees[0].probe)
-        with torch.inference_mode():
-            words, sentence = network(*pad_batch([network_inputs], (config.word_scalar_dim, config.encoder_dim)))
-        words = words[0].numpy().astype(float)
-        if trees is not None:
-            names = (tuple(trees[1]["word_scalars"]), tuple(trees[1]["sentence_scalars"]))
-            same = names == (tuple(meta.get("word_scalars", ())), tuple(meta.get("sentence_scalars", ())))
-            tree_inputs = inputs if same else build_inputs(features, encoder, *names)
-            share = meta.get("tree_share", 0.5)
-            words = (1 - share) * words + share * trees[0].predict(tree_inputs)
-        return words, sentence[0].numpy().astype(float), meta
+        return network, meta, trees, inputs, network_inputs
+
+    def _predict_many(self, requests: list[tuple]) -> list[tuple | Exception]:
+        """(features, encoder, mode, single_asr) each -> (word predictions, sentence predictions, meta): one
+        padded forward pass per checkpoint for all the requests that use it."""
+        import torch
+
+        from saywell.engine.scorers.network import pad_batch
+
+        prepared: list = []
+        for request in requests:
+            try:
+                prepared.append(self._prepared(*request))
+            except EngineError as exc:
+                prepared.append(exc)
+        by_network: dict[int, list[int]] = {}
+        for index, item in enumerate(prepared):
+            if not isinstance(item, Exception):
+                by_network.setdefault(id(item[0]), []).append(index)
+        outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for indices in by_network.values():
+            network = prepared[indices[0]][0]
+            dims = (network.config.word_scalar_dim, network.config.encoder_dim)
+            with torch.inference_mode():
+                words, sentence = network(*pad_batch([prepared[i][4] for i in indices], dims))
+            for row, index in enumerate(indices):
+                n = len(prepared[index][4].word_scalars)
+                outputs[index] = words[row, :n].numpy().astype(float), sentence[row].numpy().astype(float)
+        results: list[tuple | Exception] = []
+        for index, item in enumerate(prepared):
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            _, meta, trees, inputs, _ = item
+            words, sentence = outputs[index]
+            if trees is not None:
+                features, encoder = requests[index][:2]
+                names = (tuple(trees[1]["word_scalars"]), tuple(trees[1]["sentence_scalars"]))
+                same = names == (tuple(meta.get("word_scalars", ())), tuple(meta.get("sentence_scalars", ())))
+                tree_inputs = inputs if same else build_inputs(features, encoder, *names)
+                share = meta.get("tree_share", 0.5)
+                words = (1 - share) * words + share * trees[0].predict(tree_inputs)
+            results.append((words, sentence, meta))
+        return results
 
     def _words(self, features: UtteranceFeatures, word_preds: np.ndarray, threshold: float,
                closed: bool) -> tuple[WordScore, ...]:
@@ -126,25 +158,45 @@ class TrainedScorer:
         return self._threshold(self.network("closed" if closed else "open", single_asr and not closed)[1],
                                sensitivity)
 
-    def score_words(self, features: UtteranceFeatures, sensitivity: float, encoder: np.ndarray | None = None,
-                    single_asr: bool = False) -> tuple[WordScore, ...]:
-        """`single_asr`: the features have no target ASR's words (interim decodes, or an engine without one)."""
-        if not features.words:
-            return ()
-        word_preds, _, meta = self._predict(features, encoder, "open", single_asr)
-        return self._words(features, word_preds, self._threshold(meta, sensitivity), closed=False)
+    def score_batch(self, jobs: Sequence[ScoreJob]) -> list:
+        results: list = [None] * len(jobs)
+        pending: list[tuple[int, tuple]] = []
+        for index, job in enumerate(jobs):
+            if not job.features.words:
+                results[index] = () if job.words_only else \
+                    (SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if job.closed else None), ())
+                continue
+            closed = job.closed and not job.words_only
+            pending.append((index, (job.features, job.encoder, "closed" if closed else "open",
+                                    job.single_asr and not closed)))
+        for (index, _), predicted in zip(pending, self._predict_many([request for _, request in pending])):
+            results[index] = predicted if isinstance(predicted, Exception) else self._scores(jobs[index], *predicted)
+        return results
 
-    def score(self, features: UtteranceFeatures, closed: bool, sensitivity: float,
-              encoder: np.ndarray | None = None,
-              single_asr: bool = False) -> tuple[SentenceScores, tuple[WordScore, ...]]:
-        if not features.words:
-            return SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if closed else None), ()
-        word_preds, sentence, meta = self._predict(features, encoder, "closed" if closed else "open",
-                                                   single_asr and not closed)
-        words = self._words(features, word_preds, self._threshold(meta, sensitivity), closed)
+    def _scores(self, job: ScoreJob, word_preds: np.ndarray, sentence: np.ndarray, meta: dict):
+        threshold = self._threshold(meta, job.sensitivity)
+        if job.words_only:
+            return self._words(job.features, word_preds, threshold, closed=False)
+        words = self._words(job.features, word_preds, threshold, job.closed)
         completeness = None
-        if closed:
+        if job.closed:
             omitted = sum(w.error_type is WordErrorType.OMISSION for w in words)
             completeness = 10.0 * (1 - omitted / len(words))
         accuracy, fluency, prosody, total = (float(v) for v in sentence)
         return SentenceScores(accuracy, fluency, prosody, total, completeness), words
+
+    def _one(self, job: ScoreJob):
+        [result] = self.score_batch([job])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def score_words(self, features: UtteranceFeatures, sensitivity: float, encoder: np.ndarray | None = None,
+                    single_asr: bool = False) -> tuple[WordScore, ...]:
+        """`single_asr`: the features have no target ASR's words (interim decodes, or an engine without one)."""
+        return self._one(ScoreJob(features, False, sensitivity, encoder, single_asr, words_only=True))
+
+    def score(self, features: UtteranceFeatures, closed: bool, sensitivity: float,
+              encoder: np.ndarray | None = None,
+              single_asr: bool = False) -> tuple[SentenceScores, tuple[WordScore, ...]]:
+        return self._one(ScoreJob(features, closed, sensitivity, encoder, single_asr))
