@@ -133,9 +133,11 @@ class VadSegmenter:
         events: list = []
         data = np.concatenate([self._pending, samples]) if self._pending.size else samples
         n_frames = len(data) // FRAME_SAMPLES
-        self._pending = data[n_frames * FRAME_SAMPLES:]
+        # Copies, not views: a view keeps its whole chunk alive, and one message may decode to minutes of audio
+        # of which only the pre-roll is kept.
+        self._pending = data[n_frames * FRAME_SAMPLES:].copy()
         for i in range(n_frames):
-            frame = data[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES]
+            frame = data[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES].copy()
             self._chunks.append(frame)
             self._pos += FRAME_SAMPLES
             pcm = (np.clip(frame, -1, 1) * 32767).astype("<i2").tobytes()

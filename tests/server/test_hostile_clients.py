@@ -510,3 +510,38 @@ def test_a_compressed_bomb_ends_the_stream_at_its_length_limit_without_stalling_
     assert code == grpc.StatusCode.OUT_OF_RANGE and "max_stream_ms of 60000" in details
     assert len(latencies) >= 2 and max(latencies) < 1.0, f"calls waited for the bomb's decoding: {latencies}"
     assert unary.code() == grpc.StatusCode.INVALID_ARGUMENT and "longer than 20000 ms" in unary.details()
+
+
+def test_a_finished_stream_lets_go_of_its_audio_state_without_waiting_for_the_garbage_collector():
+    """asyncio's exception reference cycles kept finished sessions, and the native buffers of their decoders
+    (+128 MB per stream that sent a 20-minute Ogg/Opus message), alive until a full collection that an idle
+    server may never run."""
+    import asyncio
+    import gc
+    import weakref
+
+    from saywell.server.metrics import ServerMetrics
+    from saywell.server.session import AssessmentSession
+
+    held = {}
+
+    async def one_stream():
+        session = AssessmentSession(FakeEngine(), ServerConfig(warm_up=False, metrics_port=0), ServerMetrics())
+
+        async def requests():
+            yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.OGG_OPUS)))
+            yield pb.StreamAssessRequest(audio=opus_bomb(30))
+            held["decoder"] = weakref.ref(session._decoder)
+
+        async for _ in session.run(requests()):
+            pass
+
+    gc.disable()
+    try:
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(one_stream())
+        alive = held["decoder"]() is not None
+        loop.close()
+    finally:
+        gc.enable()
+    assert not alive, "the finished stream's decoder (and its buffers) waits for the garbage collector"
