@@ -46,6 +46,7 @@ import grpc.aio
 import numpy as np
 import soundfile as sf
 
+from saywell.client.aio import _result_now  # a done call's code() and details(), from a callback
 from saywell.v1 import assessment_pb2 as pb
 from saywell.v1 import assessment_pb2_grpc as pb_grpc
 
@@ -182,7 +183,7 @@ class FirstStatus:
 
     def __call__(self, call) -> None:
         if self.code is None:
-            self.code, self.details = _now(call.code()), _now(call.details()) or ""
+            self.code, self.details = _result_now(call.code()), _result_now(call.details()) or ""
 
     async def of(self, call) -> tuple[grpc.StatusCode, str]:
         code, details = await call.code(), (await call.details()) or ""
@@ -192,14 +193,6 @@ class FirstStatus:
         return code, details
 
 
-def _now(coro):
-    """The result of a coroutine that completes without suspending (a done call's code() or details())."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    return None
 
 
 # -- statistics -----------------------------------------------------------------------------------------------

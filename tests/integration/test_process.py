@@ -32,11 +32,18 @@ def wait_serving(process: subprocess.Popen, target: str, timeout: float = 120) -
     raise AssertionError("server did not start")
 
 
-def test_sigterm_lets_the_in_flight_stream_finish_then_exits_cleanly():
+def spawn_server(**env: str) -> tuple[subprocess.Popen, str]:
+    """`python -m saywell.server` on a free port with SAYWELL_* variables `env`; returns it and its target."""
     port = free_port()
-    target = f"127.0.0.1:{port}"
-    env = dict(os.environ, SAYWELL_PORT=str(port), SAYWELL_METRICS_PORT="0", SAYWELL_GRACE_S="30")
-    process = subprocess.Popen([sys.executable, "-m", "saywell.server"], env=env, stderr=subprocess.PIPE, text=True)
+    variables = dict(os.environ, SAYWELL_PORT=str(port), SAYWELL_METRICS_PORT="0",
+                     **{f"SAYWELL_{name.upper()}": value for name, value in env.items()})
+    process = subprocess.Popen([sys.executable, "-m", "saywell.server"], env=variables, stderr=subprocess.PIPE,
+                               text=True)
+    return process, f"127.0.0.1:{port}"
+
+
+def test_sigterm_lets_the_in_flight_stream_finish_then_exits_cleanly():
+    process, target = spawn_server(grace_s="30")
     try:
         wait_serving(process, target)
         received: list[str] = []

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 from live_server import FIXTURES
-from test_process import free_port, wait_serving
+from test_process import spawn_server, wait_serving
 
 from saywell.client import SaywellClient, load_audio
 from saywell.engine.api import Engine, UtteranceHandle, create_engine, profile_names
@@ -29,10 +29,7 @@ def test_an_unknown_profile_or_backend_is_refused_with_the_choices():
 
 
 def test_the_synthetic_profile_serves_a_stream_through_the_real_server_process():
-    port = free_port()
-    target = f"127.0.0.1:{port}"
-    env = dict(os.environ, SAYWELL_PORT=str(port), SAYWELL_METRICS_PORT="0", SAYWELL_PROFILE="synthetic")
-    process = subprocess.Popen([sys.executable, "-m", "saywell.server"], env=env, stderr=subprocess.PIPE, text=True)
+    process, target = spawn_server(profile="synthetic")
     try:
         wait_serving(process, target, timeout=60)
         with SaywellClient(target) as client:
