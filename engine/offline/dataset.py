@@ -21,6 +21,10 @@ class LabeledWord:
     accuracy: float
     stress: float
     total: float
+    # The word's canonical phones as labelled (ARPAbet, vowels with their stress digit, e.g. "AO0") and each
+    # phone's accuracy (0..2, the experts' mean); empty when the corpus has no phone labels.
+    phones: tuple[str, ...] = ()
+    phones_accuracy: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,8 @@ def load_corpus(root: str | pathlib.Path) -> list[LabeledUtterance]:
         row = json.loads(line)
         scores = {"accuracy": row["accuracy"], "fluency": row["fluency"], "prosody": row["prosodic"],
                   "total": row["total"], "completeness": row.get("completeness", 10)}
-        words = tuple(LabeledWord(w["text"], w["accuracy"], w["stress"], w["total"]) for w in row["words"])
+        words = tuple(LabeledWord(w["text"], w["accuracy"], w["stress"], w["total"], tuple(w.get("phones", ())),
+                                  tuple(float(a) for a in w.get("phones_accuracy", ()))) for w in row["words"])
         result.append(LabeledUtterance(row["utt"], str(row["speaker"]), row["text"], scores, words,
                                        _audio_path(root / "audio", row["utt"])))
     return result

@@ -5,6 +5,13 @@ words it overlaps in time (the reference is force-aligned to get its times). The
 section counts the other way round, as MultiPA's evaluation does: each recognised word against the mean of the
 labelled words it overlaps (`items.recognised_word_labels`). Failed utterances count with the lowest scores
 of the corpus in the per-labelled-word view (they have no recognised words) and are reported in `n_failed`.
+
+Closed mode also measures phones (`phone`, `phone_detection`): a word's predicted phones are paired with its
+labelled ones when the utterance has as many assessed words as labelled words and the word's phone sequences
+agree once the labels' stress digits are stripped; the other words are counted by why they could not be paired.
+A paired phone is flagged as mispronounced when its predicted accuracy (0..2) is below `phone_metrics.PHONE_FLAG_BELOW`, and
+the flags are scored against two readings of the labels: any deviation (human accuracy < 2) and a wrong phone
+(human accuracy 0). `--predictions` writes what was compared, one JSON line per utterance.
 """
 from __future__ import annotations
 
@@ -13,17 +20,23 @@ import asyncio
 import json
 import pathlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from saywell.engine.offline.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio, load_corpus,
-                                            select, speaker_folds)
+from saywell.engine.offline.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio,
+                                            load_corpus, select, speaker_folds)
 from saywell.engine.offline.items import recognised_word_labels
+from saywell.engine.offline.phone_metrics import UNPAIRED_REASONS, phone_detection_report, phone_pairs
 from saywell.engine.options import AsrOptions, EngineOptions, with_target_asr
 from saywell.engine.types import AssessmentRequest, EngineError, UtteranceResult
 
 CONCURRENCY = 4  # utterances in flight: lets the schedulers overlap ASR and alignment
+
+
+def _new_pairing() -> dict:
+    return {"labelled_words": 0, "paired_words": 0, "labelled_phones": 0, "paired_phones": 0,
+            "unpaired_words": {reason: 0 for reason in UNPAIRED_REASONS}}
 
 
 @dataclass
@@ -35,6 +48,10 @@ class Collected:
     flags: list[tuple[bool, bool]]  # (flagged, label needs improvement)
     recognised_pred: list[np.ndarray]  # per recognised word (accuracy, stress, total)
     recognised_true: list[np.ndarray]  # the labels it is compared with (`recognised_word_labels`)
+    phone_pred: list[float] = field(default_factory=list)  # closed mode: per paired phone, accuracy 0..2
+    phone_true: list[float] = field(default_factory=list)  # its label (`phones_accuracy`)
+    phone_pairing: dict = field(default_factory=_new_pairing)  # words and phones labelled / paired
+    records: list[dict] = field(default_factory=list)  # one per utterance, for --predictions
 
 
 def correlation_report(pred: list[float], true: list[float]) -> dict[str, float | None]:
@@ -71,6 +88,12 @@ def word_predictions(result: UtteranceResult, utterance: LabeledUtterance, mode:
     return out
 
 
+def phone_report(c: Collected) -> dict:
+    """Closed mode: PCC/SCC/RMSE of paired phones' accuracy (0..2) and how many words and phones were paired."""
+    return correlation_report(c.phone_pred, c.phone_true) | {"n_phones": len(c.phone_pred),
+                                                             "pairing": c.phone_pairing}
+
+
 async def _evaluate_one(engine, utterance: LabeledUtterance, mode: str):
     audio = load_audio(utterance.audio_path)
     request = AssessmentRequest(audio=audio, reference_text=utterance.text if mode == "closed" else "")
@@ -91,6 +114,7 @@ def collect(outcomes, mode: str, floor: dict[str, float]) -> tuple[Collected, in
                   {a: [] for a in WORD_ASPECTS}, {a: [] for a in WORD_ASPECTS}, [], [], [])
     failed = 0
     for utterance, outcome in outcomes:
+        result = None
         if isinstance(outcome, BaseException):
             failed += 1
             predicted = {a: floor[a] for a in SENTENCE_ASPECTS}
@@ -111,7 +135,75 @@ def collect(outcomes, mode: str, floor: dict[str, float]) -> tuple[Collected, in
                 c.word_pred[aspect].append(word[aspect] if word else floor["word_" + aspect])
                 c.word_true[aspect].append(getattr(label, aspect))
             c.flags.append((bool(word["flag"]) if word else True, label.accuracy < 10))
+        pairs = phone_pairs(result.words if result is not None else None, utterance.words) \
+            if mode == "closed" else None
+        if pairs is not None:
+            _count_phone_pairs(c, utterance, pairs)
+        c.records.append(prediction_record(utterance, outcome, mode, words, pairs))
     return c, failed
+
+
+def _count_phone_pairs(c: Collected, utterance: LabeledUtterance, pairs: list[list | str]) -> None:
+    counts = c.phone_pairing
+    for label, paired in zip(utterance.words, pairs):
+        counts["labelled_words"] += 1
+        counts["labelled_phones"] += len(label.phones)
+        if isinstance(paired, str):
+            counts["unpaired_words"][paired] += 1
+            continue
+        counts["paired_words"] += 1
+        counts["paired_phones"] += len(paired)
+        for _, pred, human in paired:
+            c.phone_pred.append(pred)
+            c.phone_true.append(human)
+
+
+def prediction_record(utterance: LabeledUtterance, outcome, mode: str, words: list[dict | None],
+                      pairs: list[list | str] | None) -> dict:
+    """One --predictions line: the utterance's predicted and human scores, per labelled word in order and (closed
+    mode) per labelled phone. A prediction the engine did not make is null (a failed utterance's, open mode's
+    completeness, a labelled word no assessed word matches); the report counts those as described in collect."""
+    record: dict = {"utt": utterance.utt, "speaker": utterance.speaker, "mode": mode, "text": utterance.text}
+    result = None
+    if isinstance(outcome, BaseException):
+        record["error"] = f"{type(outcome).__name__}: {outcome}"
+    else:
+        result = outcome[1]
+        record["transcript"] = result.transcript
+    s = result.scores if result is not None else None
+    record["sentence"] = {
+        "pred": {"accuracy": float(s.accuracy), "fluency": float(s.fluency), "prosody": float(s.prosody),
+                 "total": float(s.total),
+                 "completeness": float(s.completeness) if s.completeness is not None else None}
+        if s is not None else None,
+        "human": {a: float(utterance.scores[a]) for a in SENTENCE_ASPECTS}}
+    entries = []
+    for i, (label, word) in enumerate(zip(utterance.words, words)):
+        entry = {
+            "text": label.text,
+            "pred": {a: float(word[a]) for a in WORD_ASPECTS} | {"flag": bool(word["flag"])} if word else None,
+            "human": {a: float(getattr(label, a)) for a in WORD_ASPECTS} | {"flag": bool(label.accuracy < 10)}}
+        if pairs is not None:
+            paired = pairs[i]
+            entry["phones_paired"] = not isinstance(paired, str)
+            if isinstance(paired, str):
+                entry["unpaired_reason"] = paired
+                entry["phones"] = [{"phone": p, "pred": None, "human": float(a)}
+                                   for p, a in zip(label.phones, label.phones_accuracy)]
+                if paired == "phone_mismatch":  # the engine's phones for this word, to see how they differ
+                    entry["pred_phones"] = [{"phone": p.phone, "accuracy": float(p.accuracy)}
+                                            for p in result.words[i].phones]
+            else:
+                entry["phones"] = [{"phone": p, "pred": pred, "human": human} for p, pred, human in paired]
+        entries.append(entry)
+    record["words"] = entries
+    return record
+
+
+def write_predictions(records: list[dict], path: str | pathlib.Path) -> None:
+    """One JSON line per utterance, ordered by utterance id (completion order varies from run to run)."""
+    lines = [json.dumps(r) for r in sorted(records, key=lambda r: r["utt"])]
+    pathlib.Path(path).write_text("".join(line + "\n" for line in lines))
 
 
 def _collect_recognised(c: Collected, result: UtteranceResult, utterance: LabeledUtterance,
@@ -133,6 +225,23 @@ def flag_report(flags: list[tuple[bool, bool]], threshold: float) -> dict[str, f
     positives = sum(truth for _, truth in flags)
     return {"precision": float(np.mean(flagged)) if flagged else None,
             "recall": (sum(flagged) / positives) if positives else None, "threshold": threshold}
+
+
+def build_report(c: Collected, mode: str, n_utterances: int, failed: int, seconds: float, audio_s: float,
+                 threshold: float) -> dict:
+    report = {
+        "mode": mode, "n_utterances": n_utterances, "n_failed": failed, "seconds": round(seconds, 1),
+        "rtf": round(seconds / audio_s, 4) if audio_s else None,
+        "sentence": {a: correlation_report(c.sentence_pred[a], c.sentence_true[a]) for a in SENTENCE_ASPECTS},
+        "word": {a: correlation_report(c.word_pred[a], c.word_true[a]) for a in WORD_ASPECTS},
+        "flags": flag_report(c.flags, threshold),
+    }
+    if mode == "open":
+        report["recognised_word"] = recognised_word_report(c)
+    else:
+        report["phone"] = phone_report(c)
+        report["phone_detection"] = phone_detection_report(c.phone_pred, c.phone_true)
+    return report
 
 
 async def run_engine(utterances: list[LabeledUtterance], mode: str, options: EngineOptions):
@@ -214,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scorer", default="", help="scorer to use (default: the engine's default)")
     parser.add_argument("--report", required=True, help="JSON report path")
     parser.add_argument("--plot", default=None, help="PNG of predicted vs human scores")
+    parser.add_argument("--predictions", default=None,
+                        help="JSON lines file: per utterance, the predicted and human scores of the sentence, "
+                             "each labelled word and (closed mode) each labelled phone")
     args = parser.parse_args(argv)
     corpus = load_corpus(args.data)
     chosen = speaker_folds(corpus, args.folds, args.seed)[args.fold] if args.fold is not None else corpus
@@ -227,16 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     audio_s = sum(o[3] for _, o in outcomes if not isinstance(o, BaseException))
     c, failed = collect(outcomes, args.mode, lowest_scores(corpus))
-    report = {
-        "mode": args.mode, "n_utterances": len(chosen), "n_failed": failed, "seconds": round(seconds, 1),
-        "rtf": round(seconds / audio_s, 4) if audio_s else None,
-        "sentence": {a: correlation_report(c.sentence_pred[a], c.sentence_true[a]) for a in SENTENCE_ASPECTS},
-        "word": {a: correlation_report(c.word_pred[a], c.word_true[a]) for a in WORD_ASPECTS},
-        "flags": flag_report(c.flags, threshold),
-    }
-    if args.mode == "open":
-        report["recognised_word"] = recognised_word_report(c)
+    report = build_report(c, args.mode, len(chosen), failed, seconds, audio_s, threshold)
     pathlib.Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if args.predictions:
+        write_predictions(c.records, args.predictions)
     if args.plot:
         plot(c, args.plot, args.mode)
     print(json.dumps(report, indent=2))

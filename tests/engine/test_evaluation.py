@@ -1,4 +1,5 @@
-"""Evaluation arithmetic (correlations, time matching, flag precision/recall) and the corpus loader and folds."""
+"""Evaluation arithmetic (correlations, time matching, flag precision/recall, phone pairing and detection, the
+predictions file) and the corpus loader and folds."""
 import json
 import math
 import pathlib
@@ -8,10 +9,12 @@ import pytest
 import soundfile as sf
 
 from saywell.engine.offline.dataset import LabeledUtterance, LabeledWord, load_audio, load_corpus, select, speaker_folds
-from saywell.engine.offline.evaluation import (collect, correlation_report, flag_report, recognised_word_report,
-                                               word_predictions)
+from saywell.engine.offline.evaluation import (build_report, collect, correlation_report, flag_report,
+                                               recognised_word_report, word_predictions, write_predictions)
+from saywell.engine.offline.phone_metrics import (PHONE_FLAG_BELOW, best_f1_threshold, detection_scores,
+                                                  phone_detection_report, phone_pairs)
 from saywell.engine.offline.items import matched_words, overlap_weights
-from saywell.engine.types import SentenceScores, UtteranceResult, WordErrorType, WordScore
+from saywell.engine.types import EngineError, PhoneScore, SentenceScores, UtteranceResult, WordErrorType, WordScore
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -192,6 +195,16 @@ def test_load_corpus_reads_labels_and_finds_audio(tiny_corpus):
     assert len(audio) == pytest.approx(2.965 * 16_000, abs=2)
 
 
+def test_load_corpus_reads_phone_labels(tiny_corpus):
+    rows = [json.loads(line) for line in (tiny_corpus / "labels.jsonl").read_text().splitlines() if line.strip()]
+    rows[0]["words"][0] |= {"phones": ["DH", "AH0"], "phones_accuracy": [2, 1.4]}
+    del rows[1]["words"][0]["phones"], rows[1]["words"][0]["phones_accuracy"]  # a corpus without phone labels
+    (tiny_corpus / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first, second = load_corpus(tiny_corpus)
+    assert first.words[0].phones == ("DH", "AH0") and first.words[0].phones_accuracy == (2.0, 1.4)
+    assert second.words[0].phones == () and second.words[0].phones_accuracy == ()
+
+
 def test_load_corpus_prefers_listed_audio_formats(tiny_corpus):
     fox, rate = sf.read(FIXTURES / "fox.wav", dtype="float32")
     sf.write(tiny_corpus / "audio" / "000010011.flac", fox, rate)
@@ -235,3 +248,265 @@ def test_real_speechocean762_train():
     assert len(set().union(*speakers)) == 125  # disjoint: 5 x 25 distinct speakers
     assert sum(len(f) for f in folds) == 2500
     assert all(len(u.words) == len(u.text.split()) for u in corpus)
+    assert all(w.phones and len(w.phones) == len(w.phones_accuracy) for u in corpus for w in u.words)
+
+
+# --- phones (closed mode): pairing, detection, predictions file -------------------------------------------------
+
+SENTENCE = ("accuracy", "fluency", "prosody", "total", "completeness")
+
+
+def scored_word(text: str, phones: list[tuple[str, float]], accuracy: float = 8.0, flag: bool = False) -> WordScore:
+    scored = tuple(PhoneScore(p, 100 * i, 100 * i + 90, -1.0, a) for i, (p, a) in enumerate(phones))
+    return WordScore(text, 0, 100 * len(phones), accuracy, 9.0, accuracy - 0.5, WordErrorType.NONE, flag, scored)
+
+
+def labelled(text: str, phones: list[tuple[str, float]], accuracy: float = 10, stress: float = 10,
+             total: float = 10) -> LabeledWord:
+    return LabeledWord(text, accuracy, stress, total, tuple(p for p, _ in phones), tuple(a for _, a in phones))
+
+
+def labelled_utterance(utt: str, words: tuple[LabeledWord, ...], speaker: str = "s1", **scores) -> LabeledUtterance:
+    return LabeledUtterance(utt, speaker, " ".join(w.text for w in words),
+                            {a: scores.get(a, 7.0) for a in SENTENCE}, words, None)
+
+
+def closed_result(words: tuple[WordScore, ...], accuracy: float = 7.5) -> UtteranceResult:
+    text = " ".join(w.text for w in words)
+    return UtteranceResult(text, text, SentenceScores(accuracy, 8.0, 8.5, 7.8, 9.0), words, "trained")
+
+
+def test_phones_pair_by_word_position_when_the_stressless_sequences_agree():
+    labels = (labelled("WE", [("W", 2), ("IY0", 1.2)]), labelled("CALL", [("K", 2), ("AO0", 0), ("L", 1.8)]),
+              labelled("IT", [("IH0", 2), ("T", 2)]))
+    words = (scored_word("we", [("W", 1.9), ("IY", 0.7)]),
+             scored_word("call", [("K", 1.5), ("AA", 0.2), ("L", 1.0)]),  # another pronunciation variant
+             scored_word("it", [("IH", 2.0), ("T", 0.4)]))
+    pairs = phone_pairs(words, labels)
+    assert pairs[0] == [("W", 1.9, 2.0), ("IY0", 0.7, 1.2)]
+    assert pairs[1] == "phone_mismatch"
+    assert pairs[2] == [("IH0", 2.0, 2.0), ("T", 0.4, 2.0)]
+    assert phone_pairs(words[:2], labels) == ["word_count_mismatch"] * 3  # positions mean nothing then
+    assert phone_pairs(None, labels) == ["failed_utterance"] * 3
+    no_labels = (LabeledWord("WE", 10, 10, 10), labels[1], labels[2])  # a corpus without phone labels
+    assert phone_pairs(words, no_labels)[0] == "no_phone_labels"
+    shorter = (scored_word("we", [("W", 1.9)]),) + words[1:]  # the engine aligned fewer phones
+    assert phone_pairs(shorter, labels)[0] == "phone_mismatch"
+
+
+def test_collect_pairs_phones_in_closed_mode_and_counts_what_it_could_not_pair():
+    labels = (labelled("WE", [("W", 2), ("IY0", 1.2)]), labelled("CALL", [("K", 2), ("AO0", 0), ("L", 1.8)]))
+    good = labelled_utterance("u1", labels)
+    words = (scored_word("we", [("W", 1.9), ("IY", 0.7)]), scored_word("call", [("K", 1.5), ("AA", 0.2), ("L", 1.0)]))
+    short = labelled_utterance("u2", labels)  # the engine assessed only one word of two
+    failed = labelled_utterance("u3", labels)
+    outcomes = [(good, (good, closed_result(words), None, 1.0)),
+                (short, (short, closed_result(words[:1]), [(0, 200), (200, 400)], 1.0)),
+                (failed, RuntimeError("alignment failed"))]
+    floor = {a: 0.0 for a in SENTENCE} | {"word_accuracy": 0.0, "word_stress": 5.0, "word_total": 0.0}
+    c, n_failed = collect(outcomes, "closed", floor)
+    assert n_failed == 1
+    assert c.phone_pred == [1.9, 0.7] and c.phone_true == [2.0, 1.2]
+    assert c.phone_pairing == {"labelled_words": 6, "paired_words": 1, "labelled_phones": 15, "paired_phones": 2,
+                               "unpaired_words": {"failed_utterance": 2, "word_count_mismatch": 2,
+                                                  "no_phone_labels": 0, "phone_mismatch": 1}}
+    c_open, _ = collect(outcomes[:1], "open", floor)  # open mode assesses recognised words: no phone pairing
+    assert c_open.phone_pred == [] and c_open.phone_pairing["labelled_words"] == 0
+
+
+def test_phone_detection_at_the_default_threshold_against_both_label_readings():
+    pred = [0.2, 0.5, 0.9, 1.2, 1.8, 2.0, 0.0, 1.5]
+    true = [0.0, 1.0, 2.0, 0.0, 2.0, 1.6, 0.0, 2.0]
+    report = phone_detection_report(pred, true)
+    assert report["threshold"] == PHONE_FLAG_BELOW == 1.0 and report["n_phones"] == 8
+    deviation, wrong = report["any_deviation"], report["wrong_phone"]
+    # flagged (pred < 1): phones 0, 1, 2, 6. Any deviation (true < 2): 0, 1, 3, 5, 6. Wrong phone (true 0): 0, 3, 6
+    assert deviation["positive_when"] == "human accuracy < 2" and wrong["positive_when"] == "human accuracy == 0"
+    assert (deviation["n_positives"], deviation["n_flagged"], deviation["true_positives"]) == (5, 4, 3)
+    assert deviation["precision"] == pytest.approx(3 / 4) and deviation["recall"] == pytest.approx(3 / 5)
+    assert deviation["f1"] == pytest.approx(2 * 0.75 * 0.6 / 1.35)
+    assert (wrong["n_positives"], wrong["true_positives"]) == (3, 2)
+    assert wrong["precision"] == pytest.approx(2 / 4) and wrong["recall"] == pytest.approx(2 / 3)
+    assert wrong["f1"] == pytest.approx(4 / 7)
+    best = report["best_f1_chosen_on_evaluated_data"]
+    assert "not a held-out number" in best["note"]
+    # any deviation: flagging pred < 1.5 catches 4 of 5 with 1 false alarm (F1 0.8), the best cut
+    assert best["any_deviation"]["threshold"] == 1.5 and best["any_deviation"]["f1"] == pytest.approx(0.8)
+    assert best["any_deviation"]["precision"] == pytest.approx(0.8) and best["any_deviation"]["recall"] == 0.8
+    # wrong phone: pred < 0.5 flags two phones, both wrong (F1 0.8); pred < 1.5 also reaches 0.75
+    assert best["wrong_phone"]["threshold"] == 0.5 and best["wrong_phone"]["f1"] == pytest.approx(0.8)
+    assert best["wrong_phone"]["precision"] == 1.0 and best["wrong_phone"]["recall"] == pytest.approx(2 / 3)
+
+
+def test_phone_detection_edge_cases():
+    assert detection_scores([False, False], [True, False]) == {
+        "n_positives": 1, "n_flagged": 0, "true_positives": 0, "precision": None, "recall": 0.0, "f1": 0.0}
+    assert detection_scores([True], [False])["f1"] is None  # nothing to detect: recall and F1 undefined
+    report = phone_detection_report([1.5, 0.5], [2.0, 2.0])
+    assert report["wrong_phone"]["n_positives"] == 0 and report["wrong_phone"]["recall"] is None
+    assert report["best_f1_chosen_on_evaluated_data"]["any_deviation"] is None
+    empty = phone_detection_report([], [])
+    assert empty["n_phones"] == 0 and empty["any_deviation"]["precision"] is None
+    # flagging everything can be the best cut: the threshold then lies just above the highest prediction
+    best = best_f1_threshold([1.0, 2.0], [True, True])
+    assert best["threshold"] > 2.0 and best["recall"] == 1.0 and best["n_flagged"] == 2
+
+
+def test_best_f1_threshold_matches_a_brute_force_search():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        pred = np.round(rng.uniform(0, 2, 60), 1)  # ties, as clipped predictions have
+        positive = rng.uniform(0, 2, 60) > pred + rng.normal(0, 0.5, 60)
+        if not positive.any():
+            continue
+        cuts = sorted(set(pred)) + [np.inf]
+        f1s = [detection_scores(pred < t, positive)["f1"] for t in cuts]
+        best = best_f1_threshold(pred, positive)
+        assert best["f1"] == pytest.approx(max(f1s))
+        expected = cuts[int(np.argmax(f1s))]
+        assert best["threshold"] == expected or (expected == np.inf and best["threshold"] > pred.max())
+
+
+def test_predictions_file_has_numbers_per_sentence_word_and_phone(tmp_path):
+    labels = (labelled("WE", [("W", 2), ("IY0", 1.2)], accuracy=8, total=7),
+              labelled("CALL", [("K", 2), ("AO0", 0), ("L", 1.8)], accuracy=10, stress=10, total=10))
+    good, failed = labelled_utterance("u2", labels, speaker="0007"), labelled_utterance("u1", labels)
+    words = (scored_word("we", [("W", 1.9), ("IY", 0.7)], accuracy=6.0, flag=True),
+             scored_word("call", [("K", 1.5), ("AA", 0.2), ("L", 1.0)]))
+    floor = {a: 0.0 for a in SENTENCE} | {"word_accuracy": 0.0, "word_stress": 5.0, "word_total": 0.0}
+    c, _ = collect([(good, (good, closed_result(words), None, 1.0)), (failed, OSError("no audio"))], "closed", floor)
+    path = tmp_path / "predictions.jsonl"
+    write_predictions(c.records, path)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["utt"] for r in lines] == ["u1", "u2"]  # ordered by utterance, not by completion
+    bad, ok = lines
+    assert bad["error"] == "OSError: no audio" and bad["sentence"]["pred"] is None
+    assert bad["sentence"]["human"]["accuracy"] == 7.0 and [w["pred"] for w in bad["words"]] == [None, None]
+    assert bad["words"][0]["unpaired_reason"] == "failed_utterance"
+    assert bad["words"][0]["phones"] == [{"phone": "W", "pred": None, "human": 2.0},
+                                         {"phone": "IY0", "pred": None, "human": 1.2}]
+    assert (ok["speaker"], ok["mode"], ok["text"], ok["transcript"]) == ("0007", "closed", "WE CALL", "we call")
+    assert "error" not in ok
+    assert ok["sentence"]["pred"] == {"accuracy": 7.5, "fluency": 8.0, "prosody": 8.5, "total": 7.8,
+                                      "completeness": 9.0}
+    we, call = ok["words"]
+    assert we["text"] == "WE"
+    assert we["pred"] == {"accuracy": 6.0, "stress": 9.0, "total": 5.5, "flag": True}
+    assert we["human"] == {"accuracy": 8.0, "stress": 10.0, "total": 7.0, "flag": True}
+    assert we["phones_paired"] and we["phones"] == [{"phone": "W", "pred": 1.9, "human": 2.0},
+                                                    {"phone": "IY0", "pred": 0.7, "human": 1.2}]
+    assert call["human"]["flag"] is False and not call["phones_paired"]
+    assert call["unpaired_reason"] == "phone_mismatch" and [p["pred"] for p in call["phones"]] == [None] * 3
+    assert call["pred_phones"] == [{"phone": "K", "accuracy": 1.5}, {"phone": "AA", "accuracy": 0.2},
+                                   {"phone": "L", "accuracy": 1.0}]
+
+    def leaves(value):  # every value but the phones' names
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k != "phone":
+                    yield from leaves(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from leaves(v)
+        else:
+            yield value
+
+    scores = [ok["sentence"], ok["words"][0]["pred"], ok["words"][0]["human"], ok["words"][0]["phones"]]
+    assert all(isinstance(v, (int, float)) for v in leaves(scores))  # numbers (and flags), never strings
+
+    c_open, _ = collect([(good, (good, closed_result(words), [(0, 200), (200, 400)], 1.0))], "open", floor)
+    assert "phones" not in c_open.records[0]["words"][0] and c_open.records[0]["mode"] == "open"
+
+
+def test_collect_and_report_on_synthetic_results():
+    rng = np.random.default_rng(0)
+    outcomes = []
+    for n in range(12):
+        quality = float(rng.uniform(0.3, 2.0))
+        human = [min(2.0, max(0.0, round(quality + rng.normal(0, 0.3), 1))) for _ in range(3)]
+        predicted = [float(np.clip(h + rng.normal(0, 0.4), 0, 2)) for h in human]
+        labels = (labelled("CAT", [("K", human[0]), ("AE1", human[1]), ("T", human[2])], accuracy=round(5 * quality)),
+                  labelled("SAT", [("S", 2), ("AE1", 2), ("T", 2)], accuracy=10))
+        words = (scored_word("cat", [("K", predicted[0]), ("AE", predicted[1]), ("T", predicted[2])],
+                             accuracy=5 * quality + rng.normal(0, 0.5), flag=quality < 1.5),
+                 scored_word("sat", [("S", 1.8), ("AE", 1.9), ("T", 1.7)] if n % 3 else [("S", 1.8), ("T", 1.7)],
+                             accuracy=9.0 + rng.normal(0, 0.3)))
+        u = labelled_utterance(f"u{n:02d}", labels, speaker=f"s{n % 4}", accuracy=round(5 * quality),
+                               fluency=8, prosody=rng.integers(6, 10), total=round(5 * quality) + 1)
+        result = closed_result(words, accuracy=5 * quality + float(rng.normal(0, 0.3)))
+        outcomes.append((u, (u, result, None, 2.0)))
+    failed = labelled_utterance("u99", outcomes[0][0].words)
+    outcomes.append((failed, EngineError("no path")))
+    floor = {a: 0.0 for a in SENTENCE} | {"word_accuracy": 0.0, "word_stress": 5.0, "word_total": 0.0}
+    c, n_failed = collect(outcomes, "closed", floor)
+    report = build_report(c, "closed", 13, n_failed, seconds=6.0, audio_s=24.0, threshold=7.0)
+
+    # the keys and numbers reported before phones were added, computed as they always were
+    assert list(report)[:8] == ["mode", "n_utterances", "n_failed", "seconds", "rtf", "sentence", "word", "flags"]
+    assert (report["mode"], report["n_utterances"], report["n_failed"], report["rtf"]) == ("closed", 13, 1, 0.25)
+    for aspect in SENTENCE:
+        assert report["sentence"][aspect] == correlation_report(c.sentence_pred[aspect], c.sentence_true[aspect])
+    for aspect in ("accuracy", "stress", "total"):
+        assert report["word"][aspect] == correlation_report(c.word_pred[aspect], c.word_true[aspect])
+    assert report["flags"] == flag_report(c.flags, 7.0)
+    assert "recognised_word" not in report
+
+    # phones: CAT always pairs; SAT pairs in the utterances where the engine aligned all three phones
+    paired_sat = sum(1 for n in range(12) if n % 3)
+    phone = report["phone"]
+    assert phone["n_phones"] == 3 * 12 + 3 * paired_sat == len(c.phone_true)
+    assert phone["pairing"]["labelled_words"] == 26 and phone["pairing"]["paired_words"] == 12 + paired_sat
+    assert phone["pairing"]["labelled_phones"] == 78 and phone["pairing"]["paired_phones"] == phone["n_phones"]
+    assert phone["pairing"]["unpaired_words"] == {"failed_utterance": 2, "word_count_mismatch": 0,
+                                                  "no_phone_labels": 0, "phone_mismatch": 12 - paired_sat}
+    assert phone["pcc"] == pytest.approx(np.corrcoef(c.phone_pred, c.phone_true)[0, 1])
+    assert phone["pcc"] > 0.5  # predictions were made from the labels plus noise
+    detection = report["phone_detection"]
+    assert detection == phone_detection_report(c.phone_pred, c.phone_true, PHONE_FLAG_BELOW)
+    true = np.array(c.phone_true)
+    assert detection["any_deviation"]["n_positives"] == int(np.sum(true < 2))
+    assert detection["wrong_phone"]["n_positives"] == int(np.sum(true == 0))
+    json.dumps(report)  # plain JSON: no numpy scalars
+
+
+def test_eval_main_writes_the_report_and_predictions(tmp_path, monkeypatch):
+    from saywell.engine.offline import evaluation
+
+    (tmp_path / "audio").mkdir()
+    fox, rate = sf.read(FIXTURES / "fox.wav", dtype="float32")
+    rows = []
+    for i, quality in enumerate((2.0, 1.0, 0.0, 1.6)):
+        utt = f"00001{i:04d}"
+        sf.write(tmp_path / "audio" / f"{utt}.wav", fox, rate)
+        words = [{"text": "WE", "accuracy": 10, "stress": 10, "total": 10, "phones": ["W", "IY0"],
+                  "phones_accuracy": [2, quality]},
+                 {"text": "CALL", "accuracy": 4 + 2 * i, "stress": 10, "total": 5 + i,
+                  "phones": ["K", "AO0", "L"], "phones_accuracy": [quality, 2, 1.8]}]
+        rows.append({"utt": utt, "speaker": "0001", "text": "WE CALL", "accuracy": 5 + i, "fluency": 8,
+                     "prosodic": 7 + i % 2, "total": 6 + i, "completeness": 10, "words": words})
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    async def fake_run_engine(utterances, mode, options):
+        outcomes = []
+        for n, u in enumerate(utterances):
+            if n == len(utterances) - 1:
+                outcomes.append((u, RuntimeError("decoder failed")))
+                continue
+            q = u.words[0].phones_accuracy[1]
+            words = (scored_word("we", [("W", 1.8), ("IY", q * 0.8 + 0.1)], accuracy=9.0),
+                     scored_word("call", [("K", q * 0.9), ("AO", 1.7), ("L", 1.9)], accuracy=4.0 + n, flag=n < 2))
+            outcomes.append((u, (u, closed_result(words, accuracy=5.0 + n), None, 2.965)))
+        return outcomes, 7.0
+
+    monkeypatch.setattr(evaluation, "run_engine", fake_run_engine)
+    report_path, predictions_path = tmp_path / "r.json", tmp_path / "p.jsonl"
+    assert evaluation.main(["--data", str(tmp_path), "--mode", "closed", "--report", str(report_path),
+                            "--predictions", str(predictions_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["n_utterances"] == 4 and report["n_failed"] == 1
+    assert report["phone"]["n_phones"] == 15 and report["phone"]["pairing"]["unpaired_words"]["failed_utterance"] == 2
+    assert report["phone"]["pcc"] > 0.9
+    assert report["phone_detection"]["threshold"] == 1.0
+    lines = [json.loads(line) for line in predictions_path.read_text().splitlines()]
+    assert len(lines) == 4 and sum("error" in line for line in lines) == 1
+    assert all(len(line["words"]) == 2 for line in lines)
