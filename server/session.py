@@ -140,7 +140,12 @@ class AssessmentSession:
                 task.cancel()
             for handle in list(self._handles):
                 handle.cancel()
-            self._release()
+            # Once the reader has stopped: a cancelled task may still run to its next await (a request iterator
+            # that ended as the client went away lets it reach the final decode first).
+            if reader.done():
+                self._release()
+            else:
+                reader.add_done_callback(lambda _: self._release())
 
     def _release(self) -> None:
         """Lets go of the stream's audio state at once. asyncio's exceptions make reference cycles (a task, its
