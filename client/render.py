@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
@@ -158,9 +159,28 @@ def format_capabilities(c: pb.Capabilities) -> str:
     return "\n".join(lines)
 
 
+_INT64_TYPES = (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+                FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64)
+
+
 def message_dict(message: Message) -> dict:
-    """A message as a JSON-ready dict, with proto field names and zero scores kept."""
-    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    """A message as a JSON-ready dict, with proto field names and zero scores kept. 64-bit integers (times in ms,
+    counts) stay numbers: proto3's JSON mapping writes them as strings, which no chatbot backend wants."""
+    data = MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    _int64_as_numbers(message.DESCRIPTOR, data)
+    return data
+
+
+def _int64_as_numbers(descriptor, data: dict) -> None:
+    for field in descriptor.fields:
+        value = data.get(field.name)
+        if value is None:
+            continue
+        if field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            for item in (value if isinstance(value, list) else [value]):
+                _int64_as_numbers(field.message_type, item)
+        elif field.type in _INT64_TYPES:
+            data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
 
 
 def summarize(utterances: Sequence[pb.UtteranceAssessment], errors: int = 0) -> pb.StreamSummary:

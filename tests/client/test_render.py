@@ -22,7 +22,8 @@ def test_json_report_has_utterances_summary_and_proto_field_names():
     assert utt["words"][1]["needs_improvement"] is True
     assert utt["words"][2]["error_type"] == "OMISSION"
     assert utt["words"][1]["phones"][0]["goodness"] == -0.4
-    assert report["summary"] == {"utterances": 1, "utterance_errors": 0, "audio_ms": "2965", "mean_total": 6.8}
+    assert report["summary"] == {"utterances": 1, "utterance_errors": 0, "audio_ms": 2965, "mean_total": 6.8}
+    assert isinstance(utt["start_ms"], int) and all(isinstance(w["start_ms"], int) for w in utt["words"])
 
 
 def test_json_report_without_summary_computes_one():

@@ -79,3 +79,15 @@ def test_a_failed_segment_falls_back_to_the_whole_utterance_and_drops_the_rest()
     result, engine = asyncio.run(run())
     assert result == "whole" and engine.assessed_with is None
     assert engine.cancelled == ["segment@32000"], "the rest's analysis is not left running for nothing"
+
+
+def test_joined_transcripts_leave_out_stretches_transcribed_as_punctuation_alone():
+    from saywell.engine.profiles.cpu.segments import Segment, joined_transcript
+    from saywell.engine.types import RecognizedWord, Transcript
+
+    first = Segment(0, 32_000, Transcript(" Kate loves China.", (RecognizedWord("kate", 0, 300),)), None)
+    noise = Segment(32_000, 8_000, Transcript(" .", ()), None)
+    last = Segment(40_000, 16_000, Transcript(" Yes", (RecognizedWord("yes", 100, 400),)), None)
+    joined = joined_transcript([first, noise, last])
+    assert joined.text == "Kate loves China. Yes"
+    assert [(w.text, w.start_ms) for w in joined.words] == [("kate", 0), ("yes", 2600)]

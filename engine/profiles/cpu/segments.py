@@ -38,7 +38,9 @@ def joined_transcript(segments: Sequence[Segment], target: bool = False) -> Tran
     parts = [(start, t) for start, t in parts if t is not None]
     words = tuple(dataclasses.replace(w, start_ms=w.start_ms + start // 16, end_ms=w.end_ms + start // 16)
                   for start, t in parts for w in t.words)
-    return Transcript(text=" ".join(t.text for _, t in parts if t.text), words=words)
+    # A stretch with no words may still be transcribed as punctuation ("."): joining it gave "China. ."
+    texts = [t.text.strip() for _, t in parts if any(ch.isalnum() for ch in t.text)]
+    return Transcript(text=" ".join(texts), words=words)
 
 
 def drop(job: asyncio.Future | None) -> None:
