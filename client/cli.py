@@ -140,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _assess(args) if args.command == "assess" else _capabilities(args)
     except ServerUnreachable as e:
-        print_error(f"no saywell server at {e.target} — start one with `make serve`")
+        print_error(f"no saywell server at {e.target} — start one with `saywell-server` "
+                    "(`pip install 'saywell[server]'`; `make serve` in a checkout)")
         return EXIT_ERROR
     except RpcFailed as e:
         print_error(f"{e.code_name}: {e.details}")

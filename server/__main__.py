@@ -12,13 +12,16 @@ from saywell.server.logging_setup import configure_logging
 def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(argv)
+        configure_logging(config.log_level, config.log_json)
+        os.environ.update(native_environment(config))
+        from saywell.server.app import serve  # heavy imports only once the config is valid
     except ValueError as exc:
         print(f"saywell-server: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level, config.log_json)
-    os.environ.update(native_environment(config))
-    from saywell.server.app import serve  # heavy imports only once the config is valid
-
+    except ModuleNotFoundError as exc:  # a client-only install: `pip install saywell` has no server
+        print(f"saywell-server: the server is not installed (no module {exc.name!r}); install it with "
+              "pip install 'saywell[server]'", file=sys.stderr)
+        return 2
     asyncio.run(serve(config))
     return 0
 

@@ -93,7 +93,7 @@ def test_unreachable_server_exits_2_with_a_hint(dead_target, fixtures_dir, capsy
     code = cli.main(["assess", str(fixtures_dir / "fox.wav"), "--target", dead_target])
     err = capsys.readouterr().err
     assert code == 2
-    assert f"no saywell server at {dead_target}" in err and "make serve" in err
+    assert f"no saywell server at {dead_target}" in err and "saywell-server" in err and "saywell[server]" in err
     assert cli.main(["capabilities", "--target", dead_target]) == 2
 
 
