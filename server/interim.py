@@ -60,8 +60,3 @@ class InterimState:
         self.committed += sent
         self.committed_end_ms = max(self.committed_end_ms, segment_end_ms)
         self.previous = []
-
-
-def shifted(word: WordScore, ms: int) -> WordScore:
-    """The word with its times (and its phones') moved `ms` later."""
-    return word.shifted(ms)

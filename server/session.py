@@ -24,7 +24,7 @@ from saywell.server.audio_decoding import make_decoder
 from saywell.server.config import ServerConfig
 from saywell.server.errors import (DeadlineExceeded, Internal, InvalidArgument, OutOfRange, ResourceExhausted,
                                    StatusError, Unparsable)
-from saywell.server.interim import InterimState, shifted
+from saywell.server.interim import InterimState
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed, SpeechStarted,
                                       UtteranceEnded, VadSegmenter)
@@ -174,7 +174,7 @@ class AssessmentSession:
         totals = self._totals
         self._emit(summary=pb.StreamSummary(
             utterances=totals.utterances, utterance_errors=totals.errors,
-            audio_ms=self._segmenter.position_ms if self._segmenter else 0,
+            audio_ms=self._audio_ms(),
             mean_total=round(totals.total_sum / totals.utterances, 2) if totals.utterances else 0.0))
         self._out.put_nowait(_END)
 
@@ -396,7 +396,7 @@ class AssessmentSession:
         self.metrics.interim_latency.observe(time.perf_counter() - started)
         if self._interim is not state:
             return  # the utterance ended meanwhile; its final assessment supersedes these words
-        self._send_interim(state, [shifted(w, window_ms) for w in words], audio_ms)
+        self._send_interim(state, [w.shifted(window_ms) for w in words], audio_ms)
 
     async def _committed_words(self, state: InterimState, words: tuple[WordScore, ...], settled_ms: int) -> None:
         """Words the engine will not change before the final (a segment analysed at a cut): committed at once."""

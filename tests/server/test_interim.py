@@ -1,6 +1,6 @@
 """The commit rule of interim word results, on its own."""
 from saywell.engine.types import WordErrorType, WordScore
-from saywell.server.interim import COMMIT_MARGIN_MS, InterimState, shifted
+from saywell.server.interim import COMMIT_MARGIN_MS, InterimState
 
 
 def word(text: str, start: int, end: int) -> WordScore:
@@ -33,6 +33,6 @@ def test_a_disagreeing_decode_commits_nothing_and_a_segment_settles_its_audio():
 
 
 def test_shifted_moves_a_word_and_its_phones():
-    moved = shifted(word("we", 10, 20), 1000)
+    moved = word("we", 10, 20).shifted(1000)
     assert (moved.start_ms, moved.end_ms) == (1010, 1020)
-    assert shifted(moved, 0) is moved
+    assert moved.shifted(0) is moved
