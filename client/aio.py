@@ -36,7 +36,7 @@ class AsyncSaywellClient:
         self.target = target
         self.options = options or ClientOptions()
         self._channel = open_aio_channel(target, self.options)
-        self._stub = pb_grpc.PronunciationAssessmentStub(self._channel)
+        self._stub = pb_grpc.PronunciationAssessmentServiceStub(self._channel)
 
     async def capabilities(self) -> pb.Capabilities:
         try:
@@ -93,7 +93,7 @@ class AsyncSaywellClient:
         chunk_ms: int = 100,
         realtime_factor: float | None = None,
         endpointing: Mapping[str, int] | None = None,
-        flag_sensitivity: float = 0.0,
+        flag_sensitivity: float | None = None,
         client_request_id: str = "",
     ) -> AsyncIterator[pb.StreamAssessResponse]:
         """Async generator of the responses to streaming `source` (see SaywellClient.stream_file)."""

@@ -24,7 +24,7 @@ MIN_CHUNK_MS = 20
 MAX_CHUNK_MS = 200
 
 # Container encodings a file can be passed through as, by suffix.
-_PASSTHROUGH = {".opus": pb.OGG_OPUS, ".ogg": pb.OGG_OPUS, ".oga": pb.OGG_OPUS, ".flac": pb.FLAC}
+_PASSTHROUGH = {".opus": pb.AUDIO_ENCODING_OGG_OPUS, ".ogg": pb.AUDIO_ENCODING_OGG_OPUS, ".oga": pb.AUDIO_ENCODING_OGG_OPUS, ".flac": pb.AUDIO_ENCODING_FLAC}
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class AudioSource:
 
     @property
     def is_pcm(self) -> bool:
-        return self.encoding == pb.LINEAR16
+        return self.encoding == pb.AUDIO_ENCODING_LINEAR16
 
     @property
     def pcm(self) -> np.ndarray:
@@ -84,7 +84,7 @@ def load_audio(path: str | Path, *, decode: bool = True) -> AudioSource:
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioFileError(f"cannot decode {p}: {e}") from e
     data = np.ascontiguousarray(samples, dtype="<i2").tobytes()
-    return AudioSource(pb.LINEAR16, int(rate), int(samples.shape[1]), data, len(samples) / rate, str(p))
+    return AudioSource(pb.AUDIO_ENCODING_LINEAR16, int(rate), int(samples.shape[1]), data, len(samples) / rate, str(p))
 
 
 def chunk_bytes(source: AudioSource, chunk_ms: int) -> int:

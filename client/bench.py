@@ -13,8 +13,8 @@ What the report measures (ms, over all streams; percentiles from an HDR-style hi
 - endpointing_delay_ms: the time the last speech sample of an utterance (its recording's end, or the VAD's cut
   when that lies inside the recording) was sent -> receipt of SPEECH_ENDED; silence endpoints only.
 - word_flag_lag_ms: per word of each final assessment (the words heard in the audio), the time the audio up to
-  its end_ms was sent -> receipt of the first WordResult covering it (either one's middle inside the other's
-  span), or of the final itself when no WordResult came first.
+  its end_ms was sent -> receipt of the first interim word covering it (either one's middle inside the other's
+  span), or of the final itself when no interim word came first.
 - time_to_first_response_ms: a stream's first speech chunk sent -> its first response (lead-in silence aside).
 - server_latency_ms: the server's own ProcessingInfo.latency_ms; audio_seconds_per_second: audio sent / wall s.
 - errors: {status code name: count} over failed streams and utterance_error responses.
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--startup-timeout", type=float, default=180.0, help="s the spawned server may take to serve")
     p.add_argument("--token", default=os.environ.get("SAYWELL_TOKEN"), help="bearer token (default: $SAYWELL_TOKEN)")
     p.add_argument("--tls-ca", metavar="PEM", help="with --target: root certificate, connect with TLS")
+    p.add_argument("--tls-cert", metavar="PEM", help="with --tls-ca: client certificate, for mutual TLS")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     return p
 
 
@@ -138,7 +140,8 @@ def _without_ramp(report: dict) -> dict:
 
 def _run_with_server(args: argparse.Namespace, corpus: BenchCorpus,
                      server_args: Sequence[str]) -> tuple[dict, StageResult, list[dict] | None]:
-    client_options = ClientOptions(bearer_token=args.token, tls_root_cert=args.tls_ca)
+    client_options = ClientOptions(bearer_token=args.token, tls_root_cert=args.tls_ca,
+                                   tls_client_cert=args.tls_cert, tls_client_key=args.tls_key)
     server = SpawnedServer(server_args, startup_timeout_s=args.startup_timeout) if args.spawn else None
     try:
         target = server.target if server else args.target
@@ -203,8 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_join_server_args(list(sys.argv[1:] if argv is None else argv)))
     if args.server_pid is not None and not args.target:
         parser.error("--server-pid goes with --target (a spawned server is sampled anyway)")
-    if args.tls_ca and args.spawn:
-        parser.error("--tls-ca goes with --target (a spawned server listens in plaintext on loopback)")
+    if (args.tls_ca or args.tls_cert or args.tls_key) and args.spawn:
+        parser.error("--tls-ca/--tls-cert/--tls-key go with --target (a spawned server listens in plaintext on "
+                     "loopback)")
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_cert and not args.tls_ca):
+        parser.error("mutual TLS needs --tls-ca, --tls-cert and --tls-key together")
     if args.server_arg and not args.spawn:
         parser.error("--server-arg goes with --spawn")
     if args.compare_batching and (not args.spawn or args.ramp):

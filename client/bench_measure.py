@@ -97,8 +97,8 @@ class ResponseTracker:
         kind = response.WhichOneof("event")
         if kind == "speech_event":
             self._on_speech_event(response.speech_event, received_at)
-        elif kind == "word_result":
-            self._on_word(response.word_result, received_at)
+        elif kind == "interim_result":
+            self._on_interim(response.interim_result, received_at)
         elif kind == "utterance":
             ended_at = self._ended_at.pop(response.utterance.utterance_index, None)
             self._on_final_words(response.utterance, received_at)
@@ -115,24 +115,25 @@ class ResponseTracker:
         self.stats.errors[code_name] += 1
 
     def _on_speech_event(self, event: pb.SpeechEvent, received_at: float) -> None:
-        if event.type != pb.SpeechEvent.SPEECH_ENDED:
+        if event.type != pb.SPEECH_EVENT_TYPE_ENDED:
             return
         self._ended_at[event.utterance_index] = received_at
-        if event.cause != pb.SILENCE:
+        if event.cause != pb.ENDPOINT_CAUSE_SILENCE:
             return  # endpointed by a cut, the client or the half-close: not the VAD's silence decision
         sent = self.timeline.sent_at(self.timeline.last_speech_ms(event.offset_ms))
         if sent is not None:
             self.stats.endpointing_delay.record(_ms(received_at - sent))
 
-    def _on_word(self, word: pb.WordResult, received_at: float) -> None:
-        self._word_results.setdefault(word.utterance_index, []).append(
-            HeardWord(word.start_ms, word.end_ms, received_at))
+    def _on_interim(self, result: pb.InterimResult, received_at: float) -> None:
+        heard = self._word_results.setdefault(result.utterance_index, [])
+        for word in list(result.stable_words) + list(result.provisional_words):
+            heard.append(HeardWord(word.start_ms, word.end_ms, received_at))
 
     def _on_final_words(self, utterance: pb.UtteranceAssessment, received_at: float) -> None:
         """One word-flag lag sample per word of the final assessment (omitted reference words aside): from the
-        send of the audio up to the word's end to the first WordResult covering it, or to this final when none
-        came first. WordResults no final word matches (a decode's passing hallucination) are not words of the
-        audio and give no sample."""
+        send of the audio up to the word's end to the first interim word (stable or provisional) covering it, or
+        to this final when none came first. Interim words no final word matches (a decode's passing
+        hallucination) are not words of the audio and give no sample."""
         results = self._word_results.pop(utterance.utterance_index, [])
         for word in utterance.words:
             if word.end_ms <= word.start_ms:
@@ -146,7 +147,7 @@ class ResponseTracker:
 
 @dataclass(frozen=True)
 class HeardWord:
-    """A WordResult as received: its span in the stream and when it came."""
+    """An interim word as received: its span in the stream and when it came."""
 
     start_ms: int
     end_ms: int

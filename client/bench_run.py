@@ -97,7 +97,7 @@ async def _run_stream(
             timeline.add_utterance(segment.start * 1000 / rate, segment.end * 1000 / rate)
     tracker = ResponseTracker(timeline, stats)
     config = pb.StreamingAssessConfig(
-        audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=rate, audio_channel_count=1),
+        audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=rate, audio_channel_count=1),
         interim_results=True,
         client_request_id=request_id,
     )

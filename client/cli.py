@@ -55,11 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-color", action="store_true", help="no ANSI colours (also: NO_COLOR env)")
     a.add_argument("--chunk-ms", type=int, default=100, help="audio per message, 20..200 ms (default %(default)s)")
     a.add_argument("--realtime", action="store_true", help="send audio at real-time pace, like a microphone")
-    a.add_argument("--sensitivity", type=float, default=0.0, help="flag sensitivity 0..1 (0: server default)")
+    a.add_argument("--sensitivity", type=float, default=None,
+                   help="flag sensitivity 0..1: 0 flags the fewest words, 1 the most (default: the server's, 0.5)")
     a.add_argument("--silence-ms", type=int, default=0, help="silence ending an utterance, ms (0: server default)")
     a.add_argument("--unary", action="store_true", help="use the unary Assess RPC instead of streaming")
     a.add_argument("--passthrough", action="store_true", help="send .flac/.ogg/.opus as is, not decoded to PCM")
     a.add_argument("-v", "--verbose", action="store_true", help="show live speech events and interim words")
+    a.add_argument("--scale", type=int, choices=(10, 100), default=10,
+                   help="scores in --json/--events on 0..10 (the corpus's scale, default) or 0..100")
+    a.add_argument("--events", action="store_true",
+                   help="print every response as it arrives, one JSON object per line (NDJSON), for piping")
 
     c = sub.add_parser("capabilities", help="show what the server accepts")
     _add_connection_args(c)
@@ -80,9 +85,14 @@ def _client(args: argparse.Namespace) -> SaywellClient:
 
 
 def _assess(args: argparse.Namespace) -> int:
-    color = use_color(sys.stdout, args.no_color) and not args.json
-    live = args.verbose or (sys.stdout.isatty() and not args.json)
-    out = ConsoleOutput(json_mode=args.json, phones=args.phones, color=color, live=live)
+    if args.events and args.json:
+        raise ValueError("--events and --json are two output formats: choose one")
+    color = use_color(sys.stdout, args.no_color) and not (args.json or args.events)
+    live = args.verbose or args.events or (sys.stdout.isatty() and not args.json)
+    if args.scale == 100 and not (args.json or args.events):
+        raise ValueError("--scale 100 applies to --json and --events output")
+    out = ConsoleOutput(json_mode=args.json, events=args.events, scale=args.scale, phones=args.phones, color=color,
+                        live=live)
     source = load_audio(args.file, decode=not args.passthrough)
     opts = StreamOptions(
         reference_text=args.reference_text,

@@ -63,7 +63,7 @@ class StreamOptions:
         microphone (each chunk leaves once its audio would have been recorded);
         2.0 is twice as fast as real time.
     endpointing: EndpointingConfig fields by name, e.g. {"end_of_utterance_silence_ms": 500}.
-    flag_sensitivity: 0..1, 0 meaning the server default.
+    flag_sensitivity: 0..1 (0 flags the fewest words, 1 the most); None: the server default (0.5).
     """
 
     reference_text: str = ""
@@ -71,7 +71,7 @@ class StreamOptions:
     chunk_ms: int = 100
     realtime_factor: float | None = None
     endpointing: Mapping[str, int] | None = field(default=None, hash=False)
-    flag_sensitivity: float = 0.0
+    flag_sensitivity: float | None = None
     language_code: str = ""
     scorer: str = ""
     client_request_id: str = ""
@@ -81,5 +81,5 @@ class StreamOptions:
             raise ValueError(f"chunk_ms must be {MIN_CHUNK_MS}..{MAX_CHUNK_MS}, got {self.chunk_ms}")
         if self.realtime_factor is not None and self.realtime_factor <= 0:
             raise ValueError(f"realtime_factor must be > 0 or None, got {self.realtime_factor}")
-        if not 0.0 <= self.flag_sensitivity <= 1.0:
+        if self.flag_sensitivity is not None and not 0.0 <= self.flag_sensitivity <= 1.0:
             raise ValueError(f"flag_sensitivity must be 0..1, got {self.flag_sensitivity}")

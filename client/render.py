@@ -21,7 +21,7 @@ __all__ = [
     "use_color",
     "score_color",
     "format_utterance",
-    "format_word_result",
+    "format_hypothesis",
     "format_speech_event",
     "format_utterance_error",
     "format_summary",
@@ -63,7 +63,7 @@ def _span(start_ms: int, end_ms: int) -> str:
 
 def _cause(cause: int) -> str:
     name = pb.EndpointCause.Name(cause) if cause in pb.EndpointCause.values() else str(cause)
-    return name.lower().replace("_", " ")
+    return name.removeprefix("ENDPOINT_CAUSE_").lower().replace("_", " ")
 
 
 def format_utterance(u: pb.UtteranceAssessment, *, color: bool = False, phones: bool = False) -> str:
@@ -90,18 +90,21 @@ def format_utterance(u: pb.UtteranceAssessment, *, color: bool = False, phones: 
 
 
 def _format_word(w: pb.WordAssessment, color: bool, width: int) -> str:
-    if w.error_type == pb.OMISSION:
+    if w.error_type == pb.WORD_ERROR_TYPE_OMISSION:
         text = f"[{w.word}]"
         return _paint(text, color, DIM, STRIKE) + " " * (width - len(text)) + "(omitted)"
-    text = f"+{w.word}" if w.error_type == pb.INSERTION else w.word
+    text = f"+{w.word}" if w.error_type == pb.WORD_ERROR_TYPE_INSERTION else w.word
     codes = (RED, UNDERLINE) if w.needs_improvement else (score_color(w.accuracy),)
     notes = []
-    if w.error_type == pb.INSERTION:
+    if w.error_type == pb.WORD_ERROR_TYPE_INSERTION:
         notes.append("(inserted)")
-    elif w.error_type == pb.MISPRONUNCIATION:
+    elif w.error_type == pb.WORD_ERROR_TYPE_MISPRONUNCIATION:
         notes.append("(mispronounced)")
     if w.needs_improvement:
         notes.append(_paint(f"{FLAG} needs work", color, RED))
+        said = [d for d in (diagnosis(p) for p in w.phones) if d]
+        if said:
+            notes.append("(" + "; ".join(said[:2]) + ")")
     return (
         _paint(text, color, *codes)
         + " " * (width - len(text))
@@ -110,22 +113,50 @@ def _format_word(w: pb.WordAssessment, color: bool, width: int) -> str:
     ).rstrip()
 
 
+def diagnosis(p: pb.PhoneAssessment) -> str:
+    """What was heard instead of a phone scored below 1 (of 2): "said S, not TH", "TH left out"; else ""."""
+    if p.accuracy >= 1.0 or not p.heard or p.heard[0].phone == p.phone:
+        return ""
+    if p.heard[0].phone == "SIL":
+        return f"{p.phone} left out"
+    return f"said {p.heard[0].phone}, not {p.phone}"
+
+
 def _format_phone(p: pb.PhoneAssessment, color: bool) -> str:
     acc = _paint(f"{p.accuracy:.1f}", color, score_color(p.accuracy * 5.0))  # 0..2 onto 0..10
-    return f"{p.phone:<3} {_span(p.start_ms, p.end_ms):>13}  goodness {p.goodness:6.2f}  acc {acc}"
+    said = diagnosis(p)
+    return (f"{p.phone:<3} {_span(p.start_ms, p.end_ms):>13}  goodness {p.goodness:6.2f}  acc {acc}"
+            + (f"  {_paint(said, color, RED)}" if said else ""))
 
 
-def format_word_result(w: pb.WordResult, *, color: bool = False) -> str:
-    """One live line for an interim word, flagged as it arrives."""
-    flag = _paint(f" {FLAG}", color, RED) if w.needs_improvement else ""
-    state = "" if w.committed else " …"
-    word = _paint(w.word, color, score_color(w.accuracy))
-    return f"  · u{w.utterance_index + 1} #{w.word_index} {word} {w.accuracy:.1f}{flag}{state}"
+def format_hypothesis(utterance_index: int, stable: Sequence[pb.InterimWord], provisional: Sequence[pb.InterimWord],
+                      *, color: bool = False, width: int = 0) -> str:
+    """One live line: the utterance's stable words, coloured by score and flagged, then the provisional tail
+    (dim, ending in "…"). With `width`, leading words are left out so the line fits."""
+    words = [(w, True) for w in stable] + [(w, False) for w in provisional]
+    prefix = f"  · u{utterance_index + 1} "
+    tail = " …" if provisional else ""
+
+    def plain(w: pb.InterimWord) -> str:
+        return w.word + (FLAG if w.needs_improvement else "")
+
+    if width:
+        while len(words) > 1 and len(prefix) + 2 + sum(len(plain(w)) + 1 for w, _ in words) + len(tail) > width:
+            words.pop(0)
+    lead = "… " if len(words) < len(stable) + len(provisional) else ""
+
+    def paint(w: pb.InterimWord, is_stable: bool) -> str:
+        if not is_stable:
+            return _paint(plain(w), color, DIM)
+        flag = _paint(FLAG, color, RED) if w.needs_improvement else ""
+        return _paint(w.word, color, score_color(w.accuracy)) + flag
+
+    return prefix + lead + " ".join(paint(w, is_stable) for w, is_stable in words) + _paint(tail, color, DIM)
 
 
 def format_speech_event(e: pb.SpeechEvent, *, color: bool = False) -> str:
-    kind = "speech started" if e.type == pb.SpeechEvent.SPEECH_STARTED else "speech ended"
-    cause = f" ({_cause(e.cause)})" if e.type == pb.SpeechEvent.SPEECH_ENDED else ""
+    kind = "speech started" if e.type == pb.SPEECH_EVENT_TYPE_STARTED else "speech ended"
+    cause = f" ({_cause(e.cause)})" if e.type == pb.SPEECH_EVENT_TYPE_ENDED else ""
     return _paint(f"  [{kind} u{e.utterance_index + 1} at {e.offset_ms / 1000:.2f}s{cause}]", color, DIM)
 
 
@@ -145,9 +176,9 @@ def format_capabilities(c: pb.Capabilities) -> str:
         f"engine:     {c.engine.name} {c.engine.version}".rstrip(),
         f"profile:    {c.engine.profile or 'cpu'} on {c.engine.backend or 'local'}"
         + (" (placeholder scores: not an assessment)" if c.engine.features.placeholder_scores else ""),
-        "features:   " + (", ".join(name for name in ("interim_words", "phones", "open_mode", "closed_mode")
+        "features:   " + (", ".join(name for name in ("interim_words", "phones", "phone_diagnosis", "open_mode", "closed_mode")
                                    if getattr(c.engine.features, name)) or "-"),
-        "encodings:  " + ", ".join(pb.AudioEncoding.Name(e) for e in c.encodings),
+        "encodings:  " + ", ".join(pb.AudioEncoding.Name(e).removeprefix("AUDIO_ENCODING_") for e in c.encodings),
         "languages:  " + ", ".join(c.language_codes),
         "scorers:    " + ", ".join(c.engine.scorers),
         f"limits:     {lim.min_sample_rate_hertz}..{lim.max_sample_rate_hertz} Hz, "
@@ -161,6 +192,34 @@ def format_capabilities(c: pb.Capabilities) -> str:
 
 _INT64_TYPES = (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
                 FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64)
+
+
+# Score fields and their factor onto 0..100: sentence and word scores are 0..10, phone accuracy 0..2.
+_SCORE_FIELDS = {
+    "saywell.v1.SentenceScores": {"accuracy": 10, "fluency": 10, "prosody": 10, "total": 10, "completeness": 10},
+    "saywell.v1.WordAssessment": {"accuracy": 10, "stress": 10, "total": 10},
+    "saywell.v1.PhoneAssessment": {"accuracy": 50},
+    "saywell.v1.InterimWord": {"accuracy": 10},
+    "saywell.v1.StreamSummary": {"mean_total": 10},
+}
+
+
+def on_100_scale(message: Message) -> Message:
+    """A copy of `message` with every score in it (however deep) on 0..100 instead of the corpus's scales."""
+    scaled = type(message)()
+    scaled.CopyFrom(message)
+    _scale(scaled)
+    return scaled
+
+
+def _scale(message: Message) -> None:
+    factors = _SCORE_FIELDS.get(message.DESCRIPTOR.full_name, {})
+    for field, value in message.ListFields():
+        if field.name in factors:
+            setattr(message, field.name, round(value * factors[field.name], 1))
+        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            for item in (value if field.is_repeated else [value]):
+                _scale(item)
 
 
 def message_dict(message: Message) -> dict:

@@ -33,7 +33,7 @@ class SaywellClient:
         self.target = target
         self.options = options or ClientOptions()
         self._channel = open_channel(target, self.options)
-        self._stub = pb_grpc.PronunciationAssessmentStub(self._channel)
+        self._stub = pb_grpc.PronunciationAssessmentServiceStub(self._channel)
 
     def capabilities(self) -> pb.Capabilities:
         """What the server accepts: encodings, languages, limits, engine."""
@@ -59,7 +59,7 @@ class SaywellClient:
             raise rpc_failed(e, self.target) from e
 
     def assess_source(
-        self, source: AudioSource, *, reference_text: str = "", flag_sensitivity: float = 0.0
+        self, source: AudioSource, *, reference_text: str = "", flag_sensitivity: float | None = None
     ) -> pb.AssessResponse:
         """assess() for a loaded file."""
         config = pb.AssessmentConfig(reference_text=reference_text, flag_sensitivity=flag_sensitivity)
@@ -83,7 +83,7 @@ class SaywellClient:
         chunk_ms: int = 100,
         realtime_factor: float | None = None,
         endpointing: Mapping[str, int] | None = None,
-        flag_sensitivity: float = 0.0,
+        flag_sensitivity: float | None = None,
         client_request_id: str = "",
     ) -> Iterator[pb.StreamAssessResponse]:
         """Stream a loaded file: config, audio chunks, half-close; yield responses.

@@ -19,12 +19,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from saywell.engine.language.text import normalize_words
+from saywell.engine.language.text import match_reference, normalize_words
 from saywell.engine.options import EngineOptions
 from saywell.engine.types import AssessmentRequest, Capabilities, EngineInfo, UtteranceResult, WordScore
 
 __all__ = ["Capabilities", "Engine", "EngineInfo", "OnCommitted", "UtteranceHandle", "create_engine",
-           "normalize_words", "profile_names"]
+           "match_reference", "normalize_words", "profile_names"]
 
 # Called by a handle with words that will not change before the final (times from the utterance start) and the
 # utterance time (ms) up to which the audio is settled.

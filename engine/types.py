@@ -66,6 +66,9 @@ class PhoneScore:
     end_ms: int
     goodness: float  # GOP, nats per frame, <= ~0
     accuracy: float  # 0..2
+    # Diagnosis: phones a free phone recogniser heard over this phone's span with the share of the span each
+    # covers, most first (at most 3); "SIL" for silence. Empty when the profile has no phone recogniser.
+    heard: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Capabilities:
     open_mode: bool = True  # assessment without a reference text
     closed_mode: bool = True  # assessment against a reference text
     assessment: bool = True  # False: placeholder scores for load testing the serving path, not an assessment
+    phone_diagnosis: bool = False  # phones carry `heard`: what a phone recogniser heard over each phone
 
 
 @dataclass(frozen=True)

@@ -9,19 +9,34 @@ import signal
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from saywell.engine.api import Engine, create_engine
 from saywell.engine.options import AsrOptions, BatchingOptions, EarlyAnalysisOptions, EngineOptions, with_target_asr
 from saywell.server.auth import AccessInterceptor, load_tokens
 from saywell.server.config import ServerConfig
 from saywell.server.metrics import ServerMetrics
-from saywell.server.servicer import PronunciationAssessmentServicer, StatusInterceptor
+from saywell.server.servicer import PronunciationAssessmentServiceServicer, StatusInterceptor
 from saywell.server.tls import server_credentials, tls_mode
 from saywell.v1 import assessment_pb2, assessment_pb2_grpc
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = assessment_pb2.DESCRIPTOR.services_by_name["PronunciationAssessment"].full_name
+SERVICE_NAME = assessment_pb2.DESCRIPTOR.services_by_name["PronunciationAssessmentService"].full_name
+# grpcio-reflection serves only grpc.reflection.v1alpha; tools that speak v1 (newer grpcurl, Postman) ask
+# grpc.reflection.v1.ServerReflection. Its messages are v1alpha's under another package (the same fields and
+# numbers, so the same bytes on the wire): the v1alpha servicer answers both names.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTED_SERVICES = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                      reflection.SERVICE_NAME, REFLECTION_V1)
+
+
+def reflection_v1_handler() -> grpc.GenericRpcHandler:
+    servicer = reflection_aio.ReflectionServicer(REFLECTED_SERVICES)
+    return grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)})
 
 
 def engine_options(config: ServerConfig) -> EngineOptions:
@@ -45,6 +60,7 @@ class SaywellServer:
         self.config = config
         self.metrics = ServerMetrics()
         self.engine = engine or create_engine(engine_options(config), on_batch=self.metrics.on_batch)
+        self.metrics.watch(self.engine.backlog, config.max_concurrent_streams)
         self.health = health_aio.HealthServicer()
         self.access = AccessInterceptor(load_tokens(config), config.max_streams_per_client, self.metrics)
         self.server: grpc.aio.Server | None = None
@@ -62,12 +78,11 @@ class SaywellServer:
                      ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
                      ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                      ("grpc.keepalive_permit_without_calls", 1)])
-        servicer = PronunciationAssessmentServicer(self.engine, self.config, self.metrics)
-        assessment_pb2_grpc.add_PronunciationAssessmentServicer_to_server(servicer, self.server)
+        servicer = PronunciationAssessmentServiceServicer(self.engine, self.config, self.metrics)
+        assessment_pb2_grpc.add_PronunciationAssessmentServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self.server)
+        reflection.enable_server_reflection(REFLECTED_SERVICES, self.server)
+        self.server.add_generic_rpc_handlers((reflection_v1_handler(),))
         address, credentials = f"{self.config.host}:{self.config.port}", server_credentials(self.config)
         if credentials is None:
             self.port = self.server.add_insecure_port(address)

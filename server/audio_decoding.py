@@ -73,7 +73,7 @@ class Linear16Decoder:
     """Raw little-endian int16; a chunk may split a sample frame, the remainder waits for the next chunk."""
 
     def __init__(self, settings: AudioSettings, max_samples: int | None = None) -> None:
-        self.name = pb.AudioEncoding.Name(settings.encoding)
+        self.name = pb.AudioEncoding.Name(settings.encoding).removeprefix("AUDIO_ENCODING_")
         self.frame_bytes = 2 * settings.channels
         self.input_rate = settings.sample_rate_hertz
         self.max_samples = max_samples
@@ -181,7 +181,7 @@ class WavDecoder:
                 self._consume(8)
                 self._payload_left = None if size in (0, 0xFFFFFFFF) else size
                 rate, channels = self._fmt
-                self._pcm = Linear16Decoder(AudioSettings(pb.WAV, rate, channels), self.max_samples)
+                self._pcm = Linear16Decoder(AudioSettings(pb.AUDIO_ENCODING_WAV, rate, channels), self.max_samples)
                 self.input_rate = rate
             elif chunk_id == b"fmt ":
                 if size + 8 > HEADER_LIMIT_BYTES or len(head) < size + 8:
@@ -254,7 +254,7 @@ class ContainerDecoder:
     def __init__(self, settings: AudioSettings, max_samples: int | None = None,
                  max_buffered_bytes: int = MAX_BUFFERED_BYTES) -> None:
         self.settings = settings
-        self.name = pb.AudioEncoding.Name(settings.encoding)
+        self.name = pb.AudioEncoding.Name(settings.encoding).removeprefix("AUDIO_ENCODING_")
         self.max_samples = max_samples
         self.max_buffered_bytes = max_buffered_bytes
         self.input_rate = settings.sample_rate_hertz
@@ -337,9 +337,9 @@ def make_decoder(settings: AudioSettings, max_samples: int | None = None,
                  max_buffered_bytes: int = MAX_BUFFERED_BYTES) -> Linear16Decoder | WavDecoder | ContainerDecoder:
     """`max_samples` caps the output (16 kHz samples; None: unlimited); `max_buffered_bytes` caps what a FLAC or
     Ogg/Opus stream may hold for re-reading (LINEAR16 and WAV keep at most a partial frame)."""
-    if settings.encoding == pb.LINEAR16:
+    if settings.encoding == pb.AUDIO_ENCODING_LINEAR16:
         return Linear16Decoder(settings, max_samples)
-    if settings.encoding == pb.WAV:
+    if settings.encoding == pb.AUDIO_ENCODING_WAV:
         return WavDecoder(settings, max_samples)
     return ContainerDecoder(settings, max_samples, max_buffered_bytes)
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCOPES = ("assess", "capabilities")
-_SERVICE = "/saywell.v1.PronunciationAssessment/"
+_SERVICE = "/saywell.v1.PronunciationAssessmentService/"
 METHOD_SCOPES = {_SERVICE + "StreamAssess": "assess", _SERVICE + "Assess": "assess",
                  _SERVICE + "GetCapabilities": "capabilities"}
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",

@@ -6,16 +6,16 @@ from saywell.server.segmenter import EndCause
 from saywell.v1 import assessment_pb2 as pb
 
 END_CAUSES = {
-    EndCause.SILENCE: pb.SILENCE,
-    EndCause.MAX_LENGTH: pb.MAX_LENGTH,
-    EndCause.CLIENT: pb.CLIENT_END_OF_UTTERANCE,
-    EndCause.END_OF_STREAM: pb.END_OF_STREAM,
+    EndCause.SILENCE: pb.ENDPOINT_CAUSE_SILENCE,
+    EndCause.MAX_LENGTH: pb.ENDPOINT_CAUSE_MAX_LENGTH,
+    EndCause.CLIENT: pb.ENDPOINT_CAUSE_CLIENT_END_OF_UTTERANCE,
+    EndCause.END_OF_STREAM: pb.ENDPOINT_CAUSE_END_OF_STREAM,
 }
 ERROR_TYPES = {
-    WordErrorType.NONE: pb.NONE,
-    WordErrorType.MISPRONUNCIATION: pb.MISPRONUNCIATION,
-    WordErrorType.OMISSION: pb.OMISSION,
-    WordErrorType.INSERTION: pb.INSERTION,
+    WordErrorType.NONE: pb.WORD_ERROR_TYPE_NONE,
+    WordErrorType.MISPRONUNCIATION: pb.WORD_ERROR_TYPE_MISPRONUNCIATION,
+    WordErrorType.OMISSION: pb.WORD_ERROR_TYPE_OMISSION,
+    WordErrorType.INSERTION: pb.WORD_ERROR_TYPE_INSERTION,
 }
 
 
@@ -30,7 +30,8 @@ def word_assessment(word: WordScore, offset_ms: int) -> pb.WordAssessment:
         accuracy=_round(word.accuracy), stress=_round(word.stress), total=_round(word.total),
         error_type=ERROR_TYPES[word.error_type], needs_improvement=word.needs_improvement,
         phones=[pb.PhoneAssessment(phone=p.phone, start_ms=p.start_ms + shift, end_ms=p.end_ms + shift,
-                                   goodness=_round(p.goodness), accuracy=_round(p.accuracy))
+                                   goodness=_round(p.goodness), accuracy=_round(p.accuracy),
+                                   heard=[pb.HeardPhone(phone=h, share=_round(share)) for h, share in p.heard])
                 for p in word.phones])
 
 
@@ -49,12 +50,11 @@ def utterance_assessment(result: UtteranceResult, *, index: int, start_ms: int, 
                                      model_versions=model_versions, scorer=result.scorer))
 
 
-def word_result(word: WordScore, *, utterance_index: int, word_index: int, offset_ms: int,
-                committed: bool) -> pb.WordResult:
-    return pb.WordResult(utterance_index=utterance_index, word_index=word_index, word=word.text,
-                         start_ms=word.start_ms + offset_ms, end_ms=word.end_ms + offset_ms,
-                         accuracy=_round(word.accuracy), needs_improvement=word.needs_improvement,
-                         committed=committed)
+def interim_word(word: WordScore, *, word_index: int, offset_ms: int,
+                 reference_index: int | None) -> pb.InterimWord:
+    return pb.InterimWord(word_index=word_index, word=word.text, start_ms=word.start_ms + offset_ms,
+                          end_ms=word.end_ms + offset_ms, accuracy=_round(word.accuracy),
+                          needs_improvement=word.needs_improvement, reference_index=reference_index)
 
 
 def engine_info(info: EngineInfo) -> pb.EngineInfo:
@@ -63,4 +63,5 @@ def engine_info(info: EngineInfo) -> pb.EngineInfo:
                          scorers=list(info.scorers), profile=info.profile, backend=info.backend,
                          features=pb.EngineFeatures(interim_words=c.interim_words, phones=c.phones,
                                                     open_mode=c.open_mode, closed_mode=c.closed_mode,
-                                                    placeholder_scores=not c.assessment))
+                                                    placeholder_scores=not c.assessment,
+                                                    phone_diagnosis=c.phone_diagnosis))

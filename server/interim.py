@@ -1,7 +1,9 @@
-"""Interim word results of the utterance in progress: which words to send, and which of them to commit.
+"""The live hypothesis of the utterance in progress: which words are stable, which are the provisional tail.
 
-A committed word is final until the utterance's assessment. Words are committed when two successive decodes
-agree on them and they end clear of the live edge, or when a segment analysed at a cut holds them.
+A stable (committed) word is never resent or withdrawn before the utterance's assessment. Words become stable
+when two successive decodes agree on them and they end clear of the live edge, or when a segment analysed at a
+cut holds them. Every update carries the whole provisional tail after the stable words (see InterimResult in
+the proto for the client's rule).
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ class InterimState:
     """
 
     utterance_index: int
-    committed: int = 0  # words sent as committed
+    committed: int = 0  # words sent as stable
+    stable_texts: list[str] = field(default_factory=list)  # their texts (closed mode matches them to the reference)
+    provisional: list[WordScore] = field(default_factory=list)  # the provisional tail as last sent
     committed_end_ms: int = 0  # where the last committed word ends, from the utterance start
     previous: list[str] = field(default_factory=list)  # uncommitted words of the last decode
     decoded_ms: int = 0
@@ -49,14 +53,24 @@ class InterimState:
         return sum(1 for w in tail if w.end_ms < audio_ms - COMMIT_MARGIN_MS)
 
     def commit_decoded(self, tail: list[WordScore], stable: int) -> None:
-        """Record a decode: its first `stable` words are now committed, the rest wait for the next decode."""
+        """Record a decode as sent: its first `stable` words are now committed, the rest are the provisional
+        tail and wait for the next decode."""
         if stable:
             self.committed += stable
             self.committed_end_ms = tail[stable - 1].end_ms
-        self.previous = [w.text for w in tail[stable:]]
+            self.stable_texts += [w.text for w in tail[:stable]]
+        self.provisional = list(tail[stable:])
+        self.previous = [w.text for w in self.provisional]
 
-    def commit_segment(self, sent: int, segment_end_ms: int) -> None:
-        """A segment's words were sent as committed; everything before its end is settled."""
-        self.committed += sent
+    def tail_after(self, end_ms: int) -> list[WordScore]:
+        """The provisional words last sent that lie after `end_ms` (by their middle)."""
+        return [w for w in self.provisional if (w.start_ms + w.end_ms) / 2 > end_ms]
+
+    def commit_segment(self, words: list[WordScore], segment_end_ms: int) -> None:
+        """A segment's words were sent as committed, with the provisional words after its end as the tail;
+        everything before its end is settled."""
+        self.committed += len(words)
+        self.stable_texts += [w.text for w in words]
         self.committed_end_ms = max(self.committed_end_ms, segment_end_ms)
+        self.provisional = self.tail_after(segment_end_ms)
         self.previous = []

@@ -42,6 +42,17 @@ def _lenient(deserialize):
     return parse
 
 
+def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message a typed or engine error is answered with."""
+    if isinstance(exc, StatusError):
+        return exc.code, exc.message
+    if isinstance(exc, OverloadedError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, InputError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    return grpc.StatusCode.INTERNAL, f"assessment failed: {exc}"
+
+
 class StatusInterceptor(grpc.aio.ServerInterceptor):
     """Typed errors become their gRPC status; engine errors become INTERNAL/RESOURCE_EXHAUSTED; all are counted."""
 
@@ -49,14 +60,7 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
         self.metrics = metrics
 
     async def _abort(self, context, exc: Exception):
-        if isinstance(exc, StatusError):
-            code, message = exc.code, exc.message
-        elif isinstance(exc, OverloadedError):
-            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-        elif isinstance(exc, InputError):
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        else:
-            code, message = grpc.StatusCode.INTERNAL, f"assessment failed: {exc}"
+        code, message = status_of(exc)
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             context.set_trailing_metadata((("retry-after-ms", RETRY_AFTER_MS),))
         self.metrics.errors.labels(code.name).inc()
@@ -90,7 +94,7 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
-class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
+class PronunciationAssessmentServiceServicer(pb_grpc.PronunciationAssessmentServiceServicer):
     def __init__(self, engine: Engine, config: ServerConfig, metrics: ServerMetrics) -> None:
         self.engine = engine
         self.config = config
@@ -136,11 +140,20 @@ class PronunciationAssessmentServicer(pb_grpc.PronunciationAssessmentServicer):
                                                  **session.log_fields()})
 
     async def Assess(self, request: pb.AssessRequest, context) -> pb.AssessResponse:
-        with self._slot():
-            settings = audio_settings(request.audio, request.HasField("audio"))
-            fields = assessment_fields(request.assessment, self.config, list(self.engine.info.scorers))
-            audio = await asyncio.to_thread(self._decode, settings, request.audio_content)  # off the event loop
-            return await self._assess(request, fields, audio)
+        outcome = "cancelled"
+        try:
+            with self._slot():
+                settings = audio_settings(request.audio, request.HasField("audio"))
+                fields = assessment_fields(request.assessment, self.config, list(self.engine.info.scorers))
+                audio = await asyncio.to_thread(self._decode, settings, request.audio_content)  # off the event loop
+                response = await self._assess(request, fields, audio)
+            outcome = "OK"
+            return response
+        except (StatusError, EngineError) as exc:
+            outcome = status_of(exc)[0].name
+            raise
+        finally:
+            self.metrics.assess_calls.labels(outcome).inc()
 
     def _decode(self, settings, content: bytes):
         """The whole recording, decoded no further than the longest utterance Assess takes."""

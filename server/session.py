@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from saywell.engine.api import Engine, UtteranceHandle
+from saywell.engine.api import Engine, UtteranceHandle, match_reference, normalize_words
 from saywell.engine.types import AssessmentRequest, EngineError, InputError, OverloadedError, WordScore
 from saywell.server import convert
 from saywell.server.audio_decoding import make_decoder
@@ -81,6 +81,7 @@ class AssessmentSession:
         self._utterance: UtteranceHandle | None = None  # the engine's handle on the utterance being spoken
         self._handles: set[UtteranceHandle] = set()  # every handle whose final is not delivered yet
         self._early: asyncio.Future | None = None  # the engine's early final assessment at the current pause
+        self._reference_words: list[str] = []  # closed mode: interim words point at these
         self._segmenter: VadSegmenter | None = None
         self._decoder = None
         self._totals = StreamTotals()
@@ -229,7 +230,7 @@ class AssessmentSession:
         compressed message may expand to minutes of audio, and the event loop serves every stream."""
         decode = self._decoder.finish if data is None else functools.partial(self._decoder.feed, data)
         try:
-            if self.settings.audio.encoding in (pb.FLAC, pb.OGG_OPUS):
+            if self.settings.audio.encoding in (pb.AUDIO_ENCODING_FLAC, pb.AUDIO_ENCODING_OGG_OPUS):
                 return await asyncio.to_thread(decode)
             return decode()
         except OutOfRange:
@@ -266,9 +267,10 @@ class AssessmentSession:
 
     def _configure(self, config: pb.StreamingAssessConfig) -> None:
         self.settings = s = stream_settings(config, self.config, list(self.engine.info.scorers))
+        self._reference_words = normalize_words(s.reference_text)
         # Compressed audio stops decoding a little past max_stream_ms, whatever its bytes expand to (a message of
         # PCM holds at most max_message_bytes of samples; the segmenter's check ends the stream at the limit).
-        compressed = s.audio.encoding in (pb.FLAC, pb.OGG_OPUS)
+        compressed = s.audio.encoding in (pb.AUDIO_ENCODING_FLAC, pb.AUDIO_ENCODING_OGG_OPUS)
         self._decoder = make_decoder(s.audio, max_samples=(self.config.max_stream_ms + 1000) * 16 if compressed else None)
         self._segmenter = VadSegmenter(SegmenterOptions(
             aggressiveness=s.vad_aggressiveness, silence_ms=s.end_of_utterance_silence_ms,
@@ -298,7 +300,7 @@ class AssessmentSession:
                                 if self.settings.interim_results else None)
                 self._utterance = self.engine.begin_utterance(self._request(_NO_AUDIO), on_committed)
                 self._handles.add(self._utterance)
-                self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED,
+                self._emit(speech_event=pb.SpeechEvent(type=pb.SPEECH_EVENT_TYPE_STARTED,
                                                        utterance_index=event.index, offset_ms=event.offset_ms))
             elif isinstance(event, SpeechGap):
                 self._utterance.silence(self._segmenter.utterance_audio(), event.cut_ms)
@@ -313,7 +315,7 @@ class AssessmentSession:
                 if self._interim_task is not None:
                     self._interim_task.cancel()
                 self._early = None
-                self._emit(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_ENDED, utterance_index=event.index,
+                self._emit(speech_event=pb.SpeechEvent(type=pb.SPEECH_EVENT_TYPE_ENDED, utterance_index=event.index,
                                                        offset_ms=event.speech_end_ms,
                                                        cause=convert.END_CAUSES[event.cause]))
                 handle, self._utterance = self._utterance, None
@@ -399,27 +401,36 @@ class AssessmentSession:
         self._send_interim(state, [w.shifted(window_ms) for w in words], audio_ms)
 
     async def _committed_words(self, state: InterimState, words: tuple[WordScore, ...], settled_ms: int) -> None:
-        """Words the engine will not change before the final (a segment analysed at a cut): committed at once."""
+        """Words the engine will not change before the final (a segment analysed at a cut): stable at once; the
+        provisional words after the segment stay the tail."""
         if self._interim is not state:
             return
-        tail = self._emit_after_committed(state, list(words), len(words))
-        state.commit_segment(len(tail), settled_ms)
+        stable = state.after_committed(list(words))
+        self._emit_interim(state, stable, state.tail_after(settled_ms))
+        state.commit_segment(stable, settled_ms)
 
-    def _emit_after_committed(self, state: InterimState, words: list[WordScore], committing: int) -> list[WordScore]:
-        """Send the words after the committed ones, the first `committing` of them as committed; returns them."""
-        tail = state.after_committed(words)
+    def _emit_interim(self, state: InterimState, stable: list[WordScore], provisional: list[WordScore]) -> None:
+        """One InterimResult: `stable` continues the stable words, `provisional` replaces the tail (nothing is
+        sent when neither changes)."""
+        if not stable and provisional == state.provisional:
+            return
+        words = stable + provisional
+        references: list[int | None] = [None] * len(words)
+        if self._reference_words:  # closed mode: which reference word each recognised word stands for
+            references = match_reference(self._reference_words, state.stable_texts + [w.text for w in words])
+            references = references[len(state.stable_texts):]
         offset_ms = self._segmenter.utterance_start_ms()
-        for i, word in enumerate(tail):
-            self._emit(word_result=convert.word_result(word, utterance_index=state.utterance_index,
-                                                       word_index=state.committed + i, offset_ms=offset_ms,
-                                                       committed=i < committing))
-        return tail
+        sent = [convert.interim_word(w, word_index=state.committed + i, offset_ms=offset_ms,
+                                     reference_index=references[i]) for i, w in enumerate(words)]
+        self._emit(interim_result=pb.InterimResult(utterance_index=state.utterance_index,
+                                                   stable_words=sent[:len(stable)],
+                                                   provisional_words=sent[len(stable):]))
 
     def _send_interim(self, state: InterimState, words: list[WordScore], audio_ms: int) -> None:
         """Send the words after the committed ones; commit those two decodes agree on, clear of the live edge."""
         tail = state.after_committed(words)
         stable = state.agreed(tail, audio_ms)
-        self._emit_after_committed(state, tail, stable)
+        self._emit_interim(state, tail[:stable], tail[stable:])
         state.commit_decoded(tail, stable)
         cut_after = state.settled(tail, audio_ms) if self.config.cut_at_settled_words else stable
         if cut_after:

@@ -9,8 +9,8 @@ from saywell.server.errors import InvalidArgument
 from saywell.v1 import assessment_pb2 as pb
 
 LANGUAGES = ("en-US",)
-ENCODINGS = (pb.LINEAR16, pb.FLAC, pb.OGG_OPUS, pb.WAV)
-CONTAINER_ENCODINGS = (pb.FLAC, pb.OGG_OPUS, pb.WAV)
+ENCODINGS = (pb.AUDIO_ENCODING_LINEAR16, pb.AUDIO_ENCODING_FLAC, pb.AUDIO_ENCODING_OGG_OPUS, pb.AUDIO_ENCODING_WAV)
+CONTAINER_ENCODINGS = (pb.AUDIO_ENCODING_FLAC, pb.AUDIO_ENCODING_OGG_OPUS, pb.AUDIO_ENCODING_WAV)
 MIN_RATE, MAX_RATE = 8000, 48000
 MAX_CHANNELS = 8
 MAX_REQUEST_ID_CHARS = 128
@@ -46,8 +46,8 @@ def audio_settings(audio: pb.AudioConfig, has_audio: bool) -> AudioSettings:
         raise InvalidArgument(f"config.audio.encoding {name} is not supported; use one of "
                               + ", ".join(pb.AudioEncoding.Name(e) for e in ENCODINGS))
     rate = audio.sample_rate_hertz
-    if audio.encoding == pb.LINEAR16 and rate == 0:
-        raise InvalidArgument("config.audio.sample_rate_hertz is required for LINEAR16")
+    if audio.encoding == pb.AUDIO_ENCODING_LINEAR16 and rate == 0:
+        raise InvalidArgument("config.audio.sample_rate_hertz is required for AUDIO_ENCODING_LINEAR16")
     if rate != 0 and not MIN_RATE <= rate <= MAX_RATE:
         raise InvalidArgument(f"config.audio.sample_rate_hertz {rate} is out of range {MIN_RATE}..{MAX_RATE}")
     channels = audio.audio_channel_count or 1
@@ -68,8 +68,8 @@ def assessment_fields(cfg: pb.AssessmentConfig, limits: ServerConfig, scorers: l
     if reference.strip() and not normalize_words(reference):
         raise InvalidArgument("config.assessment.reference_text has no words to assess "
                               f"(after normalisation): {reference[:80]!r}")
-    sensitivity = cfg.flag_sensitivity or 0.5
-    if not 0.0 <= sensitivity <= 1.0:
+    sensitivity = cfg.flag_sensitivity if cfg.HasField("flag_sensitivity") else 0.5
+    if not 0.0 <= sensitivity <= 1.0:  # NaN fails too
         raise InvalidArgument(f"config.assessment.flag_sensitivity {cfg.flag_sensitivity} is out of range 0..1")
     if cfg.scorer and cfg.scorer not in scorers:
         raise InvalidArgument(f"config.assessment.scorer {cfg.scorer!r} is unknown; available: {', '.join(scorers)}")

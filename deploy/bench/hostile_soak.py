@@ -53,7 +53,7 @@ from saywell.v1 import assessment_pb2_grpc as pb_grpc
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 FAKE_SERVER = ROOT / "tests" / "integration" / "fake_server_main.py"
-STREAM_METHOD = "/saywell.v1.PronunciationAssessment/StreamAssess"
+STREAM_METHOD = "/saywell.v1.PronunciationAssessmentService/StreamAssess"
 RATE = 16000
 CHUNK_BYTES = RATE * 2 // 10  # 100 ms of 16-bit mono
 GAP = bytes(RATE)  # 0.5 s of silence between the good streams' utterances
@@ -159,7 +159,7 @@ def opus_bomb(seconds: int) -> bytes:
     return path.read_bytes()
 
 
-def config_request(encoding=pb.LINEAR16, rate=RATE, interim=True, request_id="") -> pb.StreamAssessRequest:
+def config_request(encoding=pb.AUDIO_ENCODING_LINEAR16, rate=RATE, interim=True, request_id="") -> pb.StreamAssessRequest:
     return pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
         audio=pb.AudioConfig(encoding=encoding, sample_rate_hertz=rate), interim_results=interim,
         client_request_id=request_id))
@@ -327,7 +327,7 @@ def match_final(pending: list[tuple[int, float]], utterance: pb.UtteranceAssessm
 async def good_worker(target: str, recordings, stats: GoodStats, started: float, stop_at: float, stream_s: float,
                       worker: int) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.PronunciationAssessmentStub(channel)
+        stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
         while time.monotonic() < stop_at - 3:
             opened = time.monotonic()
             await good_stream(stub, recordings, stats, min(stop_at, opened + stream_s), worker, started)
@@ -410,8 +410,8 @@ def hostile_writer(kind: str, bomb: bytes, recordings, rng: random.Random, hold_
         "config_silence": config_silence,
         "nothing": hold,
         "tiny_flood": tiny_flood,
-        "opus_bomb": lambda call: chunked(call, pb.OGG_OPUS, bomb),
-        "random_opus": lambda call: chunked(call, pb.OGG_OPUS, rng.randbytes(rng.randint(1, 200_000))),
+        "opus_bomb": lambda call: chunked(call, pb.AUDIO_ENCODING_OGG_OPUS, bomb),
+        "random_opus": lambda call: chunked(call, pb.AUDIO_ENCODING_OGG_OPUS, rng.randbytes(rng.randint(1, 200_000))),
         "fast_flooder": fast_flooder,
     }[kind]
 

@@ -50,7 +50,7 @@ def settled_rss(pid: int, seconds: float = 3.0) -> float:
 
 def requests(audio: np.ndarray, hold: threading.Event):
     yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
-        audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000), interim_results=True))
+        audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000), interim_results=True))
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     step = int(16000 * CHUNK_S) * 2
     for i in range(0, len(pcm), step):
@@ -79,7 +79,7 @@ def main() -> int:
         idle = settled_rss(server.pid)
         audio = sf.read(args.speech, dtype="float32")[0] if args.speech else np.zeros(16000, np.float32)
         hold = threading.Event()
-        stub = pb_grpc.PronunciationAssessmentStub(channel)
+        stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
         calls = [stub.StreamAssess(requests(audio, hold)) for _ in range(args.streams)]
         readers = [threading.Thread(target=lambda c=c: [None for _ in c], daemon=True) for c in calls]
         for reader in readers:

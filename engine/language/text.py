@@ -6,9 +6,11 @@ runs `nltk.download`, which must never happen offline or at import time; inflect
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import unicodedata
+from collections.abc import Sequence
 
 # Typography a keyboard or an ASR writes that the dictionary spells with ASCII.
 _CHAR_MAP = str.maketrans({
@@ -107,3 +109,17 @@ def normalize_words(text: str) -> list[str]:
     text = expand_numbers(text).lower()
     # Apostrophes survive only between letters ("i'm"); quotes and possessive plurals ("dogs'") lose them.
     return _WORD_RE.findall(text)
+
+
+def match_reference(reference: Sequence[str], heard: Sequence[str]) -> list[int | None]:
+    """For each heard word, the index of the reference word it stands for, or None for a word said beyond the
+    reference. An order-keeping alignment of the two word lists: equal stretches pair up, and a replaced
+    stretch pairs word by word from its start (a misread "beard" for "bird" still points at "bird"); the
+    leftover words of an uneven replacement and inserted words point at nothing."""
+    matched: list[int | None] = [None] * len(heard)
+    matcher = difflib.SequenceMatcher(a=list(reference), b=list(heard), autojunk=False)
+    for tag, a0, a1, b0, b1 in matcher.get_opcodes():
+        if tag in ("equal", "replace"):
+            for offset in range(min(a1 - a0, b1 - b0)):
+                matched[b0 + offset] = a0 + offset
+    return matched

@@ -68,7 +68,8 @@ def phone_accuracy(gop: float) -> float:
 
 def phone_scores(word: WordFeatures) -> tuple[PhoneScore, ...]:
     return tuple(PhoneScore(p.phone, p.start_frame * FRAME_MS, p.end_frame * FRAME_MS, float(p.gop),
-                            phone_accuracy(p.gop)) for p in word.word.phones)
+                            phone_accuracy(p.gop), tuple((h, round(share, 3)) for h, share in p.heard[:3]))
+                 for p in word.word.phones)
 
 
 def is_omitted(word: WordFeatures) -> bool:

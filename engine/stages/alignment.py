@@ -59,6 +59,8 @@ class AlignedPhone:
     loop_loglik: float  # best free phone loop log-likelihood over the same frames, pro-rated by overlap
     gop: float  # (aligned - loop) / frames: nats per frame, ~0 for a good phone, negative for a bad one
     loop_phones: tuple[str, ...]  # phones the loop recognised overlapping this phone, in order
+    # The loop's phones over this phone's frames, each with the share of the frames it covers, most first.
+    heard: tuple[tuple[str, float], ...] = ()
 
     @property
     def n_frames(self) -> int:
@@ -339,16 +341,18 @@ class PhoneAligner:
         canonical = _stress_map(names, self.lexicon.variants(text))
         phones = []
         for (name, start, end, loglik), canon in zip(segments, canonical):
-            loop_ll, heard = 0.0, []
+            loop_ll, heard, shares = 0.0, [], {}
+            frames = max(end - start, 1)
             for seg in loop:
                 overlap = min(end, seg.end) - max(start, seg.start)
                 if overlap > 0:
                     loop_ll += seg.loglik * overlap / (seg.end - seg.start)
                     heard.append(seg.phone)
-            frames = max(end - start, 1)
+                    shares[seg.phone] = shares.get(seg.phone, 0) + overlap / frames
+            ranked = sorted(shares.items(), key=lambda item: -item[1])  # stable: ties keep the loop's order
             phones.append(AlignedPhone(phone=name, canonical=canon, start_frame=start, end_frame=end,
                                        aligned_loglik=loglik, loop_loglik=loop_ll, gop=(loglik - loop_ll) / frames,
-                                       loop_phones=tuple(heard)))
+                                       loop_phones=tuple(heard), heard=tuple(ranked)))
         return AlignedWord(text=text, start_frame=segments[0][1], end_frame=segments[-1][2], phones=tuple(phones))
 
 

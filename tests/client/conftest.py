@@ -26,7 +26,7 @@ class FakeServer:
 def fake_server():
     servicer = FakeServicer()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_PronunciationAssessmentServicer_to_server(servicer, server)
+    pb_grpc.add_PronunciationAssessmentServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:

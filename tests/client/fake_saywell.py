@@ -20,27 +20,27 @@ def canned_utterance(index: int = 0) -> pb.UtteranceAssessment:
         utterance_index=index,
         start_ms=300,
         end_ms=2900,
-        cause=pb.END_OF_STREAM,
+        cause=pb.ENDPOINT_CAUSE_END_OF_STREAM,
         transcript="the quick fox um",
         reference_text="the quick brown fox",
         scores=pb.SentenceScores(accuracy=7.5, fluency=8.5, prosody=8.0, total=6.8, completeness=7.5),
         words=[
             pb.WordAssessment(word="the", start_ms=300, end_ms=380, accuracy=9.0, stress=10, total=9.2,
-                              error_type=pb.NONE),
+                              error_type=pb.WORD_ERROR_TYPE_NONE),
             pb.WordAssessment(word="quick", start_ms=400, end_ms=700, accuracy=6.0, stress=10, total=6.5,
-                              error_type=pb.MISPRONUNCIATION, needs_improvement=True, phones=phones),
-            pb.WordAssessment(word="brown", error_type=pb.OMISSION),
+                              error_type=pb.WORD_ERROR_TYPE_MISPRONUNCIATION, needs_improvement=True, phones=phones),
+            pb.WordAssessment(word="brown", error_type=pb.WORD_ERROR_TYPE_OMISSION),
             pb.WordAssessment(word="fox", start_ms=900, end_ms=1300, accuracy=3.0, stress=5, total=3.5,
-                              error_type=pb.MISPRONUNCIATION, needs_improvement=True),
+                              error_type=pb.WORD_ERROR_TYPE_MISPRONUNCIATION, needs_improvement=True),
             pb.WordAssessment(word="um", start_ms=1400, end_ms=1500, accuracy=6.5, stress=10, total=6.9,
-                              error_type=pb.INSERTION),
+                              error_type=pb.WORD_ERROR_TYPE_INSERTION),
         ],
         processing=pb.ProcessingInfo(latency_ms=42.0, audio_ms=2600, engine="fake 0.0", scorer="fake"),
     )
 
 
 @dataclass
-class FakeServicer(pb_grpc.PronunciationAssessmentServicer):
+class FakeServicer(pb_grpc.PronunciationAssessmentServiceServicer):
     """Records requests and metadata; `abort` = (code, details) makes every call fail,
     streams once their config has been read (as a server validating it would)."""
 
@@ -63,12 +63,13 @@ class FakeServicer(pb_grpc.PronunciationAssessmentServicer):
         config = self.stream_requests[0].config
         rid = config.client_request_id
         yield pb.StreamAssessResponse(client_request_id=rid, speech_event=pb.SpeechEvent(
-            type=pb.SpeechEvent.SPEECH_STARTED, offset_ms=300))
+            type=pb.SPEECH_EVENT_TYPE_STARTED, offset_ms=300))
         if config.interim_results:
-            yield pb.StreamAssessResponse(client_request_id=rid, word_result=pb.WordResult(
-                word_index=1, word="quick", start_ms=400, end_ms=700, accuracy=4.0, needs_improvement=True))
+            yield pb.StreamAssessResponse(client_request_id=rid, interim_result=pb.InterimResult(provisional_words=[
+                pb.InterimWord(word_index=0, word="quick", start_ms=400, end_ms=700, accuracy=4.0,
+                               needs_improvement=True)]))
         yield pb.StreamAssessResponse(client_request_id=rid, speech_event=pb.SpeechEvent(
-            type=pb.SpeechEvent.SPEECH_ENDED, offset_ms=2900, cause=pb.END_OF_STREAM))
+            type=pb.SPEECH_EVENT_TYPE_ENDED, offset_ms=2900, cause=pb.ENDPOINT_CAUSE_END_OF_STREAM))
         yield pb.StreamAssessResponse(client_request_id=rid, utterance=canned_utterance())
         yield pb.StreamAssessResponse(client_request_id=rid, summary=pb.StreamSummary(
             utterances=1, audio_ms=2965, mean_total=6.8))
@@ -81,7 +82,7 @@ class FakeServicer(pb_grpc.PronunciationAssessmentServicer):
     def GetCapabilities(self, request, context):
         self._record(context)
         return pb.Capabilities(
-            encodings=[pb.LINEAR16, pb.FLAC, pb.OGG_OPUS, pb.WAV],
+            encodings=[pb.AUDIO_ENCODING_LINEAR16, pb.AUDIO_ENCODING_FLAC, pb.AUDIO_ENCODING_OGG_OPUS, pb.AUDIO_ENCODING_WAV],
             language_codes=["en-US"],
             limits=pb.Limits(max_message_bytes=4 << 20, max_stream_ms=600_000, max_utterance_ms=30_000,
                              max_reference_text_chars=1000, min_sample_rate_hertz=8000,

@@ -16,13 +16,13 @@ def test_wav_becomes_linear16_at_its_own_rate(fixtures_dir, name, rate):
     path = fixtures_dir / name
     info = sf.info(str(path))
     source = load_audio(path)
-    assert source.encoding == pb.LINEAR16
+    assert source.encoding == pb.AUDIO_ENCODING_LINEAR16
     assert (source.sample_rate_hertz, source.channels) == (rate, 1)
     assert len(source.data) == info.frames * 2
     assert source.duration_s == pytest.approx(info.duration, abs=1e-3)
     assert source.pcm.shape == (info.frames, 1)
     cfg = source.audio_config()
-    assert (cfg.encoding, cfg.sample_rate_hertz, cfg.audio_channel_count) == (pb.LINEAR16, rate, 1)
+    assert (cfg.encoding, cfg.sample_rate_hertz, cfg.audio_channel_count) == (pb.AUDIO_ENCODING_LINEAR16, rate, 1)
 
 
 def test_32bit_wavex_is_converted_to_int16(fixtures_dir):
@@ -64,7 +64,7 @@ def test_chunk_ms_outside_20_to_200_is_rejected_at_once(fixtures_dir, bad):
 @settings(max_examples=60, deadline=None)
 def test_chunks_cover_the_audio_in_whole_frames(rate, channels, frames, chunk_ms):
     data = np.arange(frames * channels, dtype="<i2").tobytes()
-    source = AudioSource(pb.LINEAR16, rate, channels, data, frames / rate)
+    source = AudioSource(pb.AUDIO_ENCODING_LINEAR16, rate, channels, data, frames / rate)
     pieces = list(chunks(source, chunk_ms))
     assert b"".join(pieces) == data
     frame_bytes = 2 * channels
@@ -77,9 +77,9 @@ def test_flac_decodes_to_pcm_or_passes_through(tmp_path, fixtures_dir):
     path = tmp_path / "fox.flac"
     sf.write(str(path), original.pcm, 16000, format="FLAC", subtype="PCM_16")
     decoded = load_audio(path)
-    assert decoded.encoding == pb.LINEAR16 and decoded.data == original.data  # FLAC is lossless
+    assert decoded.encoding == pb.AUDIO_ENCODING_LINEAR16 and decoded.data == original.data  # FLAC is lossless
     raw = load_audio(path, decode=False)
-    assert raw.encoding == pb.FLAC and raw.data == path.read_bytes()
+    assert raw.encoding == pb.AUDIO_ENCODING_FLAC and raw.data == path.read_bytes()
     assert raw.duration_s == pytest.approx(original.duration_s, abs=1e-3)
     assert sum(len(c) for c in chunks(raw, 100)) == len(raw.data)
 
@@ -91,10 +91,10 @@ def test_opus_decodes_to_pcm_or_passes_through(tmp_path, fixtures_dir):
     path = tmp_path / "fox.opus"
     sf.write(str(path), original.pcm, 16000, format="OGG", subtype="OPUS")
     decoded = load_audio(path)
-    assert decoded.encoding == pb.LINEAR16 and decoded.channels == 1
+    assert decoded.encoding == pb.AUDIO_ENCODING_LINEAR16 and decoded.channels == 1
     assert decoded.duration_s == pytest.approx(original.duration_s, abs=0.05)
     raw = load_audio(path, decode=False)
-    assert raw.encoding == pb.OGG_OPUS and raw.data == path.read_bytes()
+    assert raw.encoding == pb.AUDIO_ENCODING_OGG_OPUS and raw.data == path.read_bytes()
     with pytest.raises(AudioFileError):
         _ = raw.pcm
 

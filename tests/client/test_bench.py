@@ -193,9 +193,9 @@ def _timeline(t0: float = 50.0) -> SendTimeline:
     return timeline
 
 
-def _speech_ended(index: int, offset_ms: int, cause=pb.SILENCE) -> pb.StreamAssessResponse:
+def _speech_ended(index: int, offset_ms: int, cause=pb.ENDPOINT_CAUSE_SILENCE) -> pb.StreamAssessResponse:
     return pb.StreamAssessResponse(speech_event=pb.SpeechEvent(
-        type=pb.SpeechEvent.SPEECH_ENDED, utterance_index=index, offset_ms=offset_ms, cause=cause))
+        type=pb.SPEECH_EVENT_TYPE_ENDED, utterance_index=index, offset_ms=offset_ms, cause=cause))
 
 
 def test_sent_at_is_the_send_time_of_the_chunk_holding_the_offset():
@@ -219,10 +219,10 @@ def test_last_speech_is_the_utterance_end_unless_the_vad_cut_inside_it():
 def test_tracker_measures_final_latency_endpointing_and_word_lag():
     timeline, stats = _timeline(t0=50.0), RunStats()
     tracker = ResponseTracker(timeline, stats)
-    started = pb.StreamAssessResponse(speech_event=pb.SpeechEvent(type=pb.SpeechEvent.SPEECH_STARTED, offset_ms=1000))
+    started = pb.StreamAssessResponse(speech_event=pb.SpeechEvent(type=pb.SPEECH_EVENT_TYPE_STARTED, offset_ms=1000))
     tracker.on_response(started, 51.35)
-    word = pb.StreamAssessResponse(word_result=pb.WordResult(utterance_index=0, word_index=0, start_ms=1100,
-                                                             end_ms=1450))
+    word = pb.StreamAssessResponse(interim_result=pb.InterimResult(utterance_index=0, provisional_words=[
+        pb.InterimWord(word_index=0, start_ms=1100, end_ms=1450)]))
     tracker.on_response(word, 52.0)  # audio to 1450 ms left in the chunk ending at 1500 ms, at 51.5
     tracker.on_response(word, 52.7)  # the same word again (revised): the first receipt counts
     tracker.on_response(_speech_ended(0, 3100), 53.8)  # audio end 3000 ms was sent at 53.0
@@ -243,8 +243,8 @@ def test_word_lag_counts_the_final_words_from_the_first_result_covering_each():
     tracker = ResponseTracker(_timeline(t0=50.0), stats)
 
     def result(start_ms: int, end_ms: int, at: float) -> None:
-        tracker.on_response(pb.StreamAssessResponse(word_result=pb.WordResult(
-            utterance_index=0, start_ms=start_ms, end_ms=end_ms)), at)
+        tracker.on_response(pb.StreamAssessResponse(interim_result=pb.InterimResult(
+            utterance_index=0, provisional_words=[pb.InterimWord(start_ms=start_ms, end_ms=end_ms)])), at)
 
     result(1000, 1400, 51.7)  # "wan": heard early, revised to "want" below; covers the final's first word
     result(1050, 1450, 52.3)
@@ -259,11 +259,11 @@ def test_word_lag_counts_the_final_words_from_the_first_result_covering_each():
     assert stats.word_flag_lag.min == pytest.approx(200) and stats.word_flag_lag.max == pytest.approx(1000)
 
 
-def test_word_results_of_a_failed_utterance_give_no_lag():
+def test_interim_words_of_a_failed_utterance_give_no_lag():
     stats = RunStats()
     tracker = ResponseTracker(_timeline(), stats)
-    tracker.on_response(pb.StreamAssessResponse(word_result=pb.WordResult(utterance_index=0, start_ms=1100,
-                                                                          end_ms=1400)), 51.6)
+    tracker.on_response(pb.StreamAssessResponse(interim_result=pb.InterimResult(
+        utterance_index=0, stable_words=[pb.InterimWord(start_ms=1100, end_ms=1400)])), 51.6)
     tracker.on_response(pb.StreamAssessResponse(utterance_error=pb.UtteranceError(utterance_index=0,
                                                                                   code="INTERNAL")), 53.0)
     assert stats.word_flag_lag.count == 0
@@ -272,10 +272,10 @@ def test_word_results_of_a_failed_utterance_give_no_lag():
 def test_tracker_counts_errors_and_skips_endpointing_not_decided_by_silence():
     stats = RunStats()
     tracker = ResponseTracker(_timeline(), stats)
-    tracker.on_response(_speech_ended(0, 3000, cause=pb.MAX_LENGTH), 53.5)
+    tracker.on_response(_speech_ended(0, 3000, cause=pb.ENDPOINT_CAUSE_MAX_LENGTH), 53.5)
     tracker.on_response(pb.StreamAssessResponse(utterance_error=pb.UtteranceError(
         utterance_index=0, code="RESOURCE_EXHAUSTED")), 54.0)
-    tracker.on_response(_speech_ended(1, 6000, cause=pb.END_OF_STREAM), 57.1)
+    tracker.on_response(_speech_ended(1, 6000, cause=pb.ENDPOINT_CAUSE_END_OF_STREAM), 57.1)
     tracker.on_response(pb.StreamAssessResponse(utterance=pb.UtteranceAssessment(utterance_index=1)), 58.1)
     tracker.on_stream_error("UNAVAILABLE")
     assert stats.endpointing_delay.count == 0
@@ -395,7 +395,7 @@ def test_a_short_run_against_the_fake_server(fake_server, fixtures_dir, tmp_path
     assert report["final_latency_ms"]["max"] >= 0 and report["word_flag_lag_ms"]["p50"] is not None
     assert report["server_cpu_percent"] is None and report["max_realtime_streams"] is None
     configs = [r.config for r in fake_server.servicer.stream_requests if r.HasField("config")]
-    assert len(configs) == 2 and all(c.interim_results and c.audio.encoding == pb.LINEAR16 for c in configs)
+    assert len(configs) == 2 and all(c.interim_results and c.audio.encoding == pb.AUDIO_ENCODING_LINEAR16 for c in configs)
     assert {c.audio.sample_rate_hertz for c in configs} == {16000}
 
 

@@ -46,7 +46,8 @@ def test_assess_on_a_tty_is_coloured_and_live_unless_no_color(fake_server, fixtu
     assert cli.main(["assess", str(fixtures_dir / "fox.wav"), "--target", fake_server.target]) == 0
     out, _ = capsys.readouterr()
     assert "\x1b[32mthe\x1b[0m" in out
-    assert "speech started" in out and "· u1 #1" in out  # interim word flag, live
+    assert "speech started" in out and "\n\r  · u1 \x1b[2mquick⚑" in out  # the hypothesis, drawn in place
+    assert "…\x1b[0m\r\x1b[K\x1b[2m  [speech ended" in out, "and cleared before the next line is printed"
     assert fake_server.servicer.stream_requests[0].config.interim_results is True
 
     assert cli.main(["assess", str(fixtures_dir / "fox.wav"), "--target", fake_server.target, "--no-color"]) == 0
@@ -155,3 +156,30 @@ def test_cli_import_pulls_neither_torch_nor_engine_nor_server():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_events_prints_each_response_as_one_json_line(fake_server, fixtures_dir, capsys):
+    code = cli.main(["assess", str(fixtures_dir / "fox.wav"), "--target", fake_server.target, "--events"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    events = [json.loads(line) for line in lines]
+    kinds = [next(k for k in e if k != "client_request_id") for e in events]
+    assert kinds == ["speech_event", "interim_result", "speech_event", "utterance", "summary"]
+    assert events[1]["interim_result"]["provisional_words"][0]["start_ms"] == 400, "int64 as a JSON number"
+    assert fake_server.servicer.stream_requests[0].config.interim_results is True
+    assert cli.main(["assess", str(fixtures_dir / "fox.wav"), "--target", fake_server.target, "--events",
+                     "--json"]) == 2
+    assert "choose one" in capsys.readouterr().err
+
+
+def test_scale_100_puts_json_scores_on_0_to_100(fake_server, fixtures_dir, capsys):
+    args = ["assess", str(fixtures_dir / "fox.wav"), "--target", fake_server.target, "--json"]
+    assert cli.main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert cli.main(args + ["--scale", "100"]) == 0
+    scaled = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "fluency", "total"):
+        assert scaled["utterances"][0]["scores"][key] == pytest.approx(10 * plain["utterances"][0]["scores"][key])
+    assert scaled["summary"]["mean_total"] == pytest.approx(10 * plain["summary"]["mean_total"])
+    assert cli.main(["assess", str(fixtures_dir / "fox.wav"), "--target", fake_server.target, "--scale", "100"]) == 2
+    assert "applies to --json and --events" in capsys.readouterr().err

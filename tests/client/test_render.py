@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import io
 import json
 
@@ -20,7 +21,7 @@ def test_json_report_has_utterances_summary_and_proto_field_names():
     assert utt["scores"]["completeness"] == 7.5
     assert [w["word"] for w in utt["words"]] == ["the", "quick", "brown", "fox", "um"]
     assert utt["words"][1]["needs_improvement"] is True
-    assert utt["words"][2]["error_type"] == "OMISSION"
+    assert utt["words"][2]["error_type"] == "WORD_ERROR_TYPE_OMISSION"
     assert utt["words"][1]["phones"][0]["goodness"] == -0.4
     assert report["summary"] == {"utterances": 1, "utterance_errors": 0, "audio_ms": 2965, "mean_total": 6.8}
     assert isinstance(utt["start_ms"], int) and all(isinstance(w["start_ms"], int) for w in utt["words"])
@@ -74,10 +75,43 @@ def test_use_color_needs_a_tty_and_respects_no_color(monkeypatch):
     assert render.use_color(Tty()) is False
 
 
-def test_interim_word_and_capabilities_lines():
-    line = render.format_word_result(pb.WordResult(word="fox", word_index=3, accuracy=3.0, needs_improvement=True))
-    assert "fox" in line and render.FLAG in line and "…" in line
-    caps = pb.Capabilities(encodings=[pb.LINEAR16, pb.FLAC], language_codes=["en-US"],
+def test_hypothesis_and_capabilities_lines():
+    stable = [pb.InterimWord(word="the", accuracy=9.0), pb.InterimWord(word="fox", accuracy=3.0, needs_improvement=True)]
+    line = render.format_hypothesis(0, stable, [pb.InterimWord(word="jumps", accuracy=8.0)])
+    assert line == f"  · u1 the fox{render.FLAG} jumps …"
+    narrow = render.format_hypothesis(0, stable, [pb.InterimWord(word="jumps")], width=24)
+    assert narrow.endswith("jumps …") and "the" not in narrow and "… fox" in narrow and len(narrow) <= 24
+    assert render.format_hypothesis(1, stable, []) == f"  · u2 the fox{render.FLAG}"
+    caps = pb.Capabilities(encodings=[pb.AUDIO_ENCODING_LINEAR16, pb.AUDIO_ENCODING_FLAC], language_codes=["en-US"],
                            engine=pb.EngineInfo(name="fake", version="1", scorers=["gop"]))
     text = render.format_capabilities(caps)
     assert "LINEAR16, FLAC" in text and "en-US" in text and "fake 1" in text
+
+
+def test_flagged_phones_say_what_was_heard_instead():
+    th = pb.PhoneAssessment(phone="TH", accuracy=0.4, heard=[pb.HeardPhone(phone="S", share=0.8),
+                                                              pb.HeardPhone(phone="TH", share=0.2)])
+    dropped = pb.PhoneAssessment(phone="D", accuracy=0.2, heard=[pb.HeardPhone(phone="SIL", share=1.0)])
+    fine = pb.PhoneAssessment(phone="IH", accuracy=1.8, heard=[pb.HeardPhone(phone="IY", share=1.0)])
+    assert render.diagnosis(th) == "said S, not TH" and render.diagnosis(dropped) == "D left out"
+    assert render.diagnosis(fine) == "", "a phone scored acceptable is not diagnosed"
+    word = pb.WordAssessment(word="think", accuracy=3.0, needs_improvement=True,
+                             error_type=pb.WORD_ERROR_TYPE_MISPRONUNCIATION, phones=[th, fine])
+    text = render.format_utterance(pb.UtteranceAssessment(words=[word]), phones=True)
+    assert "(said S, not TH)" in text.splitlines()[3], "the flagged word names the phone heard"
+    assert text.count("said S, not TH") == 2, "and so does the phone's own line"
+
+
+def test_the_100_scale_scales_every_score_and_nothing_else():
+    u = pb.UtteranceAssessment(start_ms=500, scores=pb.SentenceScores(accuracy=7.5, fluency=8.0, prosody=6.0,
+                                                                      total=7.0, completeness=10.0),
+                               words=[pb.WordAssessment(word="fox", accuracy=3.25, stress=10.0, total=4.0, phones=[
+                                   pb.PhoneAssessment(phone="F", goodness=-2.5, accuracy=1.5)])])
+    scaled = render.message_dict(render.on_100_scale(u))
+    assert scaled["scores"] == {"accuracy": 75.0, "fluency": 80.0, "prosody": 60.0, "total": 70.0,
+                                "completeness": 100.0}
+    word = scaled["words"][0]
+    assert (word["accuracy"], word["stress"], word["total"]) == (32.5, 100.0, 40.0)
+    assert word["phones"][0]["accuracy"] == 75.0 and word["phones"][0]["goodness"] == -2.5
+    assert scaled["start_ms"] == 500 and u.scores.accuracy == 7.5, "times untouched, the original unchanged"
+    assert render.on_100_scale(pb.StreamSummary(mean_total=6.8)).mean_total == pytest.approx(68.0)

@@ -26,7 +26,7 @@ def _kinds(responses):
 
 def _silence(seconds: float, rate: int = 16000) -> AudioSource:
     frames = int(seconds * rate)
-    return AudioSource(pb.LINEAR16, rate, 1, bytes(frames * 2), frames / rate)
+    return AudioSource(pb.AUDIO_ENCODING_LINEAR16, rate, 1, bytes(frames * 2), frames / rate)
 
 
 def test_stream_file_sends_config_first_then_all_audio(fake_server, fixtures_dir):
@@ -39,7 +39,7 @@ def test_stream_file_sends_config_first_then_all_audio(fake_server, fixtures_dir
     assert sent[0].WhichOneof("request") == "config"
     assert all(r.WhichOneof("request") == "audio" for r in sent[1:])
     cfg = sent[0].config
-    assert cfg.audio.encoding == pb.LINEAR16
+    assert cfg.audio.encoding == pb.AUDIO_ENCODING_LINEAR16
     assert (cfg.audio.sample_rate_hertz, cfg.audio.audio_channel_count) == (16000, 1)
     assert cfg.assessment.reference_text == "the quick brown fox"
     assert cfg.interim_results is True
@@ -48,7 +48,7 @@ def test_stream_file_sends_config_first_then_all_audio(fake_server, fixtures_dir
     assert all(s == 3200 for s in sizes[:-1])  # 100 ms of 16 kHz int16 mono
     assert sum(sizes) == sf.info(str(path)).frames * 2
     assert b"".join(r.audio for r in sent[1:]) == source.data
-    assert _kinds(responses) == ["speech_event", "word_result", "speech_event", "utterance", "summary"]
+    assert _kinds(responses) == ["speech_event", "interim_result", "speech_event", "utterance", "summary"]
     assert all(r.client_request_id == "req-1" for r in responses)
 
 
@@ -101,7 +101,7 @@ def test_unary_assess_and_capabilities(fake_server, fixtures_dir):
         caps = client.capabilities()
         response = client.assess(source.data, source.audio_config(),
                                  pb.AssessmentConfig(reference_text="the quick"), client_request_id="u1")
-    assert pb.LINEAR16 in caps.encodings and caps.engine.scorers[0] == "gop"
+    assert pb.AUDIO_ENCODING_LINEAR16 in caps.encodings and caps.engine.scorers[0] == "gop"
     (request,) = fake_server.servicer.unary_requests
     assert request.audio_content == source.data
     assert request.audio.sample_rate_hertz == 16000

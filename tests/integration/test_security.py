@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from saywell.client import SaywellClient, cli, load_audio
+from saywell.client import SaywellClient, bench, cli, load_audio
 from saywell.client.errors import RpcFailed
 from saywell.client.options import ClientOptions
 from saywell.server.config import ServerConfig
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 CONFIG = pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
-    audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000)))
+    audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000)))
 
 
 def _issue(subject: str, key, issuer_name, issuer_key, *, ca=False, usage=None, sans=()):
@@ -112,7 +112,7 @@ def failure(call) -> RpcFailed:
 
 def test_tls_client_gets_capabilities_and_a_stream_assessed(tls_server, pki):
     with SaywellClient(tls_server.target, options=ClientOptions(tls_root_cert=pki["ca"])) as client:
-        assert "LINEAR16" in [pb.AudioEncoding.Name(e) for e in client.capabilities().encodings]
+        assert "AUDIO_ENCODING_LINEAR16" in [pb.AudioEncoding.Name(e) for e in client.capabilities().encodings]
         kinds = stream_brother(client)
     assert kinds.count("utterance") == 1 and kinds[-1] == "summary"
 
@@ -140,6 +140,18 @@ def test_cli_mutual_tls_flags(mtls_server, pki, capsys):
     assert json.loads(capsys.readouterr().out)["limits"]["max_concurrent_streams"] >= 1
     assert cli.main(["capabilities", *tls, "--tls-cert", pki["client"], "--timeout", "5"]) == 2
     assert "must be set together" in capsys.readouterr().err
+
+
+def test_bench_load_tests_a_mutual_tls_server(mtls_server, pki, tmp_path, capsys):
+    report = tmp_path / "bench.json"
+    args = ["--target", mtls_server.target, "--tls-ca", pki["ca"], "--streams", "1", "--duration", "0.5",
+            "--realtime-factor", "20", "--chunk-ms", "200", "--data", str(FIXTURES), "--report", str(report)]
+    assert bench.main(args + ["--tls-cert", pki["client"], "--tls-key", pki["client_key"]]) == 0
+    result = json.loads(report.read_text())
+    assert result["utterances"] >= 1 and result["errors"] == {}
+    with pytest.raises(SystemExit):
+        bench.main(args + ["--tls-cert", pki["client"]])
+    assert "mutual TLS needs --tls-ca, --tls-cert and --tls-key together" in capsys.readouterr().err
 
 
 # --- tokens and scopes ---
@@ -199,7 +211,7 @@ def test_the_client_beyond_its_stream_limit_is_refused(auth_server):
 
     metadata = (("authorization", "Bearer full-token"),)
     with grpc.insecure_channel(auth_server.target) as channel:
-        stub = pb_grpc.PronunciationAssessmentStub(channel)
+        stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
         try:
             first, second = (stub.StreamAssess(held(), metadata=metadata) for _ in range(2))
             wait_for(lambda: sum(access.active_streams().values()) == 2)
@@ -226,7 +238,7 @@ def test_without_auth_the_limit_is_per_peer_host(tmp_path):
 
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             first = stub.StreamAssess(held())
             wait_for(lambda: server.server.access.active_streams() == {"127.0.0.1": 1})
             with pytest.raises(grpc.RpcError) as error:

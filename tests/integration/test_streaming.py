@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from saywell.client import SaywellClient, load_audio
+from saywell.client.errors import RpcFailed
 from saywell.v1 import assessment_pb2 as pb
 from saywell.v1 import assessment_pb2_grpc as pb_grpc
 from saywell.server.app import SaywellServer
@@ -57,12 +58,16 @@ def test_interim_word_results_arrive_before_the_utterance_ends(server):
         out = events(client.stream_file(load_audio(FIXTURES / "market_8k.wav"), interim_results=True,
                                         chunk_ms=100, realtime_factor=1.0))
     ended = next(i for i, (k, r) in enumerate(out) if k == "speech_event"
-                 and r.speech_event.type == pb.SpeechEvent.SPEECH_ENDED)
-    words = [r.word_result for k, r in out[:ended] if k == "word_result"]
-    assert words, "expected word results while the learner was still speaking"
-    committed = [w for w in words if w.committed]
-    assert len({w.word_index for w in committed}) == len(committed), "a committed word is never re-sent"
-    assert all(0 <= w.accuracy <= 10 for w in words)
+                 and r.speech_event.type == pb.SPEECH_EVENT_TYPE_ENDED)
+    updates = [r.interim_result for k, r in out[:ended] if k == "interim_result"]
+    assert updates, "expected the live hypothesis while the learner was still speaking"
+    stable = [w for u in updates for w in u.stable_words]
+    assert [w.word_index for w in stable] == list(range(len(stable))), "stable words continue, never re-sent"
+    for u in updates:  # the tail's indices follow the stable words sent so far
+        tail = [w.word_index for w in u.provisional_words]
+        assert tail == list(range(tail[0], tail[0] + len(tail))) if tail else True
+    words = [w for u in updates for w in list(u.stable_words) + list(u.provisional_words)]
+    assert all(0 <= w.accuracy <= 10 and not w.HasField("reference_index") for w in words), "open mode"
 
 
 def test_two_utterances_are_assessed_in_order_with_stream_offsets(server):
@@ -74,7 +79,7 @@ def test_two_utterances_are_assessed_in_order_with_stream_offsets(server):
     assert "coffee" in finals[0].transcript.lower() and "brother" in finals[1].transcript.lower()
     assert finals[1].start_ms > finals[0].end_ms >= 2000
     assert finals[1].words[0].start_ms >= finals[1].start_ms
-    assert finals[0].cause == pb.SILENCE and finals[1].cause == pb.END_OF_STREAM
+    assert finals[0].cause == pb.ENDPOINT_CAUSE_SILENCE and finals[1].cause == pb.ENDPOINT_CAUSE_END_OF_STREAM
 
 
 def test_a_pause_inside_an_utterance_is_analysed_while_the_learner_goes_on(server):
@@ -95,11 +100,10 @@ def test_a_pause_inside_an_utterance_is_analysed_while_the_learner_goes_on(serve
     assert words.index("brother") > words.index("coffee")
     assert count("dropped") > dropped_before, "the pause between the sentences started work that speech resumed"
     ended = next(i for i, (k, r) in enumerate(out) if k == "speech_event"
-                 and r.speech_event.type == pb.SpeechEvent.SPEECH_ENDED)
-    early = [r.word_result for k, r in out[:ended] if k == "word_result" and r.word_result.committed]
-    assert "coffee" in {w.word for w in early}, "the first sentence's segment is committed while the learner goes on"
-    indices = [w.word_index for w in early]
-    assert len(set(indices)) == len(indices), "a committed word is never re-sent"
+                 and r.speech_event.type == pb.SPEECH_EVENT_TYPE_ENDED)
+    early = [w for k, r in out[:ended] if k == "interim_result" for w in r.interim_result.stable_words]
+    assert "coffee" in {w.word for w in early}, "the first sentence's segment is stable while the learner goes on"
+    assert [w.word_index for w in early] == list(range(len(early))), "stable words continue, never re-sent"
 
 
 def test_closed_mode_reports_completeness_and_omissions(server):
@@ -109,10 +113,32 @@ def test_closed_mode_reports_completeness_and_omissions(server):
     utterance = next(r.utterance for k, r in out if k == "utterance")
     words = [w.word for w in utterance.words]
     assert words[:6] == ["my", "brother", "is", "ten", "years", "old"]
-    omitted = [w.word for w in utterance.words if w.error_type == pb.OMISSION]
+    omitted = [w.word for w in utterance.words if w.error_type == pb.WORD_ERROR_TYPE_OMISSION]
     assert set(omitted) <= {"and", "likes", "apples"} and len(omitted) >= 2
     assert utterance.scores.HasField("completeness") and utterance.scores.completeness < 10
     assert utterance.reference_text.startswith("My brother")
+
+
+def test_closed_mode_interim_words_point_at_the_reference_words_read(server):
+    """A reading app highlights the reference text live: interim words carry the index of the reference word
+    (the same index as in the final's words) they were matched to."""
+    reference = "Last year my brother was nine; my brother is ten years old and likes apples."
+    with SaywellClient(server.target) as client:
+        out = events(client.stream_file(load_audio(FIXTURES / "brother.wav"), reference_text=reference,
+                                        interim_results=True, chunk_ms=100, realtime_factor=1.0))
+    final = next(r.utterance for k, r in out if k == "utterance")
+    reference_words = [w.word for w in final.words]
+    updates = [list(r.interim_result.stable_words) + list(r.interim_result.provisional_words)
+               for k, r in out if k == "interim_result"]
+    pointed = [(w.word, w.reference_index) for update in updates for w in update if w.HasField("reference_index")]
+    assert pointed, "interim words matched to the reference"
+    for update in updates:  # in reading order
+        indices = [w.reference_index for w in update if w.HasField("reference_index")]
+        assert indices == sorted(set(indices)), update
+    said = {word for word, index in pointed if reference_words[index] == word}
+    assert {"brother", "ten", "years"} <= said, pointed
+    assert all(index >= 5 for word, index in pointed if word == "brother"), "the brother that was read"
+    assert all(reference_words[index] == word for word, index in pointed if word in reference_words), pointed
 
 
 PARAGRAPH = ("My brother is ten years old. He likes apples and pears. We walk to school every morning. "
@@ -132,7 +158,7 @@ def test_an_utterance_that_reads_only_part_of_a_long_reference_is_assessed_not_f
     for utterance in (next(r.utterance for k, r in streamed if k == "utterance"), unary):
         words = [w.word for w in utterance.words]
         assert len(words) == len(PARAGRAPH.split())
-        said = [w.word for w in utterance.words if w.error_type != pb.OMISSION]
+        said = [w.word for w in utterance.words if w.error_type != pb.WORD_ERROR_TYPE_OMISSION]
         assert {"brother", "years", "old"} <= set(said) and len(said) <= 8
         assert 0 < utterance.scores.completeness < 2.5
 
@@ -144,12 +170,12 @@ def test_compressed_stream_ogg_opus(server):
     data = buffer.getvalue()
 
     def requests():
-        yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.OGG_OPUS)))
+        yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_OGG_OPUS)))
         for i in range(0, len(data), 2000):
             yield pb.StreamAssessRequest(audio=data[i:i + 2000])
 
     with grpc.insecure_channel(server.target) as channel:
-        out = events(pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(requests()))
+        out = events(pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(requests()))
     utterance = next(r.utterance for k, r in out if k == "utterance")
     assert "coffee" in utterance.transcript.lower()
 
@@ -161,19 +187,19 @@ def test_unary_assess_and_capabilities(server):
         capabilities = client.capabilities()
     assessment = response.assessment
     assert len(assessment.words) == 9 and assessment.scores.completeness == pytest.approx(10)
-    assert pb.OGG_OPUS in capabilities.encodings and "en-US" in capabilities.language_codes
+    assert pb.AUDIO_ENCODING_OGG_OPUS in capabilities.encodings and "en-US" in capabilities.language_codes
     assert capabilities.limits.max_concurrent_streams == 4
     assert capabilities.engine.scorers == ["trained", "baseline"]
 
 
 @pytest.mark.parametrize("first, message", [
     (pb.StreamAssessRequest(audio=b"\x00\x00"), "first message must carry config"),
-    (pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.LINEAR16))),
+    (pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16))),
      "sample_rate_hertz is required"),
 ])
 def test_bad_streams_get_invalid_argument_and_the_server_keeps_serving(server, first, message):
     with grpc.insecure_channel(server.target) as channel:
-        stub = pb_grpc.PronunciationAssessmentStub(channel)
+        stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
         with pytest.raises(grpc.RpcError) as error:
             list(stub.StreamAssess(iter([first])))
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -183,13 +209,13 @@ def test_bad_streams_get_invalid_argument_and_the_server_keeps_serving(server, f
 
 def test_second_config_is_rejected_after_earlier_utterances_are_delivered(server):
     audio = sf.read(FIXTURES / "coffee.wav", dtype="int16")[0].tobytes()
-    config = pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000))
+    config = pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000))
     requests = [pb.StreamAssessRequest(config=config), pb.StreamAssessRequest(audio=audio),
                 pb.StreamAssessRequest(end_of_utterance=pb.EndOfUtterance()), pb.StreamAssessRequest(config=config)]
     received = []
     with grpc.insecure_channel(server.target) as channel:
         with pytest.raises(grpc.RpcError) as error:
-            for response in pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter(requests)):
+            for response in pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(iter(requests)):
                 received.append(response.WhichOneof("event"))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "only once" in error.value.details()
     assert "utterance" in received, "the utterance accepted before the error must still be assessed"
@@ -199,12 +225,12 @@ def test_streams_beyond_the_limit_are_refused_with_resource_exhausted():
     busy = RunningServer(ServerConfig(port=0, metrics_port=0, max_concurrent_streams=1, warm_up=False))
     try:
         with grpc.insecure_channel(busy.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             gate = threading.Event()
 
             def held():
                 yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
-                    audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000)))
+                    audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000)))
                 gate.wait(10)
 
             def probe():
@@ -238,13 +264,22 @@ def test_streams_beyond_the_limit_are_refused_with_resource_exhausted():
 def test_health_and_reflection(server):
     with grpc.insecure_channel(server.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "saywell.v1.PronunciationAssessment"):
+        for service in ("", "saywell.v1.PronunciationAssessmentService"):
             status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
             assert status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in reply.list_services_response.service}
-        assert "saywell.v1.PronunciationAssessment" in names and "grpc.health.v1.Health" in names
+        assert "saywell.v1.PronunciationAssessmentService" in names and "grpc.health.v1.Health" in names
+        # the same through grpc.reflection.v1, which newer tools speak (same messages, another package)
+        v1 = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                   response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="saywell.v1.InterimResult")
+        reply = next(v1(iter([request])))
+        assert reply.file_descriptor_response.file_descriptor_proto, "v1 finds the contract's file"
+        reply = next(v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        assert "grpc.reflection.v1.ServerReflection" in {s.name for s in reply.list_services_response.service}
 
 
 def test_cli_assess_json_against_the_real_server(server):
@@ -268,10 +303,18 @@ def test_metrics_endpoint_counts_utterances(server):
     try:
         with SaywellClient(metered.target) as client:
             list(client.stream_file(load_audio(FIXTURES / "brother.wav")))
+            client.assess_source(load_audio(FIXTURES / "brother.wav"))
+            with pytest.raises(RpcFailed):
+                client.assess_source(load_audio(FIXTURES / "brother.wav"), flag_sensitivity=float("nan"))
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert 'saywell_utterances_total{outcome="assessed"} 1.0' in text
         assert "saywell_final_latency_seconds_count 1.0" in text
         assert "saywell_active_streams 0.0" in text
+        assert 'saywell_assess_calls_total{status="OK"} 1.0' in text
+        assert 'saywell_assess_calls_total{status="INVALID_ARGUMENT"} 1.0' in text
+        assert "saywell_engine_backlog 0.0" in text and "saywell_stream_slots 8.0" in text
+        rss = next(line for line in text.splitlines() if line.startswith("process_resident_memory_bytes"))
+        assert float(rss.split()[1]) > 50e6, "process metrics: the server's own memory"
     finally:
         metered.stop()
     assert isinstance(metered.server, SaywellServer)
@@ -290,7 +333,7 @@ def test_reference_texts_with_numbers_punctuation_accents_and_made_up_words(serv
         assessment = client.assess_source(load_audio(FIXTURES / fixture), reference_text=reference).assessment
     words = [w.word for w in assessment.words]
     assert all(w in words for w in said), words
-    assert {w.word for w in assessment.words if w.error_type == pb.OMISSION} >= omitted
+    assert {w.word for w in assessment.words if w.error_type == pb.WORD_ERROR_TYPE_OMISSION} >= omitted
     assert assessment.reference_text == reference.strip()
 
 

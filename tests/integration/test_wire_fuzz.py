@@ -35,8 +35,8 @@ from fake_engine import FakeEngine  # noqa: E402
 from live_server import RunningServer  # noqa: E402
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
-STREAM_METHOD = "/saywell.v1.PronunciationAssessment/StreamAssess"
-ASSESS_METHOD = "/saywell.v1.PronunciationAssessment/Assess"
+STREAM_METHOD = "/saywell.v1.PronunciationAssessmentService/StreamAssess"
+ASSESS_METHOD = "/saywell.v1.PronunciationAssessmentService/Assess"
 FOX = sf.read(FIXTURES / "fox.wav", dtype="int16")[0].tobytes()  # 16 kHz mono
 FOX_1S = FOX[:32000]
 
@@ -165,7 +165,7 @@ def assert_still_serving(server, channel):
 
 # -- valid messages ------------------------------------------------------------------------------------------
 
-def stream_config(encoding=pb.LINEAR16, sample_rate_hertz=16000, audio_channel_count=0, reference_text="",
+def stream_config(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000, audio_channel_count=0, reference_text="",
                   client_request_id="", interim_results=False, endpointing=None) -> pb.StreamAssessRequest:
     config = pb.StreamingAssessConfig(
         audio=pb.AudioConfig(encoding=encoding, sample_rate_hertz=sample_rate_hertz,
@@ -188,7 +188,7 @@ texts = st.one_of(st.just(""), st.sampled_from(["the quick brown fox", "jumps", 
                   st.text(max_size=24))
 configs = st.builds(
     stream_config,
-    encoding=st.sampled_from([pb.LINEAR16, pb.LINEAR16, pb.LINEAR16, pb.WAV, pb.FLAC, pb.OGG_OPUS, 0, 9]),
+    encoding=st.sampled_from([pb.AUDIO_ENCODING_LINEAR16, pb.AUDIO_ENCODING_LINEAR16, pb.AUDIO_ENCODING_LINEAR16, pb.AUDIO_ENCODING_WAV, pb.AUDIO_ENCODING_FLAC, pb.AUDIO_ENCODING_OGG_OPUS, 0, 9]),
     sample_rate_hertz=st.sampled_from([16000, 16000, 8000, 48000, 0, -1, 7999, 10**9]),
     audio_channel_count=st.sampled_from([0, 0, 1, 2, 9, -3]),
     reference_text=texts, client_request_id=texts, interim_results=st.booleans(),
@@ -364,7 +364,7 @@ def test_an_unparsable_request_ends_a_stream_the_client_keeps_open(fuzz_server, 
 
 # -- Assess ---------------------------------------------------------------------------------------------------
 
-def assess_request(encoding=pb.LINEAR16, sample_rate_hertz=16000, reference_text="", client_request_id="",
+def assess_request(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000, reference_text="", client_request_id="",
                    seconds=1.0) -> bytes:
     return pb.AssessRequest(
         audio=pb.AudioConfig(encoding=encoding, sample_rate_hertz=sample_rate_hertz),
@@ -373,7 +373,7 @@ def assess_request(encoding=pb.LINEAR16, sample_rate_hertz=16000, reference_text
 
 
 assess_requests = st.builds(
-    assess_request, encoding=st.sampled_from([pb.LINEAR16, pb.LINEAR16, pb.WAV, pb.OGG_OPUS, 0]),
+    assess_request, encoding=st.sampled_from([pb.AUDIO_ENCODING_LINEAR16, pb.AUDIO_ENCODING_LINEAR16, pb.AUDIO_ENCODING_WAV, pb.AUDIO_ENCODING_OGG_OPUS, 0]),
     sample_rate_hertz=st.sampled_from([16000, 16000, 8000, 0, -1]), reference_text=texts, client_request_id=texts,
     seconds=st.sampled_from([0.0, 0.05, 0.5, 1.0, 2.9]))
 

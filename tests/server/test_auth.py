@@ -91,7 +91,7 @@ def test_peer_host_drops_the_port(peer, host):
     assert peer_host(peer) == host
 
 
-SERVICE = "/saywell.v1.PronunciationAssessment/"
+SERVICE = "/saywell.v1.PronunciationAssessmentService/"
 
 
 def interceptor(env: str) -> AccessInterceptor:

@@ -24,7 +24,7 @@ from live_server import RunningServer  # noqa: E402
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 PCM = sf.read(FIXTURES / "two_utterances.wav", dtype="int16")[0].tobytes()
 SILENCE = bytes(32000)  # 1 s
-METHOD = "/saywell.v1.PronunciationAssessment/StreamAssess"
+METHOD = "/saywell.v1.PronunciationAssessmentService/StreamAssess"
 
 
 def start(engine, **overrides) -> RunningServer:
@@ -37,7 +37,7 @@ def start(engine, **overrides) -> RunningServer:
 def config(client_request_id="", reference_text="", interim_results=False, flag_sensitivity=0.0
            ) -> pb.StreamAssessRequest:
     return pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
-        audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000), client_request_id=client_request_id,
+        audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000), client_request_id=client_request_id,
         assessment=pb.AssessmentConfig(reference_text=reference_text, flag_sensitivity=flag_sensitivity),
         interim_results=interim_results))
 
@@ -122,7 +122,7 @@ def test_unparsable_requests_end_with_invalid_argument_and_free_their_slots(two_
                 assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
                 assert details.startswith("request could not be parsed")
             assert time.monotonic() - started < 5
-            good = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter([config()] + audio(PCM)),
+            good = pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(iter([config()] + audio(PCM)),
                                                                              timeout=20)
             code, details, responses = outcome(good)
             assert code == grpc.StatusCode.OK, details
@@ -150,7 +150,7 @@ def test_an_unparsable_message_after_the_config_still_delivers_the_accepted_utte
 ], ids=["Assess, invalid UTF-8", "Assess, truncated", "GetCapabilities, nested too deep"])
 def test_unparsable_unary_requests_get_invalid_argument_not_unknown(caplog, two_slot_server, method, payload):
     with caplog.at_level(logging.INFO, logger="grpc"), grpc.insecure_channel(two_slot_server.target) as channel:
-        call = channel.unary_unary(f"/saywell.v1.PronunciationAssessment/{method}",
+        call = channel.unary_unary(f"/saywell.v1.PronunciationAssessmentService/{method}",
                                    request_serializer=lambda b: b, response_deserializer=lambda b: b)
         error = refusal(lambda: call(payload, timeout=10))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -172,7 +172,7 @@ def held_stream(target, messages, timeout=20):
     try:
         with grpc.insecure_channel(target) as channel:
             started = time.monotonic()
-            call = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(held(messages, gate), timeout=timeout)
+            call = pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(held(messages, gate), timeout=timeout)
             code, details, responses = outcome(call)
             return code, details, responses, time.monotonic() - started
     finally:
@@ -209,7 +209,7 @@ def test_an_idle_timeout_of_zero_never_ends_a_stream():
 
     try:
         with grpc.insecure_channel(server.target) as channel:
-            code, details, responses = outcome(pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(
+            code, details, responses = outcome(pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(
                 paused(), timeout=20))
         assert code == grpc.StatusCode.OK, details
         assert kinds(responses).count("utterance") == 2
@@ -232,7 +232,7 @@ class GatedEngine(FakeEngine):
 
 
 def assess_request() -> pb.AssessRequest:
-    return pb.AssessRequest(audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000),
+    return pb.AssessRequest(audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000),
                             audio_content=PCM[:32000 * 2])
 
 
@@ -248,7 +248,7 @@ def test_an_assess_in_progress_holds_a_slot_like_a_stream():
     server = start(engine, max_concurrent_streams=1)
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             thread, results = assess_in_background(stub)
             assert engine.entered.wait(10)
             second = refusal(lambda: stub.Assess(assess_request(), timeout=10))
@@ -270,7 +270,7 @@ def test_assess_is_refused_while_the_engine_is_saturated():
     try:
         engine.waiting = 4
         with grpc.insecure_channel(server.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             error = refusal(lambda: stub.Assess(assess_request(), timeout=10))
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "saturated" in error.details()
             assert ("retry-after-ms", "1000") in tuple(error.trailing_metadata())
@@ -285,7 +285,7 @@ def test_assess_counts_against_the_per_client_cap():
     server = start(engine, max_streams_per_client=1)
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             thread, results = assess_in_background(stub)
             assert engine.entered.wait(10)
             assert server.server.access.active_streams() == {"127.0.0.1": 1}
@@ -314,7 +314,7 @@ def test_assess_decodes_its_audio_off_the_event_loop(monkeypatch):
     server = start(FakeEngine())
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             thread, results = assess_in_background(stub)
             assert decoding.wait(10)
             started = time.monotonic()
@@ -352,7 +352,7 @@ def test_a_flooding_stream_keeps_at_most_its_bound_of_finals_in_flight_and_loses
     flood = config(flag_sensitivity=0.3)  # tells the flood's assessments from the other stream's
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             flooder = stub.StreamAssess(iter([flood] + audio((PCM + SILENCE) * 12)), timeout=60)
             wait_for(lambda: engine.in_flight.get(0.3, 0) >= 2)
             time.sleep(1.0)  # unbounded, the flood's 70 s of audio would all be read and queued by now
@@ -383,7 +383,7 @@ def test_client_errors_are_logged_below_error_with_the_request_id(caplog, two_sl
                 unparsable = [config(client_request_id="req-parse").SerializeToString(),
                               UNPARSABLE["truncated message"]]
                 parse = outcome(raw_stream(channel, unparsable, gate))
-                twice = outcome(pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(
+                twice = outcome(pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(
                     iter([config(client_request_id="req-twice"), config()]), timeout=20))
         finally:
             gate.set()
@@ -400,7 +400,7 @@ def test_engine_failures_of_early_work_are_not_logged_as_bugs(caplog):
     server = start(FakeEngine(fail_every=1))  # speculations and finals all fail: each utterance gets an error
     try:
         with caplog.at_level(logging.INFO, logger="saywell"), grpc.insecure_channel(server.target) as channel:
-            code, _, responses = outcome(pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(
+            code, _, responses = outcome(pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(
                 iter([config()] + audio(PCM)), timeout=20))
     finally:
         server.stop()
@@ -422,7 +422,7 @@ def test_a_bug_in_the_reader_ends_the_stream_with_internal_and_is_logged_at_erro
         with caplog.at_level(logging.INFO, logger="saywell"):
             for _ in range(2):  # the second stream finds the only slot free
                 with grpc.insecure_channel(server.target) as channel:
-                    code, details, _ = outcome(pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(
+                    code, details, _ = outcome(pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(
                         iter([config(client_request_id="req-bug")] + audio(PCM)), timeout=10))
                 assert (code, details) == (grpc.StatusCode.INTERNAL, "internal error: RuntimeError")
     finally:
@@ -448,7 +448,7 @@ def test_a_stream_of_tiny_messages_is_ended_at_the_message_rate(message):
     server = start(FakeEngine(), max_messages_per_second=20)  # a burst of 200 messages passes
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             requests = [config()] + [pb.StreamAssessRequest(audio=message)] * 1000
             code, details, _ = outcome(stub.StreamAssess(iter(requests), timeout=20))
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -489,9 +489,9 @@ def test_a_compressed_bomb_ends_the_stream_at_its_length_limit_without_stalling_
     tracemalloc.start()
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             opening = pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
-                audio=pb.AudioConfig(encoding=pb.OGG_OPUS)))
+                audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_OGG_OPUS)))
             call = stub.StreamAssess(iter([opening, pb.StreamAssessRequest(audio=bomb)]), timeout=60)
             latencies, done = [], threading.Event()
             poller = threading.Thread(target=poll_capabilities, args=(stub, latencies, done))
@@ -500,7 +500,7 @@ def test_a_compressed_bomb_ends_the_stream_at_its_length_limit_without_stalling_
             done.set()
             poller.join(15)
             unary = refusal(lambda: stub.Assess(pb.AssessRequest(
-                audio=pb.AudioConfig(encoding=pb.OGG_OPUS), audio_content=bomb), timeout=60))
+                audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_OGG_OPUS), audio_content=bomb), timeout=60))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -529,7 +529,7 @@ def test_a_finished_stream_lets_go_of_its_audio_state_without_waiting_for_the_ga
         session = AssessmentSession(FakeEngine(), ServerConfig(warm_up=False, metrics_port=0), ServerMetrics())
 
         async def requests():
-            yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.OGG_OPUS)))
+            yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_OGG_OPUS)))
             yield pb.StreamAssessRequest(audio=opus_bomb(30))
             held["decoder"] = weakref.ref(session._decoder)
 

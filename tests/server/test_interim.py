@@ -27,8 +27,11 @@ def test_a_disagreeing_decode_commits_nothing_and_a_segment_settles_its_audio():
     state = InterimState(0, previous=["we", "want"])
     tail = state.after_committed([word("we", 0, 300), word("went", 300, 600)])
     assert state.agreed(tail, audio_ms=2000) == 1  # "went" is not "want"
-    state.commit_segment(sent=3, segment_end_ms=1800)
+    state.provisional = [word("the", 1500, 1700), word("market", 1750, 2100)]
+    state.commit_segment([word("we", 0, 300), word("went", 300, 600), word("to", 600, 700)], segment_end_ms=1800)
     assert (state.committed, state.committed_end_ms, state.previous) == (3, 1800, [])
+    assert state.stable_texts == ["we", "went", "to"]
+    assert [w.text for w in state.provisional] == ["market"], "the tail after the segment's end stays provisional"
     assert state.after_committed([word("market", 1500, 1790)]) == []
 
 

@@ -40,13 +40,13 @@ def fake_server():
 
 
 def config(**audio) -> pb.StreamAssessRequest:
-    audio = {"encoding": pb.LINEAR16, "sample_rate_hertz": 16000, **audio}
+    audio = {"encoding": pb.AUDIO_ENCODING_LINEAR16, "sample_rate_hertz": 16000, **audio}
     return pb.StreamAssessRequest(config=pb.StreamingAssessConfig(audio=pb.AudioConfig(**audio), interim_results=True))
 
 
 def run_stream(target, requests, timeout=20):
     with grpc.insecure_channel(target) as channel:
-        call = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter(requests), timeout=timeout)
+        call = pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(iter(requests), timeout=timeout)
         kinds = []
         try:
             for response in call:
@@ -138,7 +138,7 @@ def test_a_disconnect_mid_utterance_frees_the_stream_and_cancels_its_work():
     server = start(engine)
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = pb_grpc.PronunciationAssessmentStub(channel)
+            stub = pb_grpc.PronunciationAssessmentServiceStub(channel)
             gate = threading.Event()
 
             def requests():
@@ -172,14 +172,14 @@ def test_nothing_accepted_is_lost_under_concurrency_with_random_disconnects():
     def client(index: int) -> None:
         cancel_after = rng.choice([None, None, 2, 4])
         with grpc.insecure_channel(server.target) as channel:
-            call = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(
+            call = pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(
                 iter([config()] + [pb.StreamAssessRequest(audio=PCM[i:i + 3200]) for i in range(0, len(PCM), 3200)]),
                 timeout=30)
             ended, finals, errors, summary = 0, 0, 0, None
             try:
                 for n, response in enumerate(call):
                     kind = response.WhichOneof("event")
-                    if kind == "speech_event" and response.speech_event.type == pb.SpeechEvent.SPEECH_ENDED:
+                    if kind == "speech_event" and response.speech_event.type == pb.SPEECH_EVENT_TYPE_ENDED:
                         ended += 1
                     finals += kind == "utterance"
                     errors += kind == "utterance_error"
@@ -235,7 +235,7 @@ def test_a_saturated_engine_refuses_new_streams_with_a_retry_hint():
     try:
         engine.waiting = 4
         with grpc.insecure_channel(server.target) as channel:
-            call = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter([config()]), timeout=10)
+            call = pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(iter([config()]), timeout=10)
             with pytest.raises(grpc.RpcError) as error:
                 list(call)
             assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -257,7 +257,7 @@ def overload_run(max_engine_backlog: int) -> tuple[list[float], dict]:
     def client() -> None:
         requests = [config(), pb.StreamAssessRequest(audio=PCM)]
         with grpc.insecure_channel(server.target) as channel:
-            call = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter(requests), timeout=60)
+            call = pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(iter(requests), timeout=60)
             try:
                 for response in call:
                     if response.WhichOneof("event") == "utterance":

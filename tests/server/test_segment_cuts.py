@@ -37,7 +37,8 @@ class SegmentRecordingEngine(FakeEngine):
     async def analyse_segment(self, audio, start: int, scorer: str = ""):
         self.segments.append((start, len(audio)))
         await asyncio.sleep(0)  # the fake's cost lives in assess / assess_segments
-        return dataclasses.make_dataclass("FakeSegment", ["start", "samples"])(start, len(audio))
+        return dataclasses.make_dataclass("FakeSegment", ["start", "samples", "end"])(start, len(audio),
+                                                                                  start + len(audio))
 
     async def segment_words(self, segment, audio, request):
         return self._words(request)
@@ -64,7 +65,7 @@ async def _stream(engine, config: ServerConfig, audio: np.ndarray, open_streams:
 
     async def requests():
         yield pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
-            audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=RATE), interim_results=True))
+            audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=RATE), interim_results=True))
         pcm = (audio * 32767).astype("<i2").tobytes()
         step = RATE // 10 * 2  # 100 ms chunks
         for i in range(0, len(pcm), step):
@@ -82,7 +83,7 @@ def test_fluent_speech_is_cut_after_committed_words_only_when_enabled(cut):
     responses = asyncio.run(_stream(engine, config, voiced_without_pauses(8.0)))
     kinds = [r.WhichOneof("event") for r in responses]
     assert kinds.count("utterance") == 1 and kinds[-1] == "summary"
-    committed = [r.word_result for r in responses if r.WhichOneof("event") == "word_result" and r.word_result.committed]
+    committed = [w for r in responses if r.WhichOneof("event") == "interim_result" for w in r.interim_result.stable_words]
     assert committed, "two agreeing interim decodes commit words"
     starts = [start for start, _ in engine.segments]
     assert starts[0] == 0 and starts == sorted(starts)

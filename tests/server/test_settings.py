@@ -11,7 +11,7 @@ SCORERS = ["baseline"]
 
 
 def config(**overrides) -> pb.StreamingAssessConfig:
-    cfg = pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000))
+    cfg = pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000))
     for path, value in overrides.items():
         target = cfg
         *parents, leaf = path.split("__")
@@ -39,8 +39,14 @@ def test_explicit_values_are_kept():
     assert s.interim_results and s.client_request_id == "abc" and s.audio.channels == 2
 
 
+def test_a_sensitivity_of_zero_is_a_value_not_the_default():
+    assert stream_settings(config(assessment__flag_sensitivity=0.0), LIMITS, SCORERS).flag_sensitivity == 0.0
+    with pytest.raises(InvalidArgument, match="flag_sensitivity nan is out of range"):
+        stream_settings(config(assessment__flag_sensitivity=float("nan")), LIMITS, SCORERS)
+
+
 def test_containers_need_no_sample_rate():
-    for encoding in (pb.FLAC, pb.OGG_OPUS, pb.WAV):
+    for encoding in (pb.AUDIO_ENCODING_FLAC, pb.AUDIO_ENCODING_OGG_OPUS, pb.AUDIO_ENCODING_WAV):
         cfg = pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=encoding))
         assert stream_settings(cfg, LIMITS, SCORERS).audio.sample_rate_hertz == 0
 
@@ -48,7 +54,7 @@ def test_containers_need_no_sample_rate():
 @pytest.mark.parametrize("overrides, message", [
     ({"audio__encoding": pb.AUDIO_ENCODING_UNSPECIFIED}, "encoding AUDIO_ENCODING_UNSPECIFIED is not supported"),
     ({"audio__encoding": 42}, "encoding 42 is not supported"),
-    ({"audio__sample_rate_hertz": 0}, "sample_rate_hertz is required for LINEAR16"),
+    ({"audio__sample_rate_hertz": 0}, "sample_rate_hertz is required for AUDIO_ENCODING_LINEAR16"),
     ({"audio__sample_rate_hertz": -16000}, "sample_rate_hertz -16000 is out of range"),
     ({"audio__sample_rate_hertz": 4000}, "sample_rate_hertz 4000 is out of range"),
     ({"audio__sample_rate_hertz": 10_000_000}, "out of range 8000..48000"),

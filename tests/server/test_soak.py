@@ -29,7 +29,7 @@ STREAMS = 6
 def one_stream(target: str, rng: random.Random, tally: dict, lock: threading.Lock) -> None:
     fault = rng.choice(["none", "none", "none", "cancel", "garbage", "truncate"])
     requests = [pb.StreamAssessRequest(config=pb.StreamingAssessConfig(
-        audio=pb.AudioConfig(encoding=pb.LINEAR16, sample_rate_hertz=16000), interim_results=True))]
+        audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000), interim_results=True))]
     requests += [pb.StreamAssessRequest(audio=PCM[i:i + 3200]) for i in range(0, len(PCM), 3200)]
     if fault == "garbage":
         requests.insert(5, pb.StreamAssessRequest(config=requests[0].config))
@@ -37,11 +37,11 @@ def one_stream(target: str, rng: random.Random, tally: dict, lock: threading.Loc
         requests.append(pb.StreamAssessRequest(audio=b"\x01"))
     ended = delivered = 0
     with grpc.insecure_channel(target) as channel:
-        call = pb_grpc.PronunciationAssessmentStub(channel).StreamAssess(iter(requests), timeout=30)
+        call = pb_grpc.PronunciationAssessmentServiceStub(channel).StreamAssess(iter(requests), timeout=30)
         try:
             for n, response in enumerate(call):
                 kind = response.WhichOneof("event")
-                if kind == "speech_event" and response.speech_event.type == pb.SpeechEvent.SPEECH_ENDED:
+                if kind == "speech_event" and response.speech_event.type == pb.SPEECH_EVENT_TYPE_ENDED:
                     ended += 1
                 delivered += kind in ("utterance", "utterance_error")
                 if fault == "cancel" and n >= 3:

@@ -116,7 +116,7 @@ class CpuEngine:
     def info(self) -> EngineInfo:
         return EngineInfo(profile="cpu", backend=self.options.backend, name=ENGINE_NAME, version=self.version,
                           scorers=tuple(self.scorer_names), model_versions=self.model_versions(),
-                          capabilities=Capabilities())
+                          capabilities=Capabilities(phone_diagnosis=True))
 
     def begin_utterance(self, template: AssessmentRequest, on_committed=None) -> CpuUtterance:
         return CpuUtterance(self, template, on_committed)

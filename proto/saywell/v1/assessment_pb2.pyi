@@ -10,41 +10,50 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     AUDIO_ENCODING_UNSPECIFIED: _ClassVar[AudioEncoding]
-    LINEAR16: _ClassVar[AudioEncoding]
-    FLAC: _ClassVar[AudioEncoding]
-    OGG_OPUS: _ClassVar[AudioEncoding]
-    WAV: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_LINEAR16: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_FLAC: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_OGG_OPUS: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_WAV: _ClassVar[AudioEncoding]
 
 class EndpointCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ENDPOINT_CAUSE_UNSPECIFIED: _ClassVar[EndpointCause]
-    SILENCE: _ClassVar[EndpointCause]
-    MAX_LENGTH: _ClassVar[EndpointCause]
-    CLIENT_END_OF_UTTERANCE: _ClassVar[EndpointCause]
-    END_OF_STREAM: _ClassVar[EndpointCause]
+    ENDPOINT_CAUSE_SILENCE: _ClassVar[EndpointCause]
+    ENDPOINT_CAUSE_MAX_LENGTH: _ClassVar[EndpointCause]
+    ENDPOINT_CAUSE_CLIENT_END_OF_UTTERANCE: _ClassVar[EndpointCause]
+    ENDPOINT_CAUSE_END_OF_STREAM: _ClassVar[EndpointCause]
+
+class SpeechEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPEECH_EVENT_TYPE_UNSPECIFIED: _ClassVar[SpeechEventType]
+    SPEECH_EVENT_TYPE_STARTED: _ClassVar[SpeechEventType]
+    SPEECH_EVENT_TYPE_ENDED: _ClassVar[SpeechEventType]
 
 class WordErrorType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WORD_ERROR_TYPE_UNSPECIFIED: _ClassVar[WordErrorType]
-    NONE: _ClassVar[WordErrorType]
-    MISPRONUNCIATION: _ClassVar[WordErrorType]
-    OMISSION: _ClassVar[WordErrorType]
-    INSERTION: _ClassVar[WordErrorType]
+    WORD_ERROR_TYPE_NONE: _ClassVar[WordErrorType]
+    WORD_ERROR_TYPE_MISPRONUNCIATION: _ClassVar[WordErrorType]
+    WORD_ERROR_TYPE_OMISSION: _ClassVar[WordErrorType]
+    WORD_ERROR_TYPE_INSERTION: _ClassVar[WordErrorType]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
-LINEAR16: AudioEncoding
-FLAC: AudioEncoding
-OGG_OPUS: AudioEncoding
-WAV: AudioEncoding
+AUDIO_ENCODING_LINEAR16: AudioEncoding
+AUDIO_ENCODING_FLAC: AudioEncoding
+AUDIO_ENCODING_OGG_OPUS: AudioEncoding
+AUDIO_ENCODING_WAV: AudioEncoding
 ENDPOINT_CAUSE_UNSPECIFIED: EndpointCause
-SILENCE: EndpointCause
-MAX_LENGTH: EndpointCause
-CLIENT_END_OF_UTTERANCE: EndpointCause
-END_OF_STREAM: EndpointCause
+ENDPOINT_CAUSE_SILENCE: EndpointCause
+ENDPOINT_CAUSE_MAX_LENGTH: EndpointCause
+ENDPOINT_CAUSE_CLIENT_END_OF_UTTERANCE: EndpointCause
+ENDPOINT_CAUSE_END_OF_STREAM: EndpointCause
+SPEECH_EVENT_TYPE_UNSPECIFIED: SpeechEventType
+SPEECH_EVENT_TYPE_STARTED: SpeechEventType
+SPEECH_EVENT_TYPE_ENDED: SpeechEventType
 WORD_ERROR_TYPE_UNSPECIFIED: WordErrorType
-NONE: WordErrorType
-MISPRONUNCIATION: WordErrorType
-OMISSION: WordErrorType
-INSERTION: WordErrorType
+WORD_ERROR_TYPE_NONE: WordErrorType
+WORD_ERROR_TYPE_MISPRONUNCIATION: WordErrorType
+WORD_ERROR_TYPE_OMISSION: WordErrorType
+WORD_ERROR_TYPE_INSERTION: WordErrorType
 
 class AudioConfig(_message.Message):
     __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count")
@@ -110,43 +119,43 @@ class StreamAssessRequest(_message.Message):
 
 class SpeechEvent(_message.Message):
     __slots__ = ("type", "utterance_index", "offset_ms", "cause")
-    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-        __slots__ = ()
-        TYPE_UNSPECIFIED: _ClassVar[SpeechEvent.Type]
-        SPEECH_STARTED: _ClassVar[SpeechEvent.Type]
-        SPEECH_ENDED: _ClassVar[SpeechEvent.Type]
-    TYPE_UNSPECIFIED: SpeechEvent.Type
-    SPEECH_STARTED: SpeechEvent.Type
-    SPEECH_ENDED: SpeechEvent.Type
     TYPE_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
-    type: SpeechEvent.Type
+    type: SpeechEventType
     utterance_index: int
     offset_ms: int
     cause: EndpointCause
-    def __init__(self, type: _Optional[_Union[SpeechEvent.Type, str]] = ..., utterance_index: _Optional[int] = ..., offset_ms: _Optional[int] = ..., cause: _Optional[_Union[EndpointCause, str]] = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[SpeechEventType, str]] = ..., utterance_index: _Optional[int] = ..., offset_ms: _Optional[int] = ..., cause: _Optional[_Union[EndpointCause, str]] = ...) -> None: ...
 
-class WordResult(_message.Message):
-    __slots__ = ("utterance_index", "word_index", "word", "start_ms", "end_ms", "accuracy", "needs_improvement", "committed")
+class InterimResult(_message.Message):
+    __slots__ = ("utterance_index", "stable_words", "provisional_words")
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STABLE_WORDS_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONAL_WORDS_FIELD_NUMBER: _ClassVar[int]
+    utterance_index: int
+    stable_words: _containers.RepeatedCompositeFieldContainer[InterimWord]
+    provisional_words: _containers.RepeatedCompositeFieldContainer[InterimWord]
+    def __init__(self, utterance_index: _Optional[int] = ..., stable_words: _Optional[_Iterable[_Union[InterimWord, _Mapping]]] = ..., provisional_words: _Optional[_Iterable[_Union[InterimWord, _Mapping]]] = ...) -> None: ...
+
+class InterimWord(_message.Message):
+    __slots__ = ("word_index", "word", "start_ms", "end_ms", "accuracy", "needs_improvement", "reference_index")
     WORD_INDEX_FIELD_NUMBER: _ClassVar[int]
     WORD_FIELD_NUMBER: _ClassVar[int]
     START_MS_FIELD_NUMBER: _ClassVar[int]
     END_MS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     NEEDS_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
-    COMMITTED_FIELD_NUMBER: _ClassVar[int]
-    utterance_index: int
+    REFERENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     word_index: int
     word: str
     start_ms: int
     end_ms: int
     accuracy: float
     needs_improvement: bool
-    committed: bool
-    def __init__(self, utterance_index: _Optional[int] = ..., word_index: _Optional[int] = ..., word: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., accuracy: _Optional[float] = ..., needs_improvement: _Optional[bool] = ..., committed: _Optional[bool] = ...) -> None: ...
+    reference_index: int
+    def __init__(self, word_index: _Optional[int] = ..., word: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., accuracy: _Optional[float] = ..., needs_improvement: _Optional[bool] = ..., reference_index: _Optional[int] = ...) -> None: ...
 
 class SentenceScores(_message.Message):
     __slots__ = ("accuracy", "fluency", "prosody", "total", "completeness")
@@ -163,18 +172,28 @@ class SentenceScores(_message.Message):
     def __init__(self, accuracy: _Optional[float] = ..., fluency: _Optional[float] = ..., prosody: _Optional[float] = ..., total: _Optional[float] = ..., completeness: _Optional[float] = ...) -> None: ...
 
 class PhoneAssessment(_message.Message):
-    __slots__ = ("phone", "start_ms", "end_ms", "goodness", "accuracy")
+    __slots__ = ("phone", "start_ms", "end_ms", "goodness", "accuracy", "heard")
     PHONE_FIELD_NUMBER: _ClassVar[int]
     START_MS_FIELD_NUMBER: _ClassVar[int]
     END_MS_FIELD_NUMBER: _ClassVar[int]
     GOODNESS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    HEARD_FIELD_NUMBER: _ClassVar[int]
     phone: str
     start_ms: int
     end_ms: int
     goodness: float
     accuracy: float
-    def __init__(self, phone: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., goodness: _Optional[float] = ..., accuracy: _Optional[float] = ...) -> None: ...
+    heard: _containers.RepeatedCompositeFieldContainer[HeardPhone]
+    def __init__(self, phone: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., goodness: _Optional[float] = ..., accuracy: _Optional[float] = ..., heard: _Optional[_Iterable[_Union[HeardPhone, _Mapping]]] = ...) -> None: ...
+
+class HeardPhone(_message.Message):
+    __slots__ = ("phone", "share")
+    PHONE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    phone: str
+    share: float
+    def __init__(self, phone: _Optional[str] = ..., share: _Optional[float] = ...) -> None: ...
 
 class WordAssessment(_message.Message):
     __slots__ = ("word", "start_ms", "end_ms", "accuracy", "stress", "total", "error_type", "needs_improvement", "phones")
@@ -264,20 +283,20 @@ class StreamSummary(_message.Message):
     def __init__(self, utterances: _Optional[int] = ..., utterance_errors: _Optional[int] = ..., audio_ms: _Optional[int] = ..., mean_total: _Optional[float] = ...) -> None: ...
 
 class StreamAssessResponse(_message.Message):
-    __slots__ = ("client_request_id", "speech_event", "word_result", "utterance", "utterance_error", "summary")
+    __slots__ = ("client_request_id", "speech_event", "interim_result", "utterance", "utterance_error", "summary")
     CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEECH_EVENT_FIELD_NUMBER: _ClassVar[int]
-    WORD_RESULT_FIELD_NUMBER: _ClassVar[int]
+    INTERIM_RESULT_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_ERROR_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     client_request_id: str
     speech_event: SpeechEvent
-    word_result: WordResult
+    interim_result: InterimResult
     utterance: UtteranceAssessment
     utterance_error: UtteranceError
     summary: StreamSummary
-    def __init__(self, client_request_id: _Optional[str] = ..., speech_event: _Optional[_Union[SpeechEvent, _Mapping]] = ..., word_result: _Optional[_Union[WordResult, _Mapping]] = ..., utterance: _Optional[_Union[UtteranceAssessment, _Mapping]] = ..., utterance_error: _Optional[_Union[UtteranceError, _Mapping]] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ...) -> None: ...
+    def __init__(self, client_request_id: _Optional[str] = ..., speech_event: _Optional[_Union[SpeechEvent, _Mapping]] = ..., interim_result: _Optional[_Union[InterimResult, _Mapping]] = ..., utterance: _Optional[_Union[UtteranceAssessment, _Mapping]] = ..., utterance_error: _Optional[_Union[UtteranceError, _Mapping]] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ...) -> None: ...
 
 class AssessRequest(_message.Message):
     __slots__ = ("audio", "assessment", "audio_content", "client_request_id")
@@ -349,18 +368,20 @@ class EngineInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., scorers: _Optional[_Iterable[str]] = ..., profile: _Optional[str] = ..., backend: _Optional[str] = ..., features: _Optional[_Union[EngineFeatures, _Mapping]] = ...) -> None: ...
 
 class EngineFeatures(_message.Message):
-    __slots__ = ("interim_words", "phones", "open_mode", "closed_mode", "placeholder_scores")
+    __slots__ = ("interim_words", "phones", "open_mode", "closed_mode", "placeholder_scores", "phone_diagnosis")
     INTERIM_WORDS_FIELD_NUMBER: _ClassVar[int]
     PHONES_FIELD_NUMBER: _ClassVar[int]
     OPEN_MODE_FIELD_NUMBER: _ClassVar[int]
     CLOSED_MODE_FIELD_NUMBER: _ClassVar[int]
     PLACEHOLDER_SCORES_FIELD_NUMBER: _ClassVar[int]
+    PHONE_DIAGNOSIS_FIELD_NUMBER: _ClassVar[int]
     interim_words: bool
     phones: bool
     open_mode: bool
     closed_mode: bool
     placeholder_scores: bool
-    def __init__(self, interim_words: _Optional[bool] = ..., phones: _Optional[bool] = ..., open_mode: _Optional[bool] = ..., closed_mode: _Optional[bool] = ..., placeholder_scores: _Optional[bool] = ...) -> None: ...
+    phone_diagnosis: bool
+    def __init__(self, interim_words: _Optional[bool] = ..., phones: _Optional[bool] = ..., open_mode: _Optional[bool] = ..., closed_mode: _Optional[bool] = ..., placeholder_scores: _Optional[bool] = ..., phone_diagnosis: _Optional[bool] = ...) -> None: ...
 
 class Capabilities(_message.Message):
     __slots__ = ("encodings", "language_codes", "limits", "engine")

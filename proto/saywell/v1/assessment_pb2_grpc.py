@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class PronunciationAssessmentStub:
+class PronunciationAssessmentServiceStub:
     """Pronunciation assessment of a language learner's speech.
     """
 
@@ -36,23 +36,23 @@ class PronunciationAssessmentStub:
             channel: A grpc.Channel.
         """
         self.StreamAssess = channel.stream_stream(
-                '/saywell.v1.PronunciationAssessment/StreamAssess',
+                '/saywell.v1.PronunciationAssessmentService/StreamAssess',
                 request_serializer=saywell_dot_v1_dot_assessment__pb2.StreamAssessRequest.SerializeToString,
                 response_deserializer=saywell_dot_v1_dot_assessment__pb2.StreamAssessResponse.FromString,
                 _registered_method=True)
         self.Assess = channel.unary_unary(
-                '/saywell.v1.PronunciationAssessment/Assess',
+                '/saywell.v1.PronunciationAssessmentService/Assess',
                 request_serializer=saywell_dot_v1_dot_assessment__pb2.AssessRequest.SerializeToString,
                 response_deserializer=saywell_dot_v1_dot_assessment__pb2.AssessResponse.FromString,
                 _registered_method=True)
         self.GetCapabilities = channel.unary_unary(
-                '/saywell.v1.PronunciationAssessment/GetCapabilities',
+                '/saywell.v1.PronunciationAssessmentService/GetCapabilities',
                 request_serializer=saywell_dot_v1_dot_assessment__pb2.GetCapabilitiesRequest.SerializeToString,
                 response_deserializer=saywell_dot_v1_dot_assessment__pb2.Capabilities.FromString,
                 _registered_method=True)
 
 
-class PronunciationAssessmentServicer:
+class PronunciationAssessmentServiceServicer:
     """Pronunciation assessment of a language learner's speech.
     """
 
@@ -80,7 +80,7 @@ class PronunciationAssessmentServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_PronunciationAssessmentServicer_to_server(servicer, server):
+def add_PronunciationAssessmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'StreamAssess': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamAssess,
@@ -99,13 +99,13 @@ def add_PronunciationAssessmentServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'saywell.v1.PronunciationAssessment', rpc_method_handlers)
+            'saywell.v1.PronunciationAssessmentService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('saywell.v1.PronunciationAssessment', rpc_method_handlers)
+    server.add_registered_method_handlers('saywell.v1.PronunciationAssessmentService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class PronunciationAssessment:
+class PronunciationAssessmentService:
     """Pronunciation assessment of a language learner's speech.
     """
 
@@ -123,7 +123,7 @@ class PronunciationAssessment:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/saywell.v1.PronunciationAssessment/StreamAssess',
+            '/saywell.v1.PronunciationAssessmentService/StreamAssess',
             saywell_dot_v1_dot_assessment__pb2.StreamAssessRequest.SerializeToString,
             saywell_dot_v1_dot_assessment__pb2.StreamAssessResponse.FromString,
             options,
@@ -150,7 +150,7 @@ class PronunciationAssessment:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saywell.v1.PronunciationAssessment/Assess',
+            '/saywell.v1.PronunciationAssessmentService/Assess',
             saywell_dot_v1_dot_assessment__pb2.AssessRequest.SerializeToString,
             saywell_dot_v1_dot_assessment__pb2.AssessResponse.FromString,
             options,
@@ -177,7 +177,7 @@ class PronunciationAssessment:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/saywell.v1.PronunciationAssessment/GetCapabilities',
+            '/saywell.v1.PronunciationAssessmentService/GetCapabilities',
             saywell_dot_v1_dot_assessment__pb2.GetCapabilitiesRequest.SerializeToString,
             saywell_dot_v1_dot_assessment__pb2.Capabilities.FromString,
             options,
