@@ -67,6 +67,9 @@ class EarlyAnalysisOptions:
 class EngineOptions:
     profile: str = "cpu"  # a name in saywell.engine.registry.PROFILES
     backend: str = "local"  # where the profile's models run; each profile says which backends it has
+    device: str = "auto"  # torch device of the profile's models: "auto" (CUDA when present), "cuda", "cpu"
+    model_dir: str = ""  # the profile's model folder; "": its packaged default (profiles without one ignore it)
+    allow_download: bool = False  # hub ids in the profile's model config may download (needs the network)
     asr: AsrOptions = field(default_factory=AsrOptions)
     # Open mode's target ASR (MultiPA's design): its words are the ones assessed, and where the recognising ASR
     # (`asr`) disagrees with them is evidence of unclear speech. None: the recognised words are assessed.

@@ -48,7 +48,8 @@ def engine_options(config: ServerConfig) -> EngineOptions:
     aligners = dataclasses.replace(batching, workers=config.aligner_workers)
     early = EarlyAnalysisOptions(speculative_finals=config.speculative_finals,
                                  max_backlog=config.speculation_max_backlog)
-    return with_target_asr(EngineOptions(profile=config.profile, backend=config.backend, asr=asr,
+    return with_target_asr(EngineOptions(profile=config.profile, backend=config.backend, device=config.device,
+                                         model_dir=config.model_dir, allow_download=config.allow_download, asr=asr,
                                          asr_batching=batching, align_batching=aligners, loop_batching=aligners,
                                          early=early), config.target_asr_model)
 

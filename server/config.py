@@ -59,6 +59,8 @@ class ServerConfig:
     # models run. The ASR and aligner settings below are the cpu profile's.
     profile: str = "cpu"
     backend: str = "local"
+    device: str = "auto"  # where the profile's torch models run: auto (CUDA when present), cuda, cpu
+    model_dir: str = ""  # the profile's model folder ("" = its packaged default)
     asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
     # Open mode's second, larger ASR whose words are assessed (MultiPA's design; "" turns it off). The trained
     # scorer's open checkpoint is fitted with the engine's default; another setting needs its own training.
