@@ -26,6 +26,7 @@ import numpy as np
 
 from saywell.engine.offline.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio,
                                             load_corpus, select, speaker_folds)
+from saywell.engine.language.lexicon import strip_stress
 from saywell.engine.offline.items import recognised_word_labels
 from saywell.engine.offline.phone_metrics import UNPAIRED_REASONS, phone_detection_report, phone_pairs
 from saywell.engine.options import AsrOptions, EngineOptions, with_target_asr
@@ -50,6 +51,7 @@ class Collected:
     recognised_true: list[np.ndarray]  # the labels it is compared with (`recognised_word_labels`)
     phone_pred: list[float] = field(default_factory=list)  # closed mode: per paired phone, accuracy 0..2
     phone_true: list[float] = field(default_factory=list)  # its label (`phones_accuracy`)
+    phone_heard_other: list[bool] = field(default_factory=list)  # the phone heard most there is another one
     phone_pairing: dict = field(default_factory=_new_pairing)  # words and phones labelled / paired
     records: list[dict] = field(default_factory=list)  # one per utterance, for --predictions
 
@@ -153,9 +155,10 @@ def _count_phone_pairs(c: Collected, utterance: LabeledUtterance, pairs: list[li
             continue
         counts["paired_words"] += 1
         counts["paired_phones"] += len(paired)
-        for _, pred, human in paired:
+        for phone, pred, human, heard in paired:
             c.phone_pred.append(pred)
             c.phone_true.append(human)
+            c.phone_heard_other.append(bool(heard) and heard != strip_stress(phone).upper())
 
 
 def prediction_record(utterance: LabeledUtterance, outcome, mode: str, words: list[dict | None],
@@ -194,7 +197,8 @@ def prediction_record(utterance: LabeledUtterance, outcome, mode: str, words: li
                     entry["pred_phones"] = [{"phone": p.phone, "accuracy": float(p.accuracy)}
                                             for p in result.words[i].phones]
             else:
-                entry["phones"] = [{"phone": p, "pred": pred, "human": human} for p, pred, human in paired]
+                entry["phones"] = [{"phone": p, "pred": pred, "human": human, "heard": heard}
+                                   for p, pred, human, heard in paired]
         entries.append(entry)
     record["words"] = entries
     return record
@@ -240,7 +244,8 @@ def build_report(c: Collected, mode: str, n_utterances: int, failed: int, second
         report["recognised_word"] = recognised_word_report(c)
     else:
         report["phone"] = phone_report(c)
-        report["phone_detection"] = phone_detection_report(c.phone_pred, c.phone_true)
+        report["phone_detection"] = phone_detection_report(c.phone_pred, c.phone_true,
+                                                           heard_other=c.phone_heard_other)
     return report
 
 

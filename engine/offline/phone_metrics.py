@@ -21,7 +21,8 @@ UNPAIRED_REASONS = ("failed_utterance", "word_count_mismatch", "no_phone_labels"
 
 def phone_pairs(words: tuple[WordScore, ...] | None, labels: tuple[LabeledWord, ...]) -> list[list | str]:
     """Per labelled word, its phones paired with the predicted ones as (labelled phone, predicted accuracy,
-    human accuracy), or why they cannot be (one of UNPAIRED_REASONS).
+    human accuracy, the phone heard most over its span or "" when the engine gives none), or why they cannot be
+    (one of UNPAIRED_REASONS).
 
     `words` are the assessed words (None for a failed utterance). Words are paired by position when there are as
     many assessed as labelled words; a word's phones when the sequences agree once stress digits are stripped.
@@ -38,7 +39,7 @@ def phone_pairs(words: tuple[WordScore, ...] | None, labels: tuple[LabeledWord, 
                 [strip_stress(p).upper() for p in label.phones]:
             out.append("phone_mismatch")
         else:
-            out.append([(phone, float(p.accuracy), float(human))
+            out.append([(phone, float(p.accuracy), float(human), p.heard[0][0] if p.heard else "")
                         for phone, p, human in zip(label.phones, words[i].phones, label.phones_accuracy)])
     return out
 
@@ -74,13 +75,26 @@ def best_f1_threshold(pred, positive) -> dict | None:
     return {"threshold": float(candidates[best])} | detection_scores(pred < candidates[best], positive)
 
 
-def phone_detection_report(pred: list[float], true: list[float], threshold: float = PHONE_FLAG_BELOW) -> dict:
+def phone_detection_report(pred: list[float], true: list[float], threshold: float = PHONE_FLAG_BELOW,
+                           heard_other: list[bool] | None = None) -> dict:
     """Mispronounced-phone detection: flag pred < threshold, scored against both readings of the labels, and
-    the best-F1 threshold on this same data as a diagnostic."""
+    the best-F1 threshold on this same data as a diagnostic. With `heard_other` (per phone: the phone heard
+    most over its span is another one), also the diagnosis: that rule alone as a detector, and the flagged
+    phones whose diagnosis names another phone."""
     pred, true = np.asarray(pred, float), np.asarray(true, float)
     positives = _phone_positives(true)
     flagged = pred < threshold
-    return {
+    diagnosis = {}
+    if heard_other is not None and len(heard_other) == len(pred):
+        other = np.asarray(heard_other, bool)
+        diagnosis = {"diagnosis": {
+            "heard_other_phone": {name: {"positive_when": PHONE_POSITIVES[name]} | detection_scores(other, positive)
+                                  for name, positive in positives.items()},
+            "flagged_and_heard_other": {
+                name: {"positive_when": PHONE_POSITIVES[name]} | detection_scores(flagged & other, positive)
+                for name, positive in positives.items()},
+            "share_of_flagged_naming_another_phone": float(other[flagged].mean()) if flagged.any() else None}}
+    return diagnosis | {
         "threshold": threshold, "flagged_when": "predicted phone accuracy (0..2) < threshold",
         "n_phones": len(pred),
         **{name: {"positive_when": PHONE_POSITIVES[name]} | detection_scores(flagged, positive)

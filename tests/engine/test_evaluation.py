@@ -256,8 +256,12 @@ def test_real_speechocean762_train():
 SENTENCE = ("accuracy", "fluency", "prosody", "total", "completeness")
 
 
-def scored_word(text: str, phones: list[tuple[str, float]], accuracy: float = 8.0, flag: bool = False) -> WordScore:
-    scored = tuple(PhoneScore(p, 100 * i, 100 * i + 90, -1.0, a) for i, (p, a) in enumerate(phones))
+def scored_word(text: str, phones: list[tuple[str, float]], accuracy: float = 8.0, flag: bool = False,
+                heard: dict[int, str] | None = None) -> WordScore:
+    """`heard`: phone position -> the phone the engine heard there instead."""
+    heard = heard or {}
+    scored = tuple(PhoneScore(p, 100 * i, 100 * i + 90, -1.0, a, ((heard[i], 0.8), (p, 0.2)) if i in heard else ())
+                   for i, (p, a) in enumerate(phones))
     return WordScore(text, 0, 100 * len(phones), accuracy, 9.0, accuracy - 0.5, WordErrorType.NONE, flag, scored)
 
 
@@ -281,11 +285,11 @@ def test_phones_pair_by_word_position_when_the_stressless_sequences_agree():
               labelled("IT", [("IH0", 2), ("T", 2)]))
     words = (scored_word("we", [("W", 1.9), ("IY", 0.7)]),
              scored_word("call", [("K", 1.5), ("AA", 0.2), ("L", 1.0)]),  # another pronunciation variant
-             scored_word("it", [("IH", 2.0), ("T", 0.4)]))
+             scored_word("it", [("IH", 2.0), ("T", 0.4)], heard={1: "D"}))
     pairs = phone_pairs(words, labels)
-    assert pairs[0] == [("W", 1.9, 2.0), ("IY0", 0.7, 1.2)]
+    assert pairs[0] == [("W", 1.9, 2.0, ""), ("IY0", 0.7, 1.2, "")]
     assert pairs[1] == "phone_mismatch"
-    assert pairs[2] == [("IH0", 2.0, 2.0), ("T", 0.4, 2.0)]
+    assert pairs[2] == [("IH0", 2.0, 2.0, ""), ("T", 0.4, 2.0, "D")]
     assert phone_pairs(words[:2], labels) == ["word_count_mismatch"] * 3  # positions mean nothing then
     assert phone_pairs(None, labels) == ["failed_utterance"] * 3
     no_labels = (LabeledWord("WE", 10, 10, 10), labels[1], labels[2])  # a corpus without phone labels
@@ -336,6 +340,20 @@ def test_phone_detection_at_the_default_threshold_against_both_label_readings():
     # wrong phone: pred < 0.5 flags two phones, both wrong (F1 0.8); pred < 1.5 also reaches 0.75
     assert best["wrong_phone"]["threshold"] == 0.5 and best["wrong_phone"]["f1"] == pytest.approx(0.8)
     assert best["wrong_phone"]["precision"] == 1.0 and best["wrong_phone"]["recall"] == pytest.approx(2 / 3)
+
+
+def test_diagnosis_scores_the_phones_heard_instead():
+    pred = [0.2, 0.5, 0.9, 1.2, 1.8, 2.0, 0.0, 1.5]
+    true = [0.0, 1.0, 2.0, 0.0, 2.0, 1.6, 0.0, 2.0]
+    other = [True, False, False, True, False, True, True, False]  # the phone loop heard another phone there
+    report = phone_detection_report(pred, true, heard_other=other)["diagnosis"]
+    # heard another: 0, 3, 5, 6. Wrong phone (true 0): 0, 3, 6: all three found, one false alarm
+    assert report["heard_other_phone"]["wrong_phone"]["precision"] == pytest.approx(3 / 4)
+    assert report["heard_other_phone"]["wrong_phone"]["recall"] == 1.0
+    # flagged (0, 1, 2, 6) and heard another (0, 3, 5, 6): 0 and 6, both wrong phones
+    assert report["flagged_and_heard_other"]["wrong_phone"]["precision"] == 1.0
+    assert report["share_of_flagged_naming_another_phone"] == pytest.approx(2 / 4)
+    assert "diagnosis" not in phone_detection_report(pred, true), "no diagnosis without heard phones"
 
 
 def test_phone_detection_edge_cases():
@@ -393,8 +411,8 @@ def test_predictions_file_has_numbers_per_sentence_word_and_phone(tmp_path):
     assert we["text"] == "WE"
     assert we["pred"] == {"accuracy": 6.0, "stress": 9.0, "total": 5.5, "flag": True}
     assert we["human"] == {"accuracy": 8.0, "stress": 10.0, "total": 7.0, "flag": True}
-    assert we["phones_paired"] and we["phones"] == [{"phone": "W", "pred": 1.9, "human": 2.0},
-                                                    {"phone": "IY0", "pred": 0.7, "human": 1.2}]
+    assert we["phones_paired"] and we["phones"] == [{"phone": "W", "pred": 1.9, "human": 2.0, "heard": ""},
+                                                    {"phone": "IY0", "pred": 0.7, "human": 1.2, "heard": ""}]
     assert call["human"]["flag"] is False and not call["phones_paired"]
     assert call["unpaired_reason"] == "phone_mismatch" and [p["pred"] for p in call["phones"]] == [None] * 3
     assert call["pred_phones"] == [{"phone": "K", "accuracy": 1.5}, {"phone": "AA", "accuracy": 0.2},
@@ -462,7 +480,8 @@ def test_collect_and_report_on_synthetic_results():
     assert phone["pcc"] == pytest.approx(np.corrcoef(c.phone_pred, c.phone_true)[0, 1])
     assert phone["pcc"] > 0.5  # predictions were made from the labels plus noise
     detection = report["phone_detection"]
-    assert detection == phone_detection_report(c.phone_pred, c.phone_true, PHONE_FLAG_BELOW)
+    assert detection == phone_detection_report(c.phone_pred, c.phone_true, PHONE_FLAG_BELOW,
+                                               heard_other=c.phone_heard_other)
     true = np.array(c.phone_true)
     assert detection["any_deviation"]["n_positives"] == int(np.sum(true < 2))
     assert detection["wrong_phone"]["n_positives"] == int(np.sum(true == 0))
