@@ -91,3 +91,7 @@ def test_joined_transcripts_leave_out_stretches_transcribed_as_punctuation_alone
     joined = joined_transcript([first, noise, last])
     assert joined.text == "Kate loves China. Yes"
     assert [(w.text, w.start_ms) for w in joined.words] == [("kate", 0), ("yes", 2600)]
+    cut = Segment(0, 32_000, Transcript(" The quick brown fox jumps.", ()), None)
+    rest = Segment(32_000, 16_000, Transcript(" over the lazy dog.", ()), None)
+    assert joined_transcript([cut, rest]).text == "The quick brown fox jumps over the lazy dog."
+    assert joined_transcript([first, last]).text == "Kate loves China. Yes", "a new sentence keeps its stop"

@@ -40,6 +40,10 @@ def joined_transcript(segments: Sequence[Segment], target: bool = False) -> Tran
                   for start, t in parts for w in t.words)
     # A stretch with no words may still be transcribed as punctuation ("."): joining it gave "China. ."
     texts = [t.text.strip() for _, t in parts if any(ch.isalnum() for ch in t.text)]
+    # Whisper ends each segment with a full stop; a cut inside a sentence ("jumps." + "over the lazy dog.") gave
+    # "jumps. over": a stop before a part that goes on in lower case is the cut's, not the speaker's.
+    texts = [text[:-1] if text.endswith(".") and following[:1].islower() else text
+             for text, following in zip(texts, texts[1:] + [""])]
     return Transcript(text=" ".join(texts), words=words)
 
 
