@@ -315,5 +315,5 @@ def model_card(report: dict) -> str:
               "sit on badly mispronounced short words, so its correlation rests on about 30 words per fold.",
               "- Flags follow precision targets measured out of fold. Where a target is unreachable, no word is "
               "flagged rather than many wrongly.",
-              "- Numbers are cross-validated (CV) on the train split, not test-split results: CV has overstated held-out PCC by about 0.05 (closed) and 0.10 (open) on speechocean762's test split, measured independently for the models of session 10 (README, Evaluation results). Compare CV with CV only."]
+              "- Numbers are cross-validated (CV) on the train split, not test-split results: CV has overstated held-out PCC by about 0.05 (closed) and 0.10 (open) on speechocean762's test split, measured independently for the shipped models (README, Evaluation results). Compare CV with CV only."]
     return "\n".join(lines) + "\n"
