@@ -33,10 +33,13 @@ class AudioFileError(SaywellClientError):
 class RpcFailed(SaywellClientError):
     """The server (or the transport) ended a call with a non-OK status."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, target: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, target: str, retry_after_ms: int | None = None) -> None:
         self.code = code
         self.details = details
         self.target = target
+        # RESOURCE_EXHAUSTED: how long the server asks the client to wait before trying again (its
+        # `retry-after-ms` trailer), when it said.
+        self.retry_after_ms = retry_after_ms
         super().__init__(f"{self.code_name}: {details}")
 
     @property
@@ -53,12 +56,27 @@ def rpc_failed(error: grpc.RpcError, target: str) -> RpcFailed:
     """Convert a grpc error (sync or aio) into the matching typed error."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = (error.details() if hasattr(error, "details") else None) or ""
-    return status_failed(code or grpc.StatusCode.UNKNOWN, details, target)
+    return status_failed(code or grpc.StatusCode.UNKNOWN, details, target, _retry_after_ms(error))
 
 
-def status_failed(code: grpc.StatusCode, details: str, target: str) -> RpcFailed:
+def _retry_after_ms(error: grpc.RpcError) -> int | None:
+    try:
+        trailers = error.trailing_metadata() or ()
+    except Exception:  # an error raised before any call (a bad target) has no trailers to read
+        return None
+    for key, value in trailers:
+        if key == "retry-after-ms":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def status_failed(code: grpc.StatusCode, details: str, target: str,
+                  retry_after_ms: int | None = None) -> RpcFailed:
     """The typed error for a non-OK status."""
     lowered = details.lower()
     if code == grpc.StatusCode.UNAVAILABLE and any(h in lowered for h in _NO_CONNECTION_HINTS):
         return ServerUnreachable(code, details, target)
-    return RpcFailed(code, details, target)
+    return RpcFailed(code, details, target, retry_after_ms)

@@ -19,6 +19,8 @@ from urllib.parse import unquote
 
 import grpc
 
+from saywell.server.errors import RETRY_AFTER_MS
+
 if TYPE_CHECKING:
     from saywell.server.config import ServerConfig
     from saywell.server.metrics import ServerMetrics
@@ -163,6 +165,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     async def _refuse(self, context, refusal: Refused, method: str) -> None:
         self.metrics.errors.labels(refusal.code.name).inc()
         log.info("call refused", extra={"method": method, "status": refusal.code.name, "peer": context.peer()})
+        if refusal.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            context.set_trailing_metadata((("retry-after-ms", RETRY_AFTER_MS),))
         await context.abort(refusal.code, refusal.message)
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -195,7 +199,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         if self._streams.get(client, 0) >= limit:
             await self._refuse(context, Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                                 f"client {client} is at its limit of {limit} concurrent "
-                                                "streams"), method)
+                                                f"streams; retry after {RETRY_AFTER_MS} ms"), method)
         self._streams[client] = self._streams.get(client, 0) + 1
         return client
 

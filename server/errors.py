@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import grpc
 
+# RESOURCE_EXHAUSTED refusals carry this trailer: when to try again, in ms (a balancer's retry, a client's backoff).
+RETRY_AFTER_MS = "1000"
+
 
 class StatusError(Exception):
     code = grpc.StatusCode.INTERNAL

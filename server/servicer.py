@@ -14,7 +14,8 @@ from saywell.engine.types import AssessmentRequest, EngineError, InputError, Ove
 from saywell.server import convert
 from saywell.server.audio_decoding import decode_all
 from saywell.server.config import ServerConfig
-from saywell.server.errors import InvalidArgument, OutOfRange, ResourceExhausted, StatusError, Unparsable
+from saywell.server.errors import (RETRY_AFTER_MS, InvalidArgument, OutOfRange, ResourceExhausted, StatusError,
+                                   Unparsable)
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import EndCause
 from saywell.server.session import AssessmentSession
@@ -24,7 +25,6 @@ from saywell.v1 import assessment_pb2 as pb
 from saywell.v1 import assessment_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-RETRY_AFTER_MS = "1000"
 _UNPARSABLE = object()
 
 

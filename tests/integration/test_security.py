@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from saywell.client import SaywellClient, bench, cli, load_audio
-from saywell.client.errors import RpcFailed
+from saywell.client.errors import RpcFailed, rpc_failed
 from saywell.client.options import ClientOptions
 from saywell.server.config import ServerConfig
 from saywell.v1 import assessment_pb2 as pb
@@ -220,6 +220,8 @@ def test_the_client_beyond_its_stream_limit_is_refused(auth_server):
             assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "is at its limit of 2 concurrent streams" in error.value.details()
             assert error.value.details().startswith("client token ")  # the client, never its secret
+            assert ("retry-after-ms", "1000") in tuple(error.value.trailing_metadata())
+            assert rpc_failed(error.value, auth_server.target).retry_after_ms == 1000, "the client reads it"
             other = list(stub.StreamAssess(iter([CONFIG]), metadata=(("authorization", "Bearer assess-token"),)))
             assert other[-1].WhichOneof("event") == "summary"  # another client has its own budget
         finally:
@@ -246,7 +248,7 @@ def test_without_auth_the_limit_is_per_peer_host(tmp_path):
             gate.set()
             list(first)
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert error.value.details() == "client 127.0.0.1 is at its limit of 1 concurrent streams"
+        assert error.value.details() == "client 127.0.0.1 is at its limit of 1 concurrent streams; retry after 1000 ms"
     finally:
         gate.set()
         server.stop()

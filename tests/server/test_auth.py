@@ -123,9 +123,13 @@ def test_accepted_tokens_and_auth_off():
 class FakeContext:
     def __init__(self, peer="ipv4:127.0.0.1:4000"):
         self._peer = peer
+        self.trailers = ()
 
     def peer(self):
         return self._peer
+
+    def set_trailing_metadata(self, trailers):
+        self.trailers = tuple(trailers)
 
     async def abort(self, code, message):
         raise grpc.RpcError(code, message)
@@ -158,7 +162,7 @@ def test_stream_limit_counts_per_client_and_frees_on_close():
         with pytest.raises(grpc.RpcError) as error:
             await handler.stream_stream(iter(()), FakeContext()).__anext__()
         assert error.value.args == (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    "client 127.0.0.1 is at its limit of 2 concurrent streams")
+                                    "client 127.0.0.1 is at its limit of 2 concurrent streams; retry after 1000 ms")
         assert access.active_streams() == {"127.0.0.1": 2, "10.0.0.2": 1}
         gate.set()
         assert await asyncio.gather(*tasks, other) == ["done"] * 3
