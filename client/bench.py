@@ -33,7 +33,7 @@ import grpc
 
 from saywell.client.bench_measure import RunStats
 from saywell.client.bench_plan import BenchCorpus, load_corpus
-from saywell.client.bench_report import (StageResult, build_report, compute_bound, stage_held, stage_summary,
+from saywell.client.bench_report import (StageResult, build_report, compute_bound, stage_summary, why_not_held,
                                          write_plot, write_report)
 from saywell.client.bench_run import LoadOptions, run_load
 from saywell.client.bench_server import ResourceSampler, SpawnedServer
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --spawn: run the load twice, on a server with micro-batching as configured and on "
                         "one with --max-batch-size=1, and report both")
     p.add_argument("--max-p95-ms", type=float, default=1500.0, help="ramp: p95 final latency that still holds")
+    p.add_argument("--max-lag-p95-ms", type=float, default=1000.0,
+                   help="ramp: p95 word-flag lag that still holds (0: the lag does not count)")
     p.add_argument("--max-streams", type=int, default=64, help="ramp: stop after this many streams")
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report here (default: stdout)")
     p.add_argument("--plot", metavar="FILE.png", help="latency CDF (and p95 vs concurrency) as PNG")
@@ -168,8 +170,9 @@ def _run_with_server(args: argparse.Namespace, corpus: BenchCorpus,
         for streams in ramp_stages(args.max_streams):
             result = stage(streams, label=f"{streams} streams")
             first = first or result
-            ok = stage_held(result, args.max_p95_ms)
-            ramp.append({**stage_summary(result), "held": ok})
+            why = why_not_held(result, args.max_p95_ms, args.max_lag_p95_ms)
+            ok = not why
+            ramp.append({**stage_summary(result), "held": ok, "not_held_because": why or None})
             if not ok:
                 break
             held.append(result)
@@ -191,6 +194,10 @@ def _summary_lines(report: dict) -> list[str]:
              f"max {lat['max']}",
              f"word flag lag ms  p50 {report['word_flag_lag_ms']['p50']}  p95 {report['word_flag_lag_ms']['p95']}",
              f"server  cpu {report['server_cpu_percent']} %  rss {report['server_rss_mb']} MB"]
+    for stage in report.get("ramp", []):
+        lines.append(f"ramp {stage['streams']:>2} streams  final p95 {stage['final_latency_ms']['p95']} ms  "
+                     f"word-flag lag p95 {stage['word_flag_lag_ms']['p95']} ms  cpu {stage['server_cpu_percent']} %  "
+                     + ("held" if stage["held"] else f"not held: {stage['not_held_because']}"))
     if report["max_realtime_streams"] is not None:
         lines.append(f"max realtime streams {report['max_realtime_streams']}")
     if report.get("compute_bound_streams") is not None:
@@ -227,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(json.dumps(report, indent=2))
     if args.plot:
-        write_plot(args.plot, headline.stats, ramp, args.max_p95_ms if ramp else None)
+        write_plot(args.plot, headline.stats, ramp, args.max_p95_ms if ramp else None,
+                   args.max_lag_p95_ms if ramp else None)
     for line in _summary_lines(report):
         print(line, file=sys.stderr)
     return EXIT_OK

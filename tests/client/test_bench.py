@@ -31,7 +31,7 @@ from saywell.client.bench_plan import (
     plan_stream,
     segment_chunks,
 )
-from saywell.client.bench_report import (REPORT_KEYS, StageResult, build_report, compute_bound, stage_held,
+from saywell.client.bench_report import (REPORT_KEYS, StageResult, build_report, compute_bound, stage_held, why_not_held,
                                          write_plot)
 from saywell.client.bench_run import ProgressLine
 from saywell.client.bench_server import ResourceSampler, ResourceUsage
@@ -338,11 +338,23 @@ def test_a_stage_holds_only_without_errors_and_within_the_p95_limit():
     assert not stage_held(StageResult(1, 5.0, 5.0, RunStats()), 2000)  # nothing assessed
 
 
+def test_late_word_flags_do_not_hold_a_stage():
+    good = StageResult(1, 5.0, 5.0, _stats())  # final p95 2000 ms, word-flag lag p95 400 ms
+    assert stage_held(good, 2000, max_lag_p95_ms=400) and not stage_held(good, 2000, max_lag_p95_ms=350)
+    assert why_not_held(good, 2000, 350) == "word-flag lag p95 400 ms > 350 ms"
+    assert why_not_held(good, 1500, 350).startswith("final p95 ") and why_not_held(good, 1500, 350).endswith(" > 1500 ms")
+    assert stage_held(good, 2000, max_lag_p95_ms=0), "0: the lag does not count"
+    no_words = _stats()
+    no_words.word_flag_lag = type(no_words.word_flag_lag)()
+    assert stage_held(StageResult(1, 5.0, 5.0, no_words), 2000, 350), "no word to be late"
+
+
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs the plot extra")
     result = StageResult(2, 5.0, 5.0, _stats())
     ramp = [build_report(result), {**build_report(result), "streams": 3}]
-    write_plot(tmp_path / "bench.png", result.stats, ramp, 1500.0)
+    write_plot(tmp_path / "bench.png", result.stats, ramp, 1500.0, 1000.0)
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -408,6 +420,7 @@ def test_a_ramp_against_a_failing_server_stops_at_the_first_stage(fake_server, f
     assert report["max_realtime_streams"] == 0
     assert [stage["streams"] for stage in report["ramp"]] == [1]
     assert report["ramp"][0]["held"] is False and report["errors"] == {"RESOURCE_EXHAUSTED": 1}
+    assert report["ramp"][0]["not_held_because"] == "1 error(s)"
 
 
 def test_an_unreachable_target_is_a_clear_error(dead_target, fixtures_dir, tmp_path, capsys, monkeypatch):
