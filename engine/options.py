@@ -30,7 +30,8 @@ class AsrOptions:
     """Whisper through faster-whisper (CTranslate2)."""
 
     model: str = "tiny.en"  # packaged name ("tiny.en", "base"), a local CTranslate2 folder, or a hub id
-    compute_type: str = "int8"
+    device: str = "cpu"  # CTranslate2 device: "cpu" or "cuda" (a torch profile on CUDA puts its ASR there too)
+    compute_type: str = "int8"  # on CUDA: "float16" (or "int8_float16")
     cpu_threads: int = 1  # per model instance; stages run in parallel on the other core
     # Greedy on a 10 s window matched beam 5 on Whisper's 30 s window in WER (22.8 vs 23.3% on 250 validation
     # utterances) at under a third of the cost; beam search on a short window loops more (35.8%).

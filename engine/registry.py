@@ -9,6 +9,7 @@ from saywell.engine.types import EngineError
 PROFILES: dict[str, str] = {
     "cpu": "saywell.engine.profiles.cpu:CpuEngine",
     "synthetic": "saywell.engine.profiles.synthetic:SyntheticEngine",
+    "neural": "saywell.engine.profiles.neural:NeuralEngine",
 }
 
 

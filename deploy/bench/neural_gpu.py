@@ -111,7 +111,7 @@ class ProbedServer:
 def ramp(args: argparse.Namespace, model_dir: str) -> dict:
     from saywell.client.bench_measure import RunStats
     from saywell.client.bench_plan import load_corpus
-    from saywell.client.bench_report import StageResult, stage_held, stage_summary
+    from saywell.client.bench_report import StageResult, stage_summary, why_not_held
     from saywell.client.bench_run import LoadOptions, run_load
 
     corpus = load_corpus(args.data, max_files=args.max_files)
@@ -130,12 +130,15 @@ def ramp(args: argparse.Namespace, model_dir: str) -> dict:
             wall_s = asyncio.run(run_load(server.target, corpus, options, stats))
             result = StageResult(streams, args.duration, wall_s, stats)
             summary = stage_summary(result)
-            ok = stage_held(result, args.max_p95_ms)
+            reason = why_not_held(result, args.max_p95_ms)
+            ok = not reason
             peak = server.gpu_memory()
             if peak and idle:
                 summary["gpu_peak_mb"] = round(peak["max_allocated_mb"], 1)
                 summary["gpu_mb_per_stream"] = round((peak["max_allocated_mb"] - idle["allocated_mb"]) / streams, 1)
             summary["held"] = ok
+            if reason:
+                summary["why_not_held"] = reason
             stages.append(summary)
             print(f"{streams} streams: p95 final {summary['final_latency_ms']['p95']} ms, held {ok}, "
                   f"gpu/stream {summary.get('gpu_mb_per_stream')} MB", file=sys.stderr)
@@ -214,10 +217,10 @@ def measure_stages(args: argparse.Namespace, model_dir: str) -> dict:
 def model_folder(args: argparse.Namespace) -> str:
     if args.model_dir:
         return args.model_dir
-    from saywell.engine.profiles.neural.plumbing import write_random_heads, write_tiny_models
+    from saywell.engine.profiles.neural.plumbing import write_random_heads, write_random_models
 
     folder = tempfile.mkdtemp(prefix=f"saywell-neural-{args.random_models}-")
-    write_random_heads(write_tiny_models(folder, size=args.random_models))
+    write_random_heads(write_random_models(folder, args.random_models))
     return folder
 
 

@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # saywell, CUDA image: the same server on an NVIDIA CUDA runtime with a CUDA build of torch, meant for the
-# neural (GPU) engine profile, which is still being built and has not been measured. Until it is, this image
-# serves the `cpu` profile by default, which runs on the CPU even here (its Whisper is loaded with device="cpu").
-# The profile comes from SAYWELL_PROFILE (default cpu); set it to `neural` once that profile is released. No GPU
+# `neural` engine profile. That profile needs a model folder (SAYWELL_MODEL_DIR, a mounted volume) which saywell
+# does not ship yet (engine/profiles/neural/README.md), so this image serves the `cpu` profile by default, which
+# runs on the CPU even here. Set SAYWELL_PROFILE=neural and SAYWELL_MODEL_DIR with a model folder. No GPU
 # per-stream numbers exist yet (deploy/PRODUCTION.md, "Sizing").
 #
 #   docker build -f deploy/docker/cuda.Dockerfile -t saywell:cuda .      # from the repository root

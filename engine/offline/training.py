@@ -15,6 +15,7 @@ import os
 import pathlib
 import pickle
 import random
+import sys
 
 from saywell.engine.offline.analysis import Analyser, cache_folder
 from saywell.engine.offline.analysis import load as load_analysis
@@ -27,6 +28,15 @@ from saywell.engine.stages.process_stage import start_parent_watch
 from saywell.engine.weights import cache_dir
 
 MODES = ("open", "closed")
+TRAINED_PROFILES = ("cpu", "neural")
+
+
+def _profile_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saywell train", add_help=False)
+    parser.add_argument("--profile", choices=TRAINED_PROFILES, default="cpu",
+                        help="the engine profile to train: cpu (this command's scorers) or neural (its heads: see "
+                             "`saywell train --profile neural --help`)")
+    return parser
 
 
 _analyser = None  # the worker process's own
@@ -77,8 +87,14 @@ def extract_inputs(utterances: list[LabeledUtterance], jobs: int,
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen, rest = _profile_parser().parse_known_args(argv)
+    if chosen.profile == "neural":  # the neural profile trains its own heads, from the same corpus layout
+        from saywell.engine.profiles.neural.training import main as train_neural
 
-    parser = argparse.ArgumentParser(prog="saywell train", description=__doc__.splitlines()[0])
+        return train_neural(rest, load_corpus, load_audio)
+    parser = argparse.ArgumentParser(prog="saywell train", description=__doc__.splitlines()[0],
+                                     parents=[_profile_parser()])
     parser.add_argument("--data", required=True, help="corpus folder in the speechocean762 layout")
     parser.add_argument("--out", required=True, help="folder for trained-{open,closed}.pt and the model card")
     parser.add_argument("--folds", type=int, default=5)

@@ -71,7 +71,7 @@ class WhisperAsr:
                         f"Whisper model {self.options.model!r} is not packaged and downloads are off; "
                         "pass a local CTranslate2 folder or enable allow_download")
                 model = WhisperModel(
-                    str(local) if local else self.options.model, device="cpu",
+                    str(local) if local else self.options.model, device=self.options.device,
                     compute_type=self.options.compute_type, cpu_threads=self.options.cpu_threads,
                     local_files_only=local is not None or not self.options.allow_download)
                 if self.options.window_s > 0 and self.options.partial_window_s > 0:

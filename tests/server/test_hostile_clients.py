@@ -293,7 +293,7 @@ def test_assess_counts_against_the_per_client_cap():
                          lambda: list(stub.StreamAssess(iter([config()]), timeout=10))):
                 error = refusal(call)
                 assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert error.details() == "client 127.0.0.1 is at its limit of 1 concurrent streams"
+                assert error.details() == "client 127.0.0.1 is at its limit of 1 concurrent streams; retry after 1000 ms"
             thread.join(20)
             assert results
         wait_for(lambda: not server.server.access.active_streams())

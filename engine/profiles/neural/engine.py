@@ -1,0 +1,263 @@
+"""The neural profile: Whisper ASR -> frame phone posteriors -> batched Viterbi + posterior GOP -> SSL frames
+pooled over the aligned words -> multi-task heads. Every stage is a batched torch module (Whisper: CTranslate2)
+behind its own BatchScheduler, so concurrent streams share one forward pass per stage, on CUDA or the CPU.
+
+The phone posteriors and the SSL frames need no words: they run beside the ASR. Closed mode aligns the
+reference words, open mode the recognised ones.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import importlib.metadata
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from saywell.engine.language.lexicon import Lexicon
+from saywell.engine.language.text import normalize_words
+from saywell.engine.options import EngineOptions
+from saywell.engine.profiles.neural.alignment import AlignedWord, PhoneInventory, aligned_words, phone_sequence
+from saywell.engine.profiles.neural.config import NeuralConfig, file_hash, resolve_device
+from saywell.engine.profiles.neural.encoders import EncoderStage, load_frame_classifier, load_ssl_encoder
+from saywell.engine.profiles.neural.heads import HeadsItem, HeadsStage, span_frames
+from saywell.engine.profiles.neural.inputs import HeadInputs, head_inputs, heard_words
+from saywell.engine.profiles.neural.scoring import empty_result, scored_result
+from saywell.engine.stages.asr import AsrRequest, WhisperAsr, plausible
+from saywell.engine.stages.frame_alignment import FrameAlignItem, FrameAlignmentStage
+from saywell.engine.stages.scheduler import BACKGROUND, URGENT, BatchScheduler
+from saywell.engine.types import (SAMPLE_RATE, AssessmentRequest, Capabilities, EngineError, EngineInfo, Transcript,
+                                  UtteranceResult, WordErrorType, WordScore)
+
+ENGINE_NAME = "saywell-neural"
+SCORER = "heads"
+BACKENDS = ("local",)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One mode's aligned words and head inputs for an utterance (what `saywell train` learns from)."""
+
+    words: tuple[AlignedWord, ...]
+    inputs: HeadInputs
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The stages' outputs for one utterance: the transcript, the SSL frames, and per mode (closed: True) its
+    analysis, None when that mode had no words to align."""
+
+    transcript: Transcript
+    frames: np.ndarray
+    analyses: dict[bool, Analysis | None]
+    timings_ms: dict[str, float]
+
+
+class NeuralEngine:
+    name = ENGINE_NAME
+
+    def __init__(self, options: EngineOptions = EngineOptions(), on_batch=None) -> None:
+        if options.backend not in BACKENDS:
+            raise EngineError(f"the neural profile has no {options.backend!r} backend; it has: {', '.join(BACKENDS)}")
+        self.options = options
+        self.config = config = NeuralConfig.load(options.model_dir)
+        config.check_sources(options.allow_download)
+        self.device = resolve_device(options.device)
+        download = options.allow_download
+        # Whisper (CTranslate2) runs where the torch stages run: float16 on CUDA, int8 on the CPU.
+        on_cuda = self.device.type == "cuda"
+        self.asr = WhisperAsr(dataclasses.replace(
+            options.asr, model=config.asr, allow_download=download or options.asr.allow_download,
+            device="cuda" if on_cuda else "cpu", compute_type="float16" if on_cuda else options.asr.compute_type))
+        self.inventory = PhoneInventory.of(config.aligner.phones, config.aligner.silence)
+        self.lexicon = Lexicon()
+        self.posteriors = EncoderStage("phone_posteriors", functools.partial(
+            load_frame_classifier, config.aligner.model, len(config.aligner.phones), download), self.device)
+        self.ssl = EncoderStage("ssl", functools.partial(load_ssl_encoder, config.ssl, download), self.device)
+        self.aligner = FrameAlignmentStage(min_frames=config.aligner.min_frames, device=self.device, name="align")
+        self.heads = HeadsStage(config.heads, self.device)
+        torch_batching = dataclasses.replace(options.asr_batching, workers=1)  # one model per stage and device
+        self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
+        self._posteriors = BatchScheduler(self.posteriors, torch_batching, on_batch)
+        self._ssl = BatchScheduler(self.ssl, torch_batching, on_batch)
+        self._align = BatchScheduler(self.aligner, torch_batching, on_batch)
+        self._heads = BatchScheduler(self.heads, torch_batching, on_batch)
+
+    @property
+    def schedulers(self) -> tuple[BatchScheduler, ...]:
+        return (self._asr, self._posteriors, self._ssl, self._align, self._heads)
+
+    @functools.cached_property
+    def info(self) -> EngineInfo:
+        heads = self.config.heads
+        versions = {"asr": self.asr.version, "aligner": self.config.aligner.model.version(),
+                    "ssl": self.config.ssl.version(),
+                    "heads": f"{heads.name}@{file_hash(heads)}" if heads.is_file() else f"{heads.name} (missing)"}
+        return EngineInfo(profile="neural", backend=self.options.backend, name=ENGINE_NAME,
+                          version=importlib.metadata.version("saywell"), scorers=(SCORER,), model_versions=versions,
+                          capabilities=Capabilities(phone_diagnosis=True))
+
+    def start(self) -> None:
+        for scheduler in self.schedulers:
+            scheduler.start()
+
+    async def warm_up(self) -> None:
+        """Loads every model and runs each stage once, on the threads that will run them."""
+        self.start()
+        silence = np.zeros(16000, np.float32)
+        _, log_probs, frames = await asyncio.gather(self._asr.submit(AsrRequest(silence, partial=True)),
+                                                    self._posteriors.submit(silence), self._ssl.submit(silence))
+        await asyncio.to_thread(self.lexicon.load)
+        await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
+        await self._align.submit(FrameAlignItem(log_probs, [self.inventory.id_of("AH")]))
+        dims = (await asyncio.to_thread(self.heads.load)).config
+        await self._heads.submit(HeadsItem(frames, np.array([[0, 1]]), np.zeros((1, dims.word_dim), np.float32),
+                                           np.zeros(dims.sentence_dim, np.float32)))
+
+    async def close(self) -> None:
+        for scheduler in self.schedulers:
+            await scheduler.close()
+
+    def backlog(self) -> int:
+        """Urgent items waiting in the stage queues (interim decodes are left out: they yield to finals)."""
+        return sum(scheduler.urgent_queued for scheduler in self.schedulers)
+
+    def begin_utterance(self, template: AssessmentRequest, on_committed=None) -> NeuralUtterance:
+        return NeuralUtterance(self, template)
+
+    async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
+        """Whisper's words of an utterance in progress, cheap: no alignment, no heads. Their provisional accuracy
+        is Whisper's confidence in the word (x10), never flagged: the final assesses the words."""
+        transcript = await self._asr.submit(AsrRequest(request.audio, partial=True), BACKGROUND)
+        words = []
+        for word in plausible(transcript, request.duration_ms):
+            confidence = 10 * word.probability  # only accuracy and the flag reach an interim word on the wire
+            words.append(WordScore(word.text, word.start_ms, word.end_ms, confidence, confidence, confidence,
+                                   WordErrorType.NONE, False))
+        return tuple(words)
+
+    async def assess(self, request: AssessmentRequest) -> UtteranceResult:
+        if request.scorer not in ("", SCORER):
+            raise EngineError(f"unknown scorer {request.scorer!r}; available: {SCORER}")
+        graph = await self.analyse(request.audio, request.reference_text, (request.closed,))
+        analysis = graph.analyses[request.closed]
+        if analysis is None:
+            return empty_result(graph.transcript.text, request, SCORER, graph.timings_ms)
+        mark = time.perf_counter()
+        word_scores, sentence = await self._heads.submit(self.heads_item(graph.frames, analysis.inputs))
+        graph.timings_ms["heads"] = (time.perf_counter() - mark) * 1000
+        return scored_result(request, graph.transcript.text, analysis.words, analysis.inputs, word_scores, sentence,
+                             self.heads.flag_thresholds(), self.posteriors.load().frame_ms, SCORER, graph.timings_ms)
+
+    def heads_item(self, frames: np.ndarray, inputs: HeadInputs) -> HeadsItem:
+        spans = span_frames(inputs.spans_ms, self.ssl.load().frame_ms, len(frames))
+        return HeadsItem(frames, spans, inputs.words, inputs.sentence)
+
+    async def analyse(self, audio: np.ndarray, reference_text: str, modes: tuple[bool, ...] = (True, False),
+                      priority: int = URGENT) -> Graph:
+        """ASR, phone posteriors and SSL frames of `audio` (the last two beside the ASR), then the alignment and
+        head inputs of each mode in `modes` (closed: True): the graph up to the heads, for `assess` and training."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        posteriors = asyncio.ensure_future(self._posteriors.submit(audio, priority))
+        frames = asyncio.ensure_future(self._ssl.submit(audio, priority))
+        try:
+            transcript = await self._asr.submit(AsrRequest(audio), priority)
+            timings["asr"] = (time.perf_counter() - started) * 1000
+            duration_ms = int(round(len(audio) * 1000 / SAMPLE_RATE))
+            recognised = plausible(transcript, duration_ms)
+            wanted = {closed: normalize_words(reference_text) if closed else [w.text for w in recognised]
+                      for closed in modes}
+            if not any(wanted.values()):
+                return Graph(transcript, np.zeros((0, 0), np.float32), {closed: None for closed in modes}, timings)
+            mark = time.perf_counter()
+            log_probs = await posteriors
+            frame_ms = self.posteriors.load().frame_ms
+            aligned = await asyncio.gather(*(self._align_words(words, log_probs, frame_ms, priority)
+                                             for words in wanted.values()), return_exceptions=True)
+            analyses: dict[bool, Analysis | None] = {}
+            for (closed, words), result in zip(wanted.items(), aligned):
+                if isinstance(result, BaseException):
+                    if len(modes) == 1:
+                        raise result
+                    log.info("no %s-mode alignment: %s", "closed" if closed else "open", result)
+                    result = None
+                analyses[closed] = None if not words or result is None else Analysis(result, head_inputs(
+                    result, heard_words(words, recognised, closed), closed, duration_ms, frame_ms))
+            timings["align"] = (time.perf_counter() - mark) * 1000
+            ssl_frames = await frames
+        finally:
+            posteriors.cancel()
+            frames.cancel()
+        return Graph(transcript, ssl_frames, analyses, timings)
+
+    async def _align_words(self, words: list[str], log_probs: np.ndarray, frame_ms: float,
+                           priority: int) -> tuple[AlignedWord, ...] | None:
+        if not words:
+            return None
+        sequence = phone_sequence(words, self.lexicon, self.inventory, len(log_probs), self.config.aligner.min_frames)
+        try:
+            alignment = await self._align.submit(FrameAlignItem(log_probs, sequence.ids), priority)
+        except ValueError as exc:  # the Viterbi's own refusal (no finite path, ...)
+            raise EngineError(f"the words could not be aligned to the audio: {exc}") from exc
+        return aligned_words(words, sequence, alignment, log_probs, self.inventory, frame_ms)
+
+
+class NeuralUtterance:
+    """An utterance being spoken. Nothing is analysed while the learner speaks; at a pause the final assessment
+    of the audio so far starts (when the engine has room) and is kept if the pause turns out to be the end."""
+
+    def __init__(self, engine: NeuralEngine, template: AssessmentRequest) -> None:
+        self._engine = engine
+        self._template = template
+        self._early: tuple[int, asyncio.Future] | None = None
+        self.path = "whole"
+
+    def _request(self, audio: np.ndarray) -> AssessmentRequest:
+        return dataclasses.replace(self._template, audio=audio)
+
+    def paused(self, audio: np.ndarray) -> asyncio.Future | None:
+        self.resumed()
+        early = self._engine.options.early
+        if not early.speculative_finals or self._engine.backlog() > early.max_backlog:
+            return None
+        task = asyncio.ensure_future(self._engine.assess(self._request(audio)))
+        task.add_done_callback(_retrieve)
+        self._early = (len(audio), task)
+        return task
+
+    def resumed(self) -> bool:
+        if self._early is None:
+            return False
+        self._early[1].cancel()
+        self._early = None
+        return True
+
+    def silence(self, audio: np.ndarray, cut_ms: int) -> None:
+        pass
+
+    def words_settled(self, audio: np.ndarray, end_ms: int, next_start_ms: int | None) -> None:
+        pass
+
+    async def finish(self, audio: np.ndarray) -> UtteranceResult:
+        early, self._early = self._early, None
+        if early is not None and early[0] == len(audio):
+            self.path = "early"
+            return await early[1]
+        if early is not None:
+            early[1].cancel()
+        self.path = "whole"
+        return await self._engine.assess(self._request(audio))
+
+    def cancel(self) -> None:
+        self.resumed()
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """An early assessment's error is the final's to report if it is used; unused, it must not be lost."""
+    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), EngineError):
+        log.error("early assessment failed", exc_info=task.exception())

@@ -1,0 +1,195 @@
+"""MultiPA-style multi-task heads: SSL frames pooled over each word's aligned span and over the utterance, with
+the alignment's numbers, give word accuracy / stress / total and sentence accuracy / fluency / prosody / total.
+
+Words pass through a bidirectional LSTM (packed, so padding never reaches it) before the word heads; the
+sentence heads read an attention pooling of the words (padding masked) and the pooled utterance. Outputs are
+squashed into 0..10. One forward scores a whole batch of utterances.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from saywell.engine.profiles.neural.inputs import SENTENCE_FEATURES, WORD_FEATURES
+from saywell.engine.types import EngineError
+
+WORD_ASPECTS = ("accuracy", "stress", "total")
+SENTENCE_ASPECTS = ("accuracy", "fluency", "prosody", "total")
+HEADS_FORMAT = "saywell-neural-heads/1"
+# (sensitivity, word accuracy threshold) until training fits them on labelled words (scorers/flags.py)
+DEFAULT_FLAG_THRESHOLDS = ((0.0, 4.0), (0.5, 5.0), (1.0, 6.0))
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    ssl_dim: int
+    word_dim: int = len(WORD_FEATURES)
+    sentence_dim: int = len(SENTENCE_FEATURES)
+    hidden: int = 64
+    dropout: float = 0.1
+
+
+def span_frames(spans_ms: np.ndarray, frame_ms: float, n_frames: int) -> np.ndarray:
+    """Word spans in ms -> [start, end) frames of the SSL encoder, each at least one frame, inside the frames."""
+    start = np.clip(np.floor(spans_ms[:, 0] / frame_ms), 0, max(n_frames - 1, 0))
+    end = np.clip(np.ceil(spans_ms[:, 1] / frame_ms), start + 1, max(n_frames, 1))
+    return np.stack([start, end], 1).astype(np.int64).reshape(-1, 2)
+
+
+def pool(frames: torch.Tensor, frame_lengths: torch.Tensor, spans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean frames over each word's span (B, N, D) and over each utterance's valid frames (B, D)."""
+    t = torch.arange(frames.shape[1], device=frames.device)
+    inside = ((t >= spans[..., :1]) & (t < spans[..., 1:])).to(frames.dtype)  # (B, N, T)
+    words = inside @ frames / inside.sum(-1, keepdim=True).clamp(min=1)
+    valid = (t[None, :] < frame_lengths[:, None]).to(frames.dtype)
+    utterance = (valid[..., None] * frames).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+    return words, utterance
+
+
+class PronunciationHeads(nn.Module):
+    def __init__(self, config: HeadsConfig) -> None:
+        super().__init__()
+        self.config = config
+        h = config.hidden
+        self.ssl_norm = nn.LayerNorm(config.ssl_dim)
+        self.word_in = nn.Sequential(nn.Linear(config.ssl_dim + config.word_dim, h), nn.GELU(),
+                                     nn.Dropout(config.dropout))
+        self.context = nn.LSTM(h, h // 2, batch_first=True, bidirectional=True)
+        self.word_out = nn.Linear(h, len(WORD_ASPECTS))
+        self.attention = nn.Linear(h, 1)
+        self.sentence_in = nn.Sequential(nn.Linear(config.ssl_dim + config.sentence_dim, h), nn.GELU())
+        self.sentence_out = nn.Sequential(nn.Linear(2 * h, h), nn.GELU(), nn.Dropout(config.dropout),
+                                          nn.Linear(h, len(SENTENCE_ASPECTS)))
+        # z-scoring of the alignment numbers: (mean, std) rows, fitted on the training data
+        self.register_buffer("word_stats", torch.stack([torch.zeros(config.word_dim), torch.ones(config.word_dim)]))
+        self.register_buffer("sentence_stats",
+                             torch.stack([torch.zeros(config.sentence_dim), torch.ones(config.sentence_dim)]))
+
+    def set_normalization(self, words: np.ndarray, sentences: np.ndarray) -> None:
+        for buffer, rows in ((self.word_stats, words), (self.sentence_stats, sentences)):
+            std = rows.std(axis=0)
+            std[std < 1e-6] = 1.0
+            buffer.copy_(torch.tensor(np.stack([rows.mean(axis=0), std]), dtype=torch.float32))
+
+    def forward(self, frames: torch.Tensor, frame_lengths: torch.Tensor, spans: torch.Tensor,
+                word_values: torch.Tensor, word_lengths: torch.Tensor,
+                sentence_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, T, D) SSL frames with (B,) valid; spans (B, N, 2) in frames; word_values (B, N, W) with (B,)
+        valid words (>= 1 each); sentence_values (B, S) -> word scores (B, N, 3), sentence scores (B, 4)."""
+        word_ssl, utterance_ssl = pool(frames.float(), frame_lengths, spans)
+        z_words = (word_values - self.word_stats[0]) / self.word_stats[1]
+        tokens = self.word_in(torch.cat([self.ssl_norm(word_ssl), z_words], -1))
+        packed = pack_padded_sequence(tokens, word_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        hidden, _ = pad_packed_sequence(self.context(packed)[0], batch_first=True, total_length=tokens.shape[1])
+        words = torch.sigmoid(self.word_out(hidden)) * 10
+        valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < word_lengths[:, None]
+        weights = torch.softmax(self.attention(hidden).squeeze(-1).masked_fill(~valid, float("-inf")), dim=1)
+        pooled = (weights[..., None] * hidden).sum(1)
+        z_sentence = (sentence_values - self.sentence_stats[0]) / self.sentence_stats[1]
+        summary = torch.cat([pooled, self.sentence_in(torch.cat([self.ssl_norm(utterance_ssl), z_sentence], -1))], -1)
+        return words, torch.sigmoid(self.sentence_out(summary)) * 10
+
+
+@dataclass(frozen=True)
+class HeadsItem:
+    """One utterance for the heads: its SSL frames (T, D), its words' spans in those frames (N, 2), and the
+    alignment's numbers per word (N, W) and per utterance (S,)."""
+
+    frames: np.ndarray = field(repr=False)
+    spans: np.ndarray = field(repr=False)
+    words: np.ndarray = field(repr=False)
+    sentence: np.ndarray = field(repr=False)
+
+
+def collate(items: Sequence[HeadsItem], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Padded tensors of `items`, the keyword arguments of PronunciationHeads.forward."""
+    frames_max = max(max(len(i.frames) for i in items), 1)
+    words_max = max(len(i.words) for i in items)
+    dim = items[0].frames.shape[1]
+    frames = np.zeros((len(items), frames_max, dim), np.float32)
+    spans = np.zeros((len(items), words_max, 2), np.int64)
+    words = np.zeros((len(items), words_max, items[0].words.shape[1]), np.float32)
+    for row, item in enumerate(items):
+        frames[row, :len(item.frames)] = item.frames
+        spans[row, :len(item.spans)] = item.spans
+        words[row, :len(item.words)] = item.words
+    tensors = {"frames": frames, "spans": spans, "word_values": words,
+               "frame_lengths": np.array([len(i.frames) for i in items], np.int64),
+               "word_lengths": np.array([len(i.words) for i in items], np.int64),
+               "sentence_values": np.stack([i.sentence for i in items]).astype(np.float32)}
+    return {name: torch.from_numpy(value).to(device) for name, value in tensors.items()}
+
+
+def save_heads(heads: PronunciationHeads, path: Path, meta: dict[str, Any]) -> None:
+    torch.save({"format": HEADS_FORMAT, "config": dataclasses.asdict(heads.config),
+                "word_features": list(WORD_FEATURES), "sentence_features": list(SENTENCE_FEATURES),
+                "state": heads.state_dict(), "meta": meta}, path)
+
+
+def load_heads(path: Path) -> tuple[PronunciationHeads, dict[str, Any]]:
+    if not Path(path).is_file():
+        raise EngineError(f"no heads checkpoint at {path}: train one with `saywell train --profile neural --data "
+                          f"DIR --model-dir {Path(path).parent}`")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("format") != HEADS_FORMAT or tuple(checkpoint["word_features"]) != WORD_FEATURES or \
+            tuple(checkpoint["sentence_features"]) != SENTENCE_FEATURES:
+        raise EngineError(f"{path} was trained on other inputs than this saywell builds; train the heads again")
+    heads = PronunciationHeads(HeadsConfig(**checkpoint["config"]))
+    heads.load_state_dict(checkpoint["state"])
+    return heads.eval(), dict(checkpoint["meta"])
+
+
+class HeadsStage:
+    """Stage: HeadsItem -> (word scores (N, 3), sentence scores (4,)) float32, one forward per batch."""
+
+    name = "heads"
+
+    def __init__(self, path: Path, device: torch.device) -> None:
+        self.path = path
+        self.device = device
+        self._heads: PronunciationHeads | None = None
+        self.meta: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def load(self) -> PronunciationHeads:
+        with self._lock:
+            if self._heads is None:
+                heads, self.meta = load_heads(self.path)
+                self._heads = heads.to(self.device)
+            return self._heads
+
+    def close(self) -> None:
+        with self._lock:
+            self._heads = None
+
+    def flag_thresholds(self) -> tuple[tuple[float, float], ...]:
+        self.load()
+        return tuple(tuple(row) for row in self.meta.get("flag_thresholds", DEFAULT_FLAG_THRESHOLDS))
+
+    def run_batch(self, items: Sequence[HeadsItem]) -> list[tuple[np.ndarray, np.ndarray] | Exception]:
+        heads = self.load()
+        results: list[tuple[np.ndarray, np.ndarray] | Exception | None] = [None] * len(items)
+        good = []
+        for index, item in enumerate(items):
+            if len(item.words) and item.frames.ndim == 2 and item.frames.shape[1] == heads.config.ssl_dim:
+                good.append(index)
+            else:
+                results[index] = EngineError(f"heads: an item with {len(item.words)} words and frames "
+                                             f"{item.frames.shape}; expected >= 1 word and (T, "
+                                             f"{heads.config.ssl_dim})")
+        if good:
+            with torch.inference_mode():
+                words, sentence = heads(**collate([items[i] for i in good], self.device))
+            words, sentence = words.cpu().numpy(), sentence.cpu().numpy()
+            for row, index in enumerate(good):
+                results[index] = (words[row, :len(items[index].words)].copy(), sentence[row].copy())
+        return results  # type: ignore[return-value]

@@ -1,0 +1,72 @@
+"""What the heads read besides the SSL frames: a few numbers per word from the alignment and the ASR, and a
+few per utterance. The live engine and `saywell train` build them with these same functions."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from saywell.engine.features.utterance import match_reference
+from saywell.engine.profiles.neural.alignment import AlignedWord
+from saywell.engine.scorers.baseline import OMISSION_MS_PER_PHONE
+from saywell.engine.types import RecognizedWord
+
+# Names in the order of the columns; a heads checkpoint records them and is refused if they differ. Values are
+# roughly unit-scaled (ms_per_phone in 100 ms, n_phones in tens) before the heads' own z-scoring.
+WORD_FEATURES = ("gop_mean", "gop_min", "margin_mean", "ms_per_phone", "n_phones", "silence_share", "asr_heard",
+                 "asr_probability")
+SENTENCE_FEATURES = ("closed", "duration_s", "speech_share", "words_per_s", "pauses_per_word", "gop_mean",
+                     "heard_share", "asr_probability")
+PAUSE_MS = 150  # a gap between words longer than this is a pause
+SILENT_WORD = 0.5  # a word whose frames are mostly silence was not said
+
+
+@dataclass(frozen=True)
+class HeadInputs:
+    spans_ms: np.ndarray = field(repr=False)  # (N, 2) each word's [start, end) in ms
+    words: np.ndarray = field(repr=False)  # (N, len(WORD_FEATURES)) float32
+    sentence: np.ndarray = field(repr=False)  # (len(SENTENCE_FEATURES),) float32
+    omitted: tuple[bool, ...]  # closed mode: the word was not said (see is_omitted)
+
+
+def heard_words(words: Sequence[str], recognised: Sequence[RecognizedWord], closed: bool
+                ) -> tuple[RecognizedWord | None, ...]:
+    """Closed mode: the recognised word each reference word was heard as (None: not heard). Open mode: the
+    assessed words are the recognised ones."""
+    if not closed:
+        return tuple(recognised)
+    matches = match_reference(list(words), [w.text for w in recognised])
+    return tuple(recognised[m] if m is not None else None for m in matches)
+
+
+def is_omitted(word: AlignedWord, heard: RecognizedWord | None, frame_ms: float) -> bool:
+    """A reference word the ASR did not hear and the alignment squeezed or placed over silence (the cpu
+    profile's duration rule, with the classifier's silence posterior as a second witness)."""
+    ms_per_phone = (word.end_frame - word.start_frame) * frame_ms / max(len(word.phones), 1)
+    return heard is None and (ms_per_phone < OMISSION_MS_PER_PHONE or word.silence_share > SILENT_WORD)
+
+
+def head_inputs(words: Sequence[AlignedWord], heard: Sequence[RecognizedWord | None], closed: bool,
+                duration_ms: int, frame_ms: float) -> HeadInputs:
+    """The heads' inputs for aligned `words`, each heard as `heard` (see heard_words), in `frame_ms` frames."""
+    spans = np.array([[round(w.start_frame * frame_ms), round(w.end_frame * frame_ms)] for w in words],
+                     dtype=np.int64).reshape(-1, 2)
+    rows = []
+    for word, match in zip(words, heard):
+        gops = np.array(word.gops)
+        ms = (word.end_frame - word.start_frame) * frame_ms
+        rows.append([gops.mean(), gops.min(), float(np.mean(word.margins)), ms / len(gops) / 100, len(gops) / 10,
+                     word.silence_share, float(match is not None), match.probability if match else 0.0])
+    word_values = np.array(rows, np.float32).reshape(-1, len(WORD_FEATURES))
+
+    def mean_of(feature: str) -> float:
+        return float(word_values[:, WORD_FEATURES.index(feature)].mean()) if len(words) else 0.0
+
+    gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+    duration_s = max(duration_ms, 1) / 1000
+    sentence = np.array([float(closed), duration_s, float((spans[:, 1] - spans[:, 0]).sum()) / max(duration_ms, 1),
+                         len(words) / duration_s, sum(g > PAUSE_MS for g in gaps) / max(len(words), 1),
+                         mean_of("gop_mean"), mean_of("asr_heard"), mean_of("asr_probability")], np.float32)
+    omitted = tuple(closed and is_omitted(w, h, frame_ms) for w, h in zip(words, heard))
+    return HeadInputs(spans, word_values, sentence, omitted)

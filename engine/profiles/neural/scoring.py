@@ -1,0 +1,43 @@
+"""The heads' numbers as an assessment: word error types and flags at the request's sensitivity, closed mode's
+omissions and completeness, sentence scores."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from saywell.engine.profiles.neural.alignment import AlignedWord
+from saywell.engine.profiles.neural.inputs import HeadInputs
+from saywell.engine.scorers.baseline import MISPRONOUNCED_BELOW
+from saywell.engine.scorers.flags import threshold_at
+from saywell.engine.types import AssessmentRequest, SentenceScores, UtteranceResult, WordErrorType, WordScore
+
+
+def empty_result(transcript: str, request: AssessmentRequest, scorer: str,
+                 timings_ms: dict[str, float]) -> UtteranceResult:
+    """No words to assess (open mode heard none; closed mode's reference had none)."""
+    scores = SentenceScores(0.0, 0.0, 0.0, 0.0, 0.0 if request.closed else None)
+    return UtteranceResult(transcript, request.reference_text, scores, (), scorer, timings_ms)
+
+
+def word_score(word: AlignedWord, omitted: bool, scores: np.ndarray, threshold: float, frame_ms: float) -> WordScore:
+    start_ms, end_ms = int(round(word.start_frame * frame_ms)), int(round(word.end_frame * frame_ms))
+    if omitted:
+        return WordScore(word.text, start_ms, end_ms, 0.0, 0.0, 0.0, WordErrorType.OMISSION, True, word.phones)
+    accuracy, stress, total = (float(v) for v in scores)
+    error = WordErrorType.MISPRONUNCIATION if accuracy < MISPRONOUNCED_BELOW else WordErrorType.NONE
+    return WordScore(word.text, start_ms, end_ms, accuracy, stress, total, error, accuracy < threshold, word.phones)
+
+
+def scored_result(request: AssessmentRequest, transcript: str, words: Sequence[AlignedWord], inputs: HeadInputs,
+                  word_scores: np.ndarray, sentence: np.ndarray, flag_thresholds, frame_ms: float, scorer: str,
+                  timings_ms: dict[str, float]) -> UtteranceResult:
+    threshold = threshold_at(flag_thresholds, request.flag_sensitivity)
+    scored = tuple(word_score(w, omitted, s, threshold, frame_ms)
+                   for w, omitted, s in zip(words, inputs.omitted, word_scores))
+    completeness = None
+    if request.closed:  # the share of reference words said, as the cpu profile reports it
+        completeness = 10.0 * (1 - sum(inputs.omitted) / len(scored))
+    accuracy, fluency, prosody, total = (float(v) for v in sentence)
+    return UtteranceResult(transcript, request.reference_text,
+                           SentenceScores(accuracy, fluency, prosody, total, completeness), scored, scorer, timings_ms)

@@ -1,0 +1,282 @@
+"""`saywell train --profile neural`: the heads (and, with --finetune-encoder, the SSL encoder end to end, as
+MultiPA does) trained on a corpus in the speechocean762 layout, through the profile's own graph.
+
+Every utterance runs through the engine's stages once (ASR, phone posteriors, alignment of the reference words
+for closed mode and of the recognised words for open mode, SSL frames); the heads then learn from both modes'
+inputs. Writes heads.pt, the updated neural.json and MODEL_CARD.md into the model folder (and the fine-tuned
+encoder under ssl-finetuned/ when asked).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from saywell.engine.language.text import match_reference, normalize_words
+from saywell.engine.options import EngineOptions
+from saywell.engine.profiles.neural.config import model_ref
+from saywell.engine.profiles.neural.engine import Graph, NeuralEngine
+from saywell.engine.profiles.neural.encoders import SpeechEncoder, pad_audio
+from saywell.engine.profiles.neural.heads import (SENTENCE_ASPECTS, WORD_ASPECTS, HeadsConfig, HeadsItem,
+                                                  PronunciationHeads, collate, save_heads)
+from saywell.engine.scorers.flags import fit_thresholds
+from saywell.engine.types import EngineError
+
+FINETUNED = "ssl-finetuned"
+CONCURRENCY = 8  # utterances in the graph at once: their stages batch together
+
+
+class LabeledWord(Protocol):
+    text: str
+    accuracy: float
+    stress: float
+    total: float
+
+
+class LabeledUtterance(Protocol):
+    """What training reads of a corpus utterance (saywell.engine.offline.dataset.LabeledUtterance)."""
+
+    utt: str
+    text: str
+    scores: dict[str, float]
+    words: tuple[LabeledWord, ...]
+    audio_path: Path
+
+
+@dataclass(frozen=True)
+class Example:
+    """One utterance in one mode: the heads' inputs and their targets (NaN: a word without a label)."""
+
+    utt: str
+    closed: bool
+    audio: np.ndarray = field(repr=False)
+    item: HeadsItem = field(repr=False)
+    word_targets: np.ndarray = field(repr=False)  # (N, 3)
+    sentence_targets: np.ndarray = field(repr=False)  # (4,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="saywell train --profile neural",
+                                description="Train the neural profile's heads (and optionally its SSL encoder).")
+    p.add_argument("--data", required=True, help="corpus folder in the speechocean762 layout")
+    p.add_argument("--model-dir", required=True, help="the model folder: neural.json naming the models")
+    p.add_argument("--steps", type=int, default=2000, help="optimiser steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3, help="heads' learning rate")
+    p.add_argument("--encoder-lr", type=float, default=2e-5, help="the SSL encoder's, with --finetune-encoder")
+    p.add_argument("--finetune-encoder", action="store_true",
+                   help="train the SSL encoder end to end with the heads (writes ssl-finetuned/)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cuda or cpu")
+    p.add_argument("--allow-download", action="store_true", help="hub ids in neural.json may download")
+    p.add_argument("--limit", type=int, default=None, help="use only this many utterances (smoke runs)")
+    p.add_argument("--seed", type=int, default=762)
+    return p
+
+
+def labelled_targets(words: Sequence[str], utterance: LabeledUtterance) -> np.ndarray:
+    """(N, 3) word targets for `words` from the corpus labels: each word takes the label of the reference word it
+    stands for (language.text.match_reference), NaN when it stands for none."""
+    labels: list[np.ndarray] = []
+    spelled: list[str] = []
+    for word in utterance.words:
+        for part in normalize_words(word.text):
+            spelled.append(part)
+            labels.append(np.array([word.accuracy, word.stress, word.total], np.float32))
+    targets = np.full((len(words), len(WORD_ASPECTS)), np.nan, np.float32)
+    for index, match in enumerate(match_reference(spelled, list(words))):
+        if match is not None:
+            targets[index] = labels[match]
+    return targets
+
+
+def examples_of(graph: Graph, utterance: LabeledUtterance, audio: np.ndarray, engine: NeuralEngine) -> list[Example]:
+    sentence = np.array([utterance.scores[a] for a in SENTENCE_ASPECTS], np.float32)
+    found = []
+    for closed, analysis in graph.analyses.items():
+        if analysis is None:
+            continue
+        words = [w.text for w in analysis.words]
+        found.append(Example(utterance.utt, closed, audio, engine.heads_item(graph.frames, analysis.inputs),
+                             labelled_targets(words, utterance), sentence))
+    return found
+
+
+async def analyse_corpus(engine: NeuralEngine, corpus: Sequence[LabeledUtterance],
+                         load_audio: Callable[[Path], np.ndarray]) -> tuple[list[Example], list[str]]:
+    """Every utterance through the graph, CONCURRENCY at a time (so the stages batch); failures are listed."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+    engine.start()
+
+    async def one(utterance: LabeledUtterance) -> list[Example] | str:
+        async with gate:
+            try:
+                audio = await asyncio.to_thread(load_audio, utterance.audio_path)
+                return examples_of(await engine.analyse(audio, utterance.text), utterance, audio, engine)
+            except Exception as exc:  # noqa: BLE001 - counted and reported by the caller
+                return f"{utterance.utt}: {type(exc).__name__}: {exc}"
+
+    try:
+        results = await asyncio.gather(*(one(u) for u in corpus))
+    finally:
+        await engine.close()
+    return [e for r in results if not isinstance(r, str) for e in r], [r for r in results if isinstance(r, str)]
+
+
+def _targets(examples: Sequence[Example], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(e.word_targets) for e in examples)
+    words = np.full((len(examples), longest, len(WORD_ASPECTS)), np.nan, np.float32)
+    for row, example in enumerate(examples):
+        words[row, :len(example.word_targets)] = example.word_targets
+    sentences = np.stack([e.sentence_targets for e in examples])
+    return torch.from_numpy(words).to(device), torch.from_numpy(sentences).to(device)
+
+
+def forward(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example],
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The heads' scores of a batch; with `encoder`, the SSL frames are recomputed from the audio (with grad)."""
+    batch = collate([e.item for e in examples], device)
+    if encoder is not None:
+        audio, lengths = pad_audio([e.audio for e in examples])
+        batch["frames"], batch["frame_lengths"] = encoder(audio.to(device), lengths.to(device))
+    return heads(**batch)
+
+
+def loss_of(words: torch.Tensor, sentences: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean squared error on the 0..1 scale over the labelled words, plus the sentence aspects'."""
+    word_targets, sentence_targets = targets
+    known = ~torch.isnan(word_targets)
+    word_loss = ((words - torch.nan_to_num(word_targets)) / 10)[known].pow(2).mean() if known.any() else words.sum() * 0
+    return word_loss + ((sentences - sentence_targets) / 10).pow(2).mean()
+
+
+def train(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example], steps: int,
+          batch_size: int, lr: float, encoder_lr: float, device: torch.device, seed: int) -> list[float]:
+    """`steps` AdamW steps on shuffled mini-batches; returns the loss of each step."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    groups = [{"params": heads.parameters(), "lr": lr}]
+    if encoder is not None:
+        groups.append({"params": encoder.parameters(), "lr": encoder_lr})
+        encoder.train()
+    heads.train()
+    optimiser = torch.optim.AdamW(groups, weight_decay=1e-2)
+    order: list[int] = []
+    losses = []
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order += rng.sample(range(len(examples)), len(examples))
+        batch = [examples[i] for i in order[:batch_size]]
+        del order[:batch_size]
+        loss = loss_of(*forward(heads, encoder, batch, device), _targets(batch, device))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    heads.eval()
+    if encoder is not None:
+        encoder.eval()
+    return losses
+
+
+@torch.no_grad()
+def flag_thresholds(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example],
+                    device: torch.device) -> list[list[float]]:
+    """Thresholds of word accuracy for each sensitivity (scorers/flags.py) from the trained heads' predictions
+    of the closed-mode words, against "the experts gave less than 10"."""
+    predicted, needs_work = [], []
+    closed = [e for e in examples if e.closed]
+    for start in range(0, len(closed), 32):
+        batch = closed[start:start + 32]
+        words, _ = forward(heads, encoder, batch, device)
+        for row, example in enumerate(batch):
+            known = ~np.isnan(example.word_targets[:, 0])
+            predicted.extend(words[row, :len(example.word_targets), 0].cpu().numpy()[known])
+            needs_work.extend(example.word_targets[known, 0] < 10)
+    return fit_thresholds(np.array(predicted), np.array(needs_work, bool))
+
+
+def model_card(report: dict[str, Any]) -> str:
+    encoder = ("fine-tuned end to end with the heads (encoder lr "
+               f"{report['encoder_lr']:g}, saved under {FINETUNED}/)" if report["finetuned_encoder"] else "frozen")
+    return "\n".join([
+        "# saywell neural profile: heads — model card", "",
+        f"Date: {report['date']}. Data: `{report['data']}` ({report['utterances']} utterances, {report['failed']} "
+        f"failed the graph; {report['examples']} training examples, closed and open mode). Device: "
+        f"{report['device']}.", "",
+        f"Models (neural.json): ASR {report['models']['asr']}; frame phone classifier {report['models']['aligner']}; "
+        f"SSL encoder {report['models']['ssl']}, {encoder}.", "",
+        "Heads: SSL frames mean-pooled over each word's aligned span and over the utterance, with per-word "
+        "posterior GOP, margin, duration, silence share and ASR agreement, and per-utterance rates and pauses; "
+        "a bidirectional LSTM over the words feeds the word heads (accuracy, stress, total), an attention "
+        "pooling of the words and the pooled utterance feed the sentence heads (accuracy, fluency, prosody, "
+        "total). Completeness is not learned: it is the share of reference words the alignment and the ASR "
+        "found.", "",
+        f"Training: {report['steps']} AdamW steps, batch {report['batch_size']}, lr {report['lr']:g}, seed "
+        f"{report['seed']}; MSE on the 0..1 scale. Loss: first {report['first_loss']:.4f}, last "
+        f"{report['last_loss']:.4f} (training data, not a validation score). Flag thresholds (sensitivity, word "
+        f"accuracy): {report['flag_thresholds']}.", "",
+        "No validation numbers are reported here: evaluate on held-out speakers before trusting these heads. "
+        "Tiny random encoders (engine/profiles/neural/plumbing.py) prove the plumbing only: heads trained on "
+        "them, or on a handful of utterances, say nothing about pronunciation.", ""])
+
+
+def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Callable[[Path], np.ndarray]) -> int:
+    """`load_corpus` and `load_audio` read the speechocean762 layout (saywell.engine.offline.dataset)."""
+    args = build_parser().parse_args(list(argv))
+    corpus = load_corpus(args.data)
+    if args.limit:
+        corpus = random.Random(args.seed).sample(corpus, min(args.limit, len(corpus)))
+    try:
+        engine = NeuralEngine(EngineOptions(profile="neural", model_dir=args.model_dir, device=args.device,
+                                            allow_download=args.allow_download))
+    except EngineError as exc:
+        raise SystemExit(f"saywell train: {exc}") from None
+    examples, failures = asyncio.run(analyse_corpus(engine, corpus, load_audio))
+    for failure in failures:
+        print(f"skipped {failure}")
+    if not examples:
+        raise SystemExit(f"no utterance of {args.data} went through the graph ({len(failures)} failed)")
+    device = engine.device
+    encoder = engine.ssl.load() if args.finetune_encoder else None
+    heads = PronunciationHeads(HeadsConfig(ssl_dim=examples[0].item.frames.shape[1])).to(device)
+    heads.set_normalization(np.concatenate([e.item.words for e in examples]),
+                            np.stack([e.item.sentence for e in examples]))
+    losses = train(heads, encoder, examples, args.steps, args.batch_size, args.lr, args.encoder_lr, device,
+                   args.seed)
+    thresholds = flag_thresholds(heads, encoder, examples, device)
+    config = engine.config
+    if encoder is not None:
+        encoder.model.save_pretrained(config.folder / FINETUNED)
+        _copy_preprocessor(config.ssl.location, config.folder / FINETUNED, args.allow_download)
+        config = dataclasses.replace(config, ssl=model_ref(config.folder, FINETUNED))
+    report = {"date": datetime.date.today().isoformat(), "data": str(args.data), "utterances": len(corpus),
+              "failed": len(failures), "examples": len(examples), "device": str(device), "steps": args.steps,
+              "batch_size": args.batch_size, "lr": args.lr, "encoder_lr": args.encoder_lr, "seed": args.seed,
+              "finetuned_encoder": encoder is not None, "first_loss": losses[0] if losses else float("nan"),
+              "last_loss": losses[-1] if losses else float("nan"), "flag_thresholds": thresholds,
+              "models": {"asr": config.asr, "aligner": config.aligner.model.version(), "ssl": config.ssl.version()}}
+    save_heads(heads.cpu(), config.heads, {**report, "untrained": False})
+    trained = {k: report[k] for k in ("date", "data", "utterances", "steps", "finetuned_encoder", "device")}
+    dataclasses.replace(config, trained=trained).save()
+    (config.folder / "MODEL_CARD.md").write_text(model_card(report))
+    print(f"trained the heads on {len(examples)} examples in {args.steps} steps (loss {report['first_loss']:.4f} -> "
+          f"{report['last_loss']:.4f}); wrote {config.heads.name}, neural.json and MODEL_CARD.md to {config.folder}")
+    return 0
+
+
+def _copy_preprocessor(source: str, folder: Path, allow_download: bool) -> None:
+    from transformers import Wav2Vec2FeatureExtractor
+
+    try:
+        Wav2Vec2FeatureExtractor.from_pretrained(source, local_files_only=not allow_download).save_pretrained(folder)
+    except OSError:  # none there: the fine-tuned folder keeps transformers' default, as the source did
+        pass

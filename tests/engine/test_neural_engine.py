@@ -1,0 +1,237 @@
+"""The neural profile in its faithful-MultiPA configuration, with tiny random encoders: trained with
+`saywell train --profile neural` on a tiny corpus made of the test fixtures, then assessed through create_engine
+in both modes, alone and batched.
+
+The encoders are random and the labels invented, so no score here says anything about pronunciation: the tests
+check that every stage runs, batches across utterances, and gives complete, in-range, batch-invariant results.
+"""
+import asyncio
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from saywell.client.cli import main as saywell_cli
+from saywell.engine.api import Engine, UtteranceHandle, create_engine
+from saywell.engine.language.lexicon import Lexicon, strip_stress
+from saywell.engine.offline.dataset import load_audio
+from saywell.engine.options import BatchingOptions, EngineOptions
+from saywell.engine.profiles.neural.plumbing import PHONES, write_random_models
+from saywell.engine.types import AssessmentRequest, EngineError
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
+TEXTS = {"fox": "the quick brown fox jumps over the lazy dog", "coffee": "I would like a cup of coffee please",
+         "brother": "my brother is ten years old",
+         "market_8k": "we went to the market yesterday and bought some apples"}
+STAGES = ("asr", "phone_posteriors", "ssl", "align", "heads")
+HEARD_NAMES = {p for p in PHONES if not p.startswith("[")} | {"SIL"}
+
+
+def write_corpus(root: pathlib.Path) -> pathlib.Path:
+    """The fixtures in the speechocean762 layout, with invented labels (plumbing only): each text read as is,
+    and fox and brother once more against a reference with one word changed, that word labelled wrong."""
+    (root / "audio").mkdir(parents=True)
+    rows = []
+    readings = [(name, text, None) for name, text in TEXTS.items()] + [
+        ("fox", TEXTS["fox"].replace("fox", "cat"), "cat"), ("brother", TEXTS["brother"].replace("ten", "two"), "two")]
+    for index, (name, text, wrong) in enumerate(readings):
+        utt = f"{index:04d}"
+        shutil.copy(FIXTURES / f"{name}.wav", root / "audio" / f"{utt}.wav")
+        words = [{"text": w.upper(), "accuracy": 3.0 if w == wrong else 9.0 + (i % 2), "stress": 10.0,
+                  "total": 3.0 if w == wrong else 9.0} for i, w in enumerate(text.split())]
+        rows.append({"utt": utt, "speaker": f"s{index % 3}", "text": text.upper(), "accuracy": 6 if wrong else 9,
+                     "fluency": 8, "prosodic": 7 + index % 2, "total": 6 if wrong else 8, "words": words})
+    (root / "labels.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> pathlib.Path:
+    """A tiny random model folder whose heads `saywell train --profile neural` trained for a few steps."""
+    folder = tmp_path_factory.mktemp("neural-models")
+    write_random_models(folder)
+    corpus = write_corpus(tmp_path_factory.mktemp("corpus"))
+    code = saywell_cli(["train", "--profile", "neural", "--data", str(corpus), "--model-dir", str(folder),
+                        "--steps", "40", "--batch-size", "4", "--device", "cpu"])
+    assert code == 0
+    return folder
+
+
+class LiveEngine:
+    """An engine on its own event loop, kept for the module (it loads its models once)."""
+
+    def __init__(self, options: EngineOptions) -> None:
+        self.batches: list[tuple[str, int]] = []
+        self.loop = asyncio.new_event_loop()
+        self.engine = create_engine(options, on_batch=lambda stage, size, _seconds: self.batches.append((stage, size)))
+        self.run(self.engine.warm_up())
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.run(self.engine.close())
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def live(trained):
+    # A lone item waits up to 50 ms for companions, so concurrent utterances reliably share batches.
+    batching = BatchingOptions(max_batch_size=8, max_wait_ms=50)
+    engine = LiveEngine(EngineOptions(profile="neural", model_dir=str(trained), device="cpu", asr_batching=batching))
+    yield engine
+    engine.close()
+
+
+def audio_of(name: str) -> np.ndarray:
+    return load_audio(FIXTURES / f"{name}.wav")
+
+
+def assert_complete(result, duration_ms: int) -> None:
+    scores = result.scores
+    for value in (scores.accuracy, scores.fluency, scores.prosody, scores.total):
+        assert 0.0 <= value <= 10.0
+    assert result.words and result.scorer == "heads"
+    lexicon = Lexicon()
+    previous_end = 0
+    for word in result.words:
+        assert all(0.0 <= v <= 10.0 for v in (word.accuracy, word.stress, word.total))
+        assert previous_end <= word.start_ms < word.end_ms <= duration_ms + 20
+        previous_end = word.end_ms
+        assert [p.phone for p in word.phones] == [strip_stress(p) for p in lexicon.pronounce(word.text)]
+        for phone in word.phones:
+            assert word.start_ms <= phone.start_ms < phone.end_ms <= word.end_ms
+            assert np.isfinite(phone.goodness) and phone.goodness <= 1e-6  # posterior GOP: 0 when it wins
+            assert 0.0 <= phone.accuracy <= 2.0
+            assert 1 <= len(phone.heard) <= 3 and {name for name, _ in phone.heard} <= HEARD_NAMES
+            shares = [share for _, share in phone.heard]
+            assert shares == sorted(shares, reverse=True) and 0 < shares[0] <= 1
+
+
+def test_the_train_command_writes_heads_a_model_card_and_the_config(trained):
+    config = json.loads((trained / "neural.json").read_text())
+    assert config["trained"]["steps"] == 40 and config["trained"]["utterances"] == 6
+    assert (trained / "heads.pt").is_file()
+    card = (trained / "MODEL_CARD.md").read_text()
+    assert "prove the plumbing only" in card and "6 utterances" in card
+    first, last = (float(card.split(f"{k} ")[1].split()[0].rstrip(",")) for k in ("Loss: first", "last"))
+    assert last < first, "training lowers the loss"
+
+
+def test_closed_mode_scores_the_reference_words_with_phones_goodness_and_heard(live):
+    audio = audio_of("fox")
+    result = live.run(live.engine.assess(AssessmentRequest(audio, reference_text=TEXTS["fox"])))
+    assert [w.text for w in result.words] == TEXTS["fox"].split()
+    assert_complete(result, len(audio) // 16)
+    assert 0.0 <= result.scores.completeness <= 10.0
+    assert "quick brown fox" in result.transcript.lower()
+    assert set(result.timings_ms) == {"asr", "align", "heads"}
+
+
+def test_open_mode_scores_the_recognised_words(live):
+    audio = audio_of("brother")
+    result = live.run(live.engine.assess(AssessmentRequest(audio)))
+    assert result.scores.completeness is None
+    assert [w.text for w in result.words][:3] == ["my", "brother", "is"]
+    assert_complete(result, len(audio) // 16)
+
+
+def test_flags_grow_with_the_sensitivity(live):
+    audio = audio_of("coffee")
+    flagged = []
+    for sensitivity in (0.0, 0.5, 1.0):
+        result = live.run(live.engine.assess(AssessmentRequest(audio, TEXTS["coffee"], flag_sensitivity=sensitivity)))
+        flagged.append({i for i, w in enumerate(result.words) if w.needs_improvement})
+    assert flagged[0] <= flagged[1] <= flagged[2]
+
+
+def test_a_batch_gives_each_utterance_what_it_gets_alone(live):
+    requests = [AssessmentRequest(audio_of(name), TEXTS[name] if closed else "")
+                for name in ("fox", "coffee", "brother", "market_8k") for closed in (True, False)]
+    alone = [live.run(live.engine.assess(r)) for r in requests]
+    live.batches.clear()
+
+    async def together():
+        return await asyncio.gather(*(live.engine.assess(r) for r in requests))
+
+    batched = live.run(together())
+    largest = {stage: max(size for s, size in live.batches if s == stage) for stage in STAGES}
+    assert all(size > 1 for size in largest.values()), largest
+    for one, many in zip(alone, batched):
+        assert one.transcript == many.transcript and [w.text for w in one.words] == [w.text for w in many.words]
+        assert np.allclose([one.scores.accuracy, one.scores.fluency, one.scores.prosody, one.scores.total],
+                           [many.scores.accuracy, many.scores.fluency, many.scores.prosody, many.scores.total],
+                           atol=1e-4)
+        for a, b in zip(one.words, many.words):
+            assert (a.start_ms, a.end_ms, a.needs_improvement) == (b.start_ms, b.end_ms, b.needs_improvement)
+            assert np.allclose([a.accuracy, a.stress, a.total], [b.accuracy, b.stress, b.total], atol=1e-4)
+            assert np.allclose([p.goodness for p in a.phones], [p.goodness for p in b.phones], atol=1e-4)
+
+
+def test_interim_words_are_whisper_words_only(live):
+    audio = audio_of("fox")
+    words = live.run(live.engine.provisional_words(AssessmentRequest(audio[:24000])))
+    assert words and words[0].text == "the"
+    assert all(not w.phones and not w.needs_improvement and 0 <= w.accuracy <= 10 for w in words)
+
+
+def test_an_utterance_handle_keeps_the_assessment_started_at_the_pause(live):
+    audio = audio_of("brother")
+    handle = live.engine.begin_utterance(AssessmentRequest(np.zeros(0, np.float32)))
+    assert isinstance(handle, UtteranceHandle) and isinstance(live.engine, Engine)
+
+    async def spoken():
+        early = handle.paused(audio)
+        result = await handle.finish(audio)
+        return early, result
+
+    early, result = live.run(spoken())
+    assert early is not None and handle.path == "early" and result is early.result()
+    longer = live.engine.begin_utterance(AssessmentRequest(np.zeros(0, np.float32)))
+
+    async def resumed():
+        longer.paused(audio[:16000])
+        return await longer.finish(audio)
+
+    assert live.run(resumed()).words and longer.path == "whole"
+
+
+def test_info_names_the_profile_and_each_model_with_a_hash(live, trained):
+    info = live.engine.info
+    assert (info.profile, info.backend, info.name) == ("neural", "local", "saywell-neural")
+    assert info.capabilities.phone_diagnosis and info.capabilities.assessment
+    versions = info.model_versions
+    assert versions["asr"].startswith("whisper-tiny.en")
+    assert versions["aligner"].startswith("aligner@") and versions["ssl"].startswith("ssl@")
+    assert versions["heads"].startswith("heads.pt@") and len(versions["heads"].split("@")[1]) == 12
+
+
+def test_a_hub_id_loads_only_with_allow_download(tmp_path):
+    config = write_random_models(tmp_path)
+    data = config.to_json()
+    data["ssl"]["model"] = "facebook/hubert-base-ls960"
+    (tmp_path / "neural.json").write_text(json.dumps(data))
+    with pytest.raises(EngineError, match="'facebook/hubert-base-ls960' is no folder under .*, so a hub id, and "
+                                          "downloads are off: pass --allow-download"):
+        create_engine(EngineOptions(profile="neural", model_dir=str(tmp_path), device="cpu"))
+
+
+def test_devices_are_checked_and_auto_picks_the_cpu_here(trained):
+    with pytest.raises(EngineError, match="unknown device 'tpu'; use auto"):
+        create_engine(EngineOptions(profile="neural", model_dir=str(trained), device="tpu"))
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: auto picks it")
+    with pytest.raises(EngineError, match="'cuda' was asked for but torch .* sees no CUDA device"):
+        create_engine(EngineOptions(profile="neural", model_dir=str(trained), device="cuda"))
+    assert create_engine(EngineOptions(profile="neural", model_dir=str(trained))).device.type == "cpu"
+
+
+def test_the_profile_needs_a_model_folder(tmp_path):
+    with pytest.raises(EngineError, match="pass --model-dir"):
+        create_engine(EngineOptions(profile="neural"))
+    with pytest.raises(EngineError, match="no neural.json"):
+        create_engine(EngineOptions(profile="neural", model_dir=str(tmp_path)))

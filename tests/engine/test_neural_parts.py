@@ -1,0 +1,140 @@
+"""The neural profile's parts on hand-made inputs: the batch-invariant encoder forward, the phone sequence and
+its silences, what `heard` reports, omissions and completeness, the labels training maps to words, and
+fine-tuning the SSL encoder end to end."""
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from saywell.engine.language.lexicon import Lexicon
+from saywell.engine.profiles.neural.alignment import (PhoneInventory, PhoneSequence, aligned_words, heard_over,
+                                                      phone_sequence)
+from saywell.engine.profiles.neural.config import NeuralConfig
+from saywell.engine.profiles.neural.encoders import SpeechEncoder, load_ssl_encoder, normalize_audio
+from saywell.engine.profiles.neural.heads import DEFAULT_FLAG_THRESHOLDS
+from saywell.engine.profiles.neural.inputs import head_inputs
+from saywell.engine.profiles.neural.plumbing import PHONES, write_random_models
+from saywell.engine.profiles.neural.scoring import scored_result
+from saywell.engine.profiles.neural.training import labelled_targets
+from saywell.engine.stages.frame_alignment import FrameAlignment, PhoneGop
+from saywell.engine.types import AssessmentRequest, InputError, RecognizedWord, WordErrorType
+
+INVENTORY = PhoneInventory.of(PHONES, "[SIL]")
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> NeuralConfig:
+    return write_random_models(tmp_path_factory.mktemp("tiny"))
+
+
+def test_a_padded_batch_gives_each_item_its_own_frames_where_transformers_does_not(tiny):
+    encoder = load_ssl_encoder(tiny.ssl, allow_download=False)
+    rng = np.random.default_rng(1)
+    clips = [torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)) for n in (16000, 7000)]
+    lengths = torch.tensor([len(c) for c in clips])
+    batch = torch.zeros(2, 16000)
+    for row, clip in enumerate(clips):
+        batch[row, :len(clip)] = clip
+    with torch.no_grad():
+        together, frames = encoder(batch, lengths)
+        alone = [encoder(c[None], torch.tensor([len(c)]))[0][0] for c in clips]
+        # transformers' own forward of the same padded batch, its attention mask included
+        normalized = normalize_audio(batch, lengths)
+        mask = torch.arange(16000)[None, :] < lengths[:, None]
+        theirs = encoder.model(normalized, attention_mask=mask.long()).last_hidden_state
+    short = int(frames[1])
+    assert [len(a) for a in alone] == frames.tolist()
+    assert torch.allclose(together[1, :short], alone[1], atol=1e-5)
+    assert torch.allclose(together[0], alone[0], atol=1e-5)
+    assert (theirs[1, :short] - alone[1]).abs().max() > 1e-3, "the padding leaks through GroupNorm there"
+
+
+def test_silence_surrounds_the_words_when_the_frames_allow_it():
+    lexicon = Lexicon()
+    roomy = phone_sequence(["a", "cat"], lexicon, INVENTORY, frames=100, min_frames=1)
+    assert roomy.phones == ("SIL", "AH", "SIL", "K", "AE", "T", "SIL")
+    assert roomy.owners == (-1, 0, -1, 1, 1, 1, -1)
+    assert roomy.ids[0] == PHONES.index("[SIL]") and roomy.ids[3] == PHONES.index("K")
+    tight = phone_sequence(["a", "cat"], lexicon, INVENTORY, frames=5, min_frames=1)
+    assert tight.phones == ("AH", "K", "AE", "T")
+    with pytest.raises(InputError, match="too short"):
+        phone_sequence(["a", "cat"], lexicon, INVENTORY, frames=3, min_frames=1)
+
+
+def test_heard_lists_the_most_probable_phones_and_names_silence():
+    posteriors = np.zeros(len(PHONES))
+    posteriors[PHONES.index("S")] = 0.6
+    posteriors[PHONES.index("[SIL]")] = 0.25
+    posteriors[PHONES.index("[PAD]")] = 0.1  # not a phone: never reported
+    posteriors[PHONES.index("TH")] = 0.05
+    assert heard_over(posteriors, INVENTORY) == (("S", 0.6), ("SIL", 0.25), ("TH", 0.05))
+
+
+def alignment_of(sequence: PhoneSequence, segments) -> FrameAlignment:
+    phones = tuple(PhoneGop(pid, a, b, -0.5 * k, 0.1, -1.0, 0, -2.0)
+                   for k, (pid, (a, b)) in enumerate(zip(sequence.ids, segments)))
+    return FrameAlignment(phones=phones, n_frames=segments[-1][1], score=-10.0, frame_ms=10)
+
+
+def test_an_unheard_squeezed_reference_word_is_an_omission_and_costs_completeness():
+    sequence = PhoneSequence.of([("DH", "AH0"), ("K", "AE1", "T")], INVENTORY, with_silence=False)
+    # "the" squeezed into 2 frames (10 ms a phone), "cat" 30 frames
+    alignment = alignment_of(sequence, [(0, 1), (1, 2), (2, 12), (12, 22), (22, 32)])
+    log_probs = np.log(np.full((32, len(PHONES)), 1 / len(PHONES)))
+    words = aligned_words(["the", "cat"], sequence, alignment, log_probs, INVENTORY, frame_ms=10)
+    assert [(w.start_frame, w.end_frame) for w in words] == [(0, 2), (2, 32)]
+    assert words[1].phones[1].phone == "AE" and words[1].phones[1].start_ms == 120
+    cat = RecognizedWord("cat", 20, 320, 0.9)
+    inputs = head_inputs(words, (None, cat), closed=True, duration_ms=320, frame_ms=10)
+    assert inputs.omitted == (True, False)
+    request = AssessmentRequest(np.zeros(5120, np.float32), "the cat", flag_sensitivity=0.5)
+    result = scored_result(request, "cat", words, inputs, np.array([[9.0, 9.0, 9.0], [4.0, 9.0, 5.0]]),
+                           np.array([6.0, 7.0, 8.0, 6.5]), DEFAULT_FLAG_THRESHOLDS, 10, "heads", {})
+    the, cat_score = result.words
+    assert the.error_type is WordErrorType.OMISSION and the.accuracy == 0.0 and the.needs_improvement
+    assert cat_score.error_type is WordErrorType.MISPRONUNCIATION and cat_score.needs_improvement
+    assert result.scores.completeness == 5.0 and result.scores.total == 6.5
+    heard_too = head_inputs(words, (RecognizedWord("the", 0, 20), cat), closed=True, duration_ms=320, frame_ms=10)
+    assert heard_too.omitted == (False, False)
+    assert not any(head_inputs(words, (None, None), closed=False, duration_ms=320, frame_ms=10).omitted)
+
+
+class Labelled:
+    def __init__(self, words):
+        self.words = tuple(type("W", (), {"text": t, "accuracy": a, "stress": 10.0, "total": a})() for t, a in words)
+
+
+def test_training_labels_follow_the_words_they_stand_for():
+    utterance = Labelled([("MY", 10.0), ("BROTHER", 4.0), ("IS", 9.0), ("10", 8.0)])
+    closed = labelled_targets(["my", "brother", "is", "ten"], utterance)
+    assert closed[:, 0].tolist() == [10.0, 4.0, 9.0, 8.0]
+    heard = labelled_targets(["my", "brothers", "is", "ten", "now"], utterance)  # a misread word, an extra one
+    assert heard[:4, 0].tolist() == [10.0, 4.0, 9.0, 8.0] and np.isnan(heard[4]).all()
+
+
+def test_finetuning_the_encoder_writes_it_and_points_the_config_at_it(tmp_path):
+    from saywell.engine.offline.training import main as train
+
+    folder = tmp_path / "models"
+    write_random_models(folder)
+    corpus = tmp_path / "corpus"
+    (corpus / "audio").mkdir(parents=True)
+    shutil.copy(FIXTURES / "brother.wav", corpus / "audio" / "u1.wav")
+    text = "MY BROTHER IS TEN YEARS OLD"
+    words = [{"text": w, "accuracy": 8.0, "stress": 10.0, "total": 8.0} for w in text.split()]
+    (corpus / "labels.jsonl").write_text(json.dumps({"utt": "u1", "speaker": "s1", "text": text, "accuracy": 8,
+                                                     "fluency": 8, "prosodic": 8, "total": 8, "words": words}) + "\n")
+    before = load_ssl_encoder(NeuralConfig.load(folder).ssl, False).state_dict()
+    assert train(["--profile", "neural", "--data", str(corpus), "--model-dir", str(folder), "--steps", "3",
+                  "--device", "cpu", "--finetune-encoder", "--encoder-lr", "1e-3"]) == 0
+    config = NeuralConfig.load(folder)
+    assert config.ssl.path == folder / "ssl-finetuned" and config.trained["finetuned_encoder"]
+    after = load_ssl_encoder(config.ssl, False)
+    assert isinstance(after, SpeechEncoder) and after.normalize
+    changed = [name for name, value in after.state_dict().items() if not torch.equal(value, before[name])]
+    assert changed, "the encoder's weights moved"
+    assert "fine-tuned end to end" in (folder / "MODEL_CARD.md").read_text()
