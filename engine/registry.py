@@ -10,6 +10,7 @@ PROFILES: dict[str, str] = {
     "cpu": "saywell.engine.profiles.cpu:CpuEngine",
     "synthetic": "saywell.engine.profiles.synthetic:SyntheticEngine",
     "neural": "saywell.engine.profiles.neural:NeuralEngine",
+    "lmm": "saywell.engine.profiles.lmm:LmmEngine",
 }
 
 

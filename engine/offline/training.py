@@ -28,14 +28,15 @@ from saywell.engine.stages.process_stage import start_parent_watch
 from saywell.engine.weights import cache_dir
 
 MODES = ("open", "closed")
-TRAINED_PROFILES = ("cpu", "neural")
+TRAINED_PROFILES = ("cpu", "neural", "lmm")
 
 
 def _profile_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saywell train", add_help=False)
     parser.add_argument("--profile", choices=TRAINED_PROFILES, default="cpu",
-                        help="the engine profile to train: cpu (this command's scorers) or neural (its heads: see "
-                             "`saywell train --profile neural --help`)")
+                        help="the engine profile to train: cpu (this command's scorers), neural (its heads: see "
+                             "`saywell train --profile neural --help`) or lmm (LoRA adapters: see "
+                             "`saywell train --profile lmm --help`)")
     return parser
 
 
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         from saywell.engine.profiles.neural.training import main as train_neural
 
         return train_neural(rest, load_corpus, load_audio)
+    if chosen.profile == "lmm":  # LoRA adapters on a speech LLM, from the same corpus layout
+        from saywell.engine.profiles.lmm.training import main as train_lmm
+
+        return train_lmm(rest, load_corpus, load_audio)
     parser = argparse.ArgumentParser(prog="saywell train", description=__doc__.splitlines()[0],
                                      parents=[_profile_parser()])
     parser.add_argument("--data", required=True, help="corpus folder in the speechocean762 layout")

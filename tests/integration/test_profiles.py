@@ -54,4 +54,4 @@ def test_a_server_refuses_to_start_with_an_unknown_profile():
     result = subprocess.run([sys.executable, "-m", "saywell.server"], env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode != 0
-    assert "profile must be one of cpu, synthetic, neural, got 'gpu'" in result.stderr
+    assert "profile must be one of cpu, synthetic, neural, lmm, got 'gpu'" in result.stderr

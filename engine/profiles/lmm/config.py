@@ -1,0 +1,164 @@
+"""The lmm profile's model folder: `lmm.json` names the base model, its processor and the LoRA adapter; this
+module reads it and checks where each comes from (the neural profile's rules: a folder relative to the model
+folder or absolute loads always, a hub id only with allow_download).
+
+    {"format": "saywell-lmm/1", "architecture": "qwen2-audio",
+     "base_model": "Qwen/Qwen2-Audio-7B-Instruct", "processor": "Qwen/Qwen2-Audio-7B-Instruct",
+     "adapter": "adapter", "constrained": true, "max_new_tokens": 2048, "dtype": "auto"}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saywell.engine.types import EngineError
+from saywell.engine.weights import sha256_of
+
+CONFIG_NAME = "lmm.json"
+HASH_CHARS = 12
+FORMAT = "saywell-lmm/1"
+# transformers classes per architecture. Phi-4-multimodal is in transformers (Phi4MultimodalForCausalLM) but its
+# prompt and LoRA layout are not wired here yet: README.md says what is missing.
+ARCHITECTURES = ("qwen2-audio",)
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bfloat16 on CUDA, float32 on the CPU
+# Files whose bytes define a model, processor or adapter folder, hashed for model_versions.
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "adapter_config.json",
+               "adapter_model.safetensors", "tokenizer.json", "preprocessor_config.json", "processor_config.json")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model as `lmm.json` names it: `source` as written, `path` the local folder (None: a hub id)."""
+
+    source: str
+    path: Path | None
+
+    @property
+    def is_hub(self) -> bool:
+        return self.path is None
+
+    @property
+    def location(self) -> str:
+        """What `from_pretrained` gets."""
+        return str(self.path) if self.path is not None else self.source
+
+
+@dataclass(frozen=True)
+class LmmConfig:
+    folder: Path
+    base_model: ModelRef
+    processor: ModelRef
+    adapter: ModelRef | None  # a LoRA adapter (peft) over the base model; None: the base model as is
+    architecture: str = "qwen2-audio"
+    constrained: bool = True  # the default scorer: schema-constrained decoding ("free": the model's own text)
+    max_new_tokens: int = 2048  # an assessment longer than this is incomplete, and fails
+    dtype: str = "auto"
+    trained: dict[str, Any] = field(default_factory=dict)  # what `saywell train --profile lmm` wrote
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LmmConfig:
+        if not str(folder):
+            raise EngineError("the lmm profile has no packaged models: pass --model-dir, a folder with "
+                              f"{CONFIG_NAME} (engine/profiles/lmm/README.md says how to make one)")
+        folder = Path(folder).resolve()
+        path = folder / CONFIG_NAME
+        if not path.is_file():
+            raise EngineError(f"no {CONFIG_NAME} in the lmm model folder {folder}")
+        try:
+            data = json.loads(path.read_text())
+            base = lmm_ref(folder, data["base_model"])
+            config = cls(folder=folder, base_model=base,
+                         processor=lmm_ref(folder, data["processor"]) if data.get("processor") else base,
+                         adapter=lmm_ref(folder, data["adapter"]) if data.get("adapter") else None,
+                         architecture=str(data.get("architecture", "qwen2-audio")),
+                         constrained=bool(data.get("constrained", True)),
+                         max_new_tokens=int(data.get("max_new_tokens", 2048)), dtype=str(data.get("dtype", "auto")),
+                         trained=dict(data.get("trained", {})))
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+            raise EngineError(f"{path} is not a valid {FORMAT} config: {type(exc).__name__}: {exc}") from exc
+        if data.get("format", FORMAT) != FORMAT:
+            raise EngineError(f"{path} has format {data.get('format')!r}; this saywell reads {FORMAT!r}")
+        if config.architecture not in ARCHITECTURES:
+            raise EngineError(f"{path}: architecture {config.architecture!r} is not supported; supported: "
+                              f"{', '.join(ARCHITECTURES)}")
+        if config.dtype not in DTYPES or config.max_new_tokens < 16:
+            raise EngineError(f"{path}: dtype must be one of {', '.join(DTYPES)} and max_new_tokens >= 16")
+        return config
+
+    def check_sources(self, allow_download: bool) -> None:
+        for role, ref in (("base_model", self.base_model), ("processor", self.processor), ("adapter", self.adapter)):
+            if ref is not None and ref.is_hub and not allow_download:
+                raise EngineError(f"the lmm profile's {role} {ref.source!r} is no folder under {self.folder}, so a "
+                                  "hub id, and downloads are off: pass --allow-download (needs the network) or "
+                                  "point lmm.json at a local folder")
+
+    def versions(self) -> dict[str, str]:
+        refs = {"base_model": self.base_model, "processor": self.processor, "adapter": self.adapter}
+        return {role: version_of(ref) for role, ref in refs.items() if ref is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        def written(ref: ModelRef | None) -> str | None:
+            if ref is None or ref.path is None:
+                return None if ref is None else ref.source
+            try:
+                return str(ref.path.relative_to(self.folder))
+            except ValueError:
+                return str(ref.path)
+
+        data: dict[str, Any] = {"format": FORMAT, "architecture": self.architecture,
+                                "base_model": written(self.base_model), "processor": written(self.processor),
+                                "adapter": written(self.adapter), "constrained": self.constrained,
+                                "max_new_tokens": self.max_new_tokens, "dtype": self.dtype}
+        if self.trained:
+            data["trained"] = self.trained
+        return data
+
+    def save(self) -> Path:
+        path = self.folder / CONFIG_NAME
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        temporary.replace(path)
+        return path
+
+
+def lmm_ref(folder: Path, source: str) -> ModelRef:
+    """A folder (relative to the model folder, or absolute) when one is there, else a hub id."""
+    source = str(source)
+    candidate = Path(source) if Path(source).is_absolute() else folder / source
+    if candidate.is_dir():
+        return ModelRef(source, candidate.resolve())
+    if source.startswith((".", "/")) or source.count("/") > 1 or not re.fullmatch(r"[\w.\-/]+", source):
+        raise EngineError(f"lmm model {source!r} is neither a folder under {folder} nor a hub id")
+    return ModelRef(source, None)
+
+
+def version_of(ref: ModelRef) -> str:
+    """`name@hash` over the folder's defining files (weights, adapter, tokenizer), or the hub id as is."""
+    if ref.path is None:
+        return f"{ref.source} (hub)"
+    digest = hashlib.sha256()
+    for name in MODEL_FILES:
+        if (ref.path / name).is_file():
+            digest.update(f"{name}:{sha256_of(ref.path / name)}\n".encode())
+    return f"{ref.path.name}@{digest.hexdigest()[:HASH_CHARS]}"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto`: the first CUDA device when torch sees one, else the CPU; `cuda`, `cuda:N` or `cpu` as asked. (The
+    neural profile's rule; profiles do not import each other.)"""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise EngineError(f"device {name!r} was asked for but torch {torch.__version__} sees no CUDA device; "
+                              "use --device cpu or auto")
+        return torch.device(name)
+    raise EngineError(f"unknown device {name!r}; use auto (CUDA when present), cuda, cuda:N or cpu")
