@@ -1,5 +1,6 @@
-"""The lmm profile with a tiny random Qwen2-Audio (engine/profiles/lmm/plumbing.py): LoRA adapters trained with
-`saywell train --profile lmm` on a corpus made of the test fixtures, then assessed through create_engine.
+"""The lmm profile with a tiny random Qwen2-Audio and a tiny random Phi-4-multimodal (engine/profiles/lmm/plumbing.py):
+LoRA adapters trained with `saywell train --profile lmm` on a corpus made of the test fixtures, then assessed
+through create_engine.
 
 The model is tiny and random and the labels invented, so no score here says anything about pronunciation: the
 tests check the schema, the constrained decoding that makes every generation an assessment, the strict parser
@@ -13,14 +14,20 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
+from safetensors import safe_open
 
 from saywell.client.cli import main as saywell_cli
 from saywell.engine.api import Engine, create_engine
 from saywell.engine.language.lexicon import Lexicon, strip_stress
 from saywell.engine.offline.dataset import load_audio
 from saywell.engine.options import BatchingOptions, EngineOptions
+from saywell.engine.profiles.lmm.architectures import Phi4Multimodal
+from saywell.engine.profiles.lmm.config import LmmConfig
 from saywell.engine.profiles.lmm.constrained import Choice, FreeWord, assessment_program
 from saywell.engine.profiles.lmm.plumbing import write_tiny_model
+from saywell.engine.profiles.lmm.prompts import phi4_prompt
+from saywell.engine.profiles.lmm.stage import load_model
 from saywell.engine.profiles.lmm.schema import AssessmentFormatError, parse_assessment, render_target
 from saywell.engine.types import AssessmentRequest, EngineError, InputError, WordErrorType
 
@@ -49,15 +56,25 @@ def write_corpus(root: pathlib.Path) -> pathlib.Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp("lmm")
-    write_tiny_model(root / "tiny")
+def train_tiny(root: pathlib.Path, architecture: str) -> pathlib.Path:
+    """A tiny random base model of `architecture` and an adapter trained on the fixture corpus; the model folder.
+    The train command is not told the architecture: it reads it from the base model's config.json."""
+    write_tiny_model(root / "tiny", architecture=architecture)
     code = saywell_cli(["train", "--profile", "lmm", "--data", str(write_corpus(root / "corpus")), "--model-dir",
                         str(root / "models"), "--base-model", str(root / "tiny" / "base"), "--steps", "20",
                         "--batch-size", "3", "--lr", "3e-3", "--device", "cpu"])
     assert code == 0
     return root / "models"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> pathlib.Path:
+    return train_tiny(tmp_path_factory.mktemp("lmm"), "qwen2-audio")
+
+
+@pytest.fixture(scope="module")
+def phi4_trained(tmp_path_factory) -> pathlib.Path:
+    return train_tiny(tmp_path_factory.mktemp("lmm-phi4"), "phi4-multimodal")
 
 
 class LiveEngine:
@@ -75,12 +92,26 @@ class LiveEngine:
         self.loop.close()
 
 
+def live_engine(model_dir: pathlib.Path) -> LiveEngine:
+    return LiveEngine(EngineOptions(profile="lmm", model_dir=str(model_dir), device="cpu",
+                                    asr_batching=BatchingOptions(max_batch_size=8, max_wait_ms=200)))
+
+
 @pytest.fixture(scope="module")
 def live(trained):
-    engine = LiveEngine(EngineOptions(profile="lmm", model_dir=str(trained), device="cpu",
-                                      asr_batching=BatchingOptions(max_batch_size=8, max_wait_ms=200)))
+    engine = live_engine(trained)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def phi4_live(phi4_trained):
+    engine = live_engine(phi4_trained)
+    yield engine
+    engine.close()
+
+
+ENGINES = ["live", "phi4_live"]  # the Qwen2-Audio and the Phi-4-multimodal engine, for the tests both must pass
 
 
 def assert_well_formed(result, duration_ms: int) -> None:
@@ -162,7 +193,9 @@ def test_the_train_command_writes_the_adapter_lmm_json_and_a_model_card(trained)
     assert config["trained"]["last_loss"] < config["trained"]["first_loss"], "training lowers the loss"
 
 
-def test_closed_mode_gives_a_complete_assessment_of_the_reference_words(live):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_closed_mode_gives_a_complete_assessment_of_the_reference_words(engine, request):
+    live = request.getfixturevalue(engine)
     audio = load_audio(FIXTURES / "fox.wav")
     result = live.run(live.engine.assess(AssessmentRequest(audio, reference_text=TEXTS["fox"])))
     assert [w.text for w in result.words] == TEXTS["fox"].split()
@@ -194,7 +227,9 @@ def test_the_free_scorer_refuses_what_the_model_writes_on_its_own(live):
         live.run(live.engine.assess(request))
 
 
-def test_a_batch_gives_each_utterance_what_it_gets_alone(live):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_batch_gives_each_utterance_what_it_gets_alone(engine, request):
+    live = request.getfixturevalue(engine)
     requests = [AssessmentRequest(load_audio(FIXTURES / "fox.wav"), TEXTS["fox"]),
                 AssessmentRequest(load_audio(FIXTURES / "brother.wav")),
                 AssessmentRequest(load_audio(FIXTURES / "coffee.wav"), TEXTS["coffee"])]
@@ -219,7 +254,7 @@ def test_no_interim_words_and_the_capabilities_say_so(live):
 
 
 @pytest.mark.parametrize("change, message", [({"base_model": "Qwen/Qwen2-Audio-7B-Instruct"}, "--allow-download"),
-                                             ({"architecture": "phi4-multimodal"}, "not supported"),
+                                             ({"architecture": "gemma3n"}, "not supported"),
                                              ({"base_model": "../nowhere/at/all"}, "neither a folder")])
 def test_the_config_refuses_hub_ids_without_downloads_and_unknown_architectures(tmp_path, change, message):
     write_tiny_model(tmp_path)
@@ -227,3 +262,64 @@ def test_the_config_refuses_hub_ids_without_downloads_and_unknown_architectures(
     (tmp_path / "lmm.json").write_text(json.dumps({**config, **change}))
     with pytest.raises(EngineError, match=message):
         create_engine(EngineOptions(profile="lmm", model_dir=str(tmp_path), device="cpu"))
+
+
+def test_phi4_the_train_command_reads_the_architecture_and_puts_lora_on_the_text_model_only(phi4_trained):
+    config = json.loads((phi4_trained / "lmm.json").read_text())
+    assert config["architecture"] == config["trained"]["architecture"] == "phi4-multimodal"
+    assert config["trained"]["last_loss"] < config["trained"]["first_loss"], "training lowers the loss"
+    adapter = json.loads((phi4_trained / "adapter" / "adapter_config.json").read_text())
+    assert adapter["target_modules"] == Phi4Multimodal.lora_targets
+    with safe_open(phi4_trained / "adapter" / "adapter_model.safetensors", "pt") as weights:
+        names = list(weights.keys())
+    targets = {re.sub(r"\.lora_[AB]\.weight$", "", name).removeprefix("base_model.model.") for name in names}
+    # two text layers x (qkv, o, gate_up, down); nothing in the audio or the vision encoder
+    assert targets == {f"model.layers.{i}.{m}" for i in range(2) for m in
+                       ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")}
+
+
+def test_phi4_the_prompt_is_its_chat_layout_and_the_processor_expands_the_audio_token(phi4_live):
+    loaded = phi4_live.engine.stage.load()
+    prompt = loaded.arch.prompt(("my", "brother"), loaded.processor)
+    assert prompt == phi4_prompt(("my", "brother"), "<|endoftext11|>")
+    assert prompt.startswith("<|system|>") and prompt.endswith("<|end|><|assistant|>")
+    inputs = loaded.processor(text=[prompt], audio=[load_audio(FIXTURES / "brother.wav")], sampling_rate=16000,
+                              return_tensors="pt")
+    audio_tokens = int((inputs["input_ids"] == loaded.processor.audio_token_id).sum())
+    assert audio_tokens == int(inputs["audio_embed_sizes"][0]) > 0 and inputs["audio_input_features"].shape[-1] == 80
+    assert loaded.end_token_id == loaded.processor.tokenizer.convert_tokens_to_ids("<|end|>")
+
+
+def test_phi4_open_mode_writes_its_own_words_each_with_its_lexicon_phones(phi4_live):
+    audio = load_audio(FIXTURES / "brother.wav")
+    result = phi4_live.run(phi4_live.engine.assess(AssessmentRequest(audio)))
+    assert result.words and result.scores.completeness is None and result.scorer == "constrained"
+    assert result.transcript == " ".join(w.text for w in result.words)
+    assert_well_formed(result, len(audio) // 16)
+    assert all(w.error_type is not WordErrorType.OMISSION for w in result.words)
+
+
+def test_an_architecture_that_is_not_the_base_models_is_refused_at_load(tmp_path):
+    write_tiny_model(tmp_path)  # a Qwen2-Audio folder
+    config = json.loads((tmp_path / "lmm.json").read_text())
+    (tmp_path / "lmm.json").write_text(json.dumps({**config, "architecture": "phi4-multimodal"}))
+    with pytest.raises(EngineError, match="'qwen2_audio' model, not phi4-multimodal"):
+        load_model(LmmConfig.load(tmp_path), torch.device("cpu"), False)
+
+
+def test_phi4_the_base_models_speech_lora_is_merged_before_the_adapter(tmp_path):
+    """Microsoft's Phi-4 carries its speech adapter in `speech-lora/` (transformers' conversion writes it there):
+    the profile merges it, and it changes the text model's projections only."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Phi4MultimodalForCausalLM
+
+    write_tiny_model(tmp_path, architecture="phi4-multimodal")
+    config = LmmConfig.load(tmp_path)
+    plain = dict(load_model(config, torch.device("cpu"), False).model.named_parameters())
+    speech = get_peft_model(Phi4MultimodalForCausalLM.from_pretrained(tmp_path / "base"), LoraConfig(
+        r=2, lora_alpha=4, target_modules=Phi4Multimodal.lora_targets, init_lora_weights=False))
+    speech.save_pretrained(tmp_path / "base" / "speech-lora")
+    merged = dict(load_model(config, torch.device("cpu"), False).model.named_parameters())
+    assert set(plain) == set(merged)
+    changed = {name for name in plain if not torch.equal(plain[name], merged[name])}
+    assert changed and all(re.fullmatch(r"model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight", n) for n in changed)

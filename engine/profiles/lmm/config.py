@@ -5,6 +5,8 @@ folder or absolute loads always, a hub id only with allow_download).
     {"format": "saywell-lmm/1", "architecture": "qwen2-audio",
      "base_model": "Qwen/Qwen2-Audio-7B-Instruct", "processor": "Qwen/Qwen2-Audio-7B-Instruct",
      "adapter": "adapter", "constrained": true, "max_new_tokens": 2048, "dtype": "auto"}
+
+`architecture` is `qwen2-audio` or `phi4-multimodal` (architectures.py).
 """
 from __future__ import annotations
 
@@ -17,19 +19,20 @@ from typing import Any
 
 import torch
 
+from saywell.engine.profiles.lmm.architectures import NAMES
 from saywell.engine.types import EngineError
 from saywell.engine.weights import sha256_of
 
 CONFIG_NAME = "lmm.json"
 HASH_CHARS = 12
 FORMAT = "saywell-lmm/1"
-# transformers classes per architecture. Phi-4-multimodal is in transformers (Phi4MultimodalForCausalLM) but its
-# prompt and LoRA layout are not wired here yet: README.md says what is missing.
-ARCHITECTURES = ("qwen2-audio",)
+# The architectures lmm.json may name (architectures.py: what differs between them).
+ARCHITECTURES = NAMES  # ("qwen2-audio", "phi4-multimodal")
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bfloat16 on CUDA, float32 on the CPU
 # Files whose bytes define a model, processor or adapter folder, hashed for model_versions.
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "adapter_config.json",
-               "adapter_model.safetensors", "tokenizer.json", "preprocessor_config.json", "processor_config.json")
+               "adapter_model.safetensors", "tokenizer.json", "preprocessor_config.json", "processor_config.json",
+               "speech-lora/adapter_model.safetensors")
 
 
 @dataclass(frozen=True)

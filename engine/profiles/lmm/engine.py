@@ -1,5 +1,5 @@
-"""The lmm profile: a speech LLM (Qwen2-Audio with a LoRA adapter) hears the utterance and writes its
-assessment as JSON, which is parsed onto the result types every profile returns.
+"""The lmm profile: a speech LLM (Qwen2-Audio or Phi-4-multimodal with a LoRA adapter) hears the utterance and
+writes its assessment as JSON, which is parsed onto the result types every profile returns.
 
 One stage: `generate`, behind a BatchScheduler, so concurrent streams share one padded generate call. Closed
 mode gives the model the reference words (and constrained decoding forces them); open mode lets it write the

@@ -1,6 +1,7 @@
-"""The prompt the model answers: Qwen2-Audio's chat layout with one audio and the instruction of the mode. The
-engine and `saywell train` build it with this one function, so a fine-tuned adapter sees at serving time the
-prompt it was trained on."""
+"""The prompt the model answers: the instruction of the mode (shared) in each architecture's chat layout, with
+one audio placeholder where its processor expects it. The engine and `saywell train` build it through the same
+functions (architectures.py picks one), so a fine-tuned adapter sees at serving time the prompt it was trained
+on."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,8 +15,24 @@ OPEN = ("The learner answered freely. Write the words said and assess them: sent
         "mispronunciation) and its phones (0-2, with the phone heard where it differs).")
 
 
-def prompt_text(reference: Sequence[str] | None, audio_token: str = "<|AUDIO|>") -> str:
-    """The prompt up to where the assessment starts; `reference`: closed mode's normalised words, or None."""
-    instruction = CLOSED.format(reference=" ".join(reference)) if reference is not None else OPEN
+def instruction(reference: Sequence[str] | None) -> str:
+    """`reference`: closed mode's normalised words, or None (open mode)."""
+    return CLOSED.format(reference=" ".join(reference)) if reference is not None else OPEN
+
+
+def qwen2_audio_prompt(reference: Sequence[str] | None, audio_token: str = "<|AUDIO|>") -> str:
+    """Qwen2-Audio's chat layout up to where the assessment starts (its processor expands `audio_token`)."""
     return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
-            f"Audio 1: <|audio_bos|>{audio_token}<|audio_eos|>\n{instruction}<|im_end|>\n<|im_start|>assistant\n")
+            f"Audio 1: <|audio_bos|>{audio_token}<|audio_eos|>\n{instruction(reference)}<|im_end|>\n"
+            "<|im_start|>assistant\n")
+
+
+def phi4_prompt(reference: Sequence[str] | None, audio_token: str = "<|endoftext11|>") -> str:
+    """Phi-4-multimodal's chat layout (`<|role|>content<|end|>`, then `<|assistant|>`) up to where the assessment
+    starts. Microsoft's model card writes the audio as `<|audio_1|>`, which its remote-code processor turned
+    into the audio token; transformers' native Phi4MultimodalProcessor expands the tokenizer's `audio_token`
+    (`<|endoftext11|>`) itself, so that is what the prompt carries."""
+    return f"<|system|>{SYSTEM}<|end|><|user|>{audio_token}{instruction(reference)}<|end|><|assistant|>"
+
+
+prompt_text = qwen2_audio_prompt  # the name this module had when Qwen2-Audio was the only architecture

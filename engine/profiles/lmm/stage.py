@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from saywell.engine.profiles.lmm.architectures import Architecture, architecture, load_base
 from saywell.engine.profiles.lmm.config import LmmConfig
 from saywell.engine.profiles.lmm.constrained import SchemaLogitsProcessor, SchemaWalker, Vocabulary, assessment_program
-from saywell.engine.profiles.lmm.prompts import prompt_text
 from saywell.engine.profiles.lmm.schema import AssessmentFormatError, ParsedAssessment, parse_assessment
 from saywell.engine.types import SAMPLE_RATE, EngineError, InputError
 
-MAX_AUDIO_S = 30.0  # Qwen2-Audio's encoder window: longer audio would be cut, so it is refused
+MAX_AUDIO_S = 30.0  # Qwen2-Audio's encoder window: longer audio would be cut, so it is refused (Phi-4 too)
 WORDS_PER_S, MIN_WORDS, MAX_WORDS = 4, 4, 96  # open mode's word budget: generous for learner speech
 
 
@@ -38,6 +38,8 @@ class Loaded:
     model: torch.nn.Module
     processor: object
     vocabulary: Vocabulary
+    arch: Architecture
+    end_token_id: int  # the token that ends an assessment (the architecture's)
 
 
 def torch_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -47,24 +49,25 @@ def torch_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(config: LmmConfig, device: torch.device, allow_download: bool) -> Loaded:
-    """The base model with the adapter merged in (one matrix per layer again: no LoRA cost per token), on
-    `device`, and its processor with left padding (generation continues every row from its last token)."""
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
-
+    """The base model (its own adapters merged, architectures.py) with the assessment adapter merged in (one
+    matrix per layer again: no LoRA cost per token), on `device`, and its processor with left padding
+    (generation continues every row from its last token)."""
+    arch = architecture(config.architecture)
     local = not allow_download
     try:
-        processor = AutoProcessor.from_pretrained(config.processor.location, local_files_only=local)
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(
-            config.base_model.location, dtype=torch_dtype(config.dtype, device), local_files_only=local)
+        processor, model = load_base(arch, config.base_model.location, config.processor.location,
+                                     torch_dtype(config.dtype, device), local)
         if config.adapter is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, config.adapter.location, local_files_only=local).merge_and_unload()
+        end_token_id = arch.end_token_id(processor.tokenizer)
     except (OSError, ValueError) as exc:
-        raise EngineError(f"the lmm model could not be loaded from {config.folder}: {exc}") from exc
+        raise EngineError(f"the lmm model ({config.architecture}) could not be loaded from {config.folder}: "
+                          f"{exc}") from exc
     processor.tokenizer.padding_side = "left"
     model.to(device).eval()
-    return Loaded(model, processor, Vocabulary(processor.tokenizer))
+    return Loaded(model, processor, Vocabulary(processor.tokenizer), arch, end_token_id)
 
 
 class LmmStage:
@@ -96,7 +99,7 @@ class LmmStage:
         for item in items:
             if len(item.audio) > MAX_AUDIO_S * SAMPLE_RATE:
                 raise InputError(f"the lmm profile assesses utterances of up to {MAX_AUDIO_S:g} s")
-        inputs = loaded.processor(text=[prompt_text(item.reference) for item in items],
+        inputs = loaded.processor(text=[loaded.arch.prompt(item.reference, loaded.processor) for item in items],
                                   audio=[np.asarray(item.audio, np.float32) for item in items],
                                   sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt").to(self.device)
         prompt_length = inputs["input_ids"].shape[1]
@@ -105,8 +108,8 @@ class LmmStage:
         with torch.inference_mode():
             output = loaded.model.generate(
                 **inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False, num_beams=1,
-                logits_processor=[SchemaLogitsProcessor(walkers, prompt_length, tokenizer.eos_token_id)],
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                logits_processor=[SchemaLogitsProcessor(walkers, prompt_length, loaded.end_token_id)],
+                eos_token_id=loaded.end_token_id, pad_token_id=tokenizer.pad_token_id)
         self.batch_sizes.append(len(items))
         results: list[Generated | Exception] = []
         for item, walker, row in zip(items, walkers, output[:, prompt_length:]):
@@ -119,7 +122,6 @@ class LmmStage:
             except AssessmentFormatError as exc:
                 results.append(exc)
         return results
-
 
     def _walker(self, item: LmmItem, vocabulary: Vocabulary) -> SchemaWalker:
         walker: SchemaWalker | None = None
