@@ -46,6 +46,24 @@ TARGET_ASR_THREADS = 2  # see EngineOptions.target_asr
 
 
 @dataclass(frozen=True)
+class TritonOptions:
+    """The `triton` backend: a Triton Inference Server (gRPC) that serves a profile's model stages, shared by many
+    saywell replicas (engine/backends/triton/, deploy/triton/README.md)."""
+
+    url: str = ""  # HOST:PORT of Triton's gRPC endpoint; required with backend "triton"
+    # Per request to Triton (and per start-up check): a request over it fails its utterances as UNAVAILABLE.
+    timeout_s: float = 10.0
+    ssl: bool = False  # TLS to Triton; the three PEM files below are optional (system roots when unset)
+    root_certificates: str = ""  # PEM CA bundle that signed Triton's certificate
+    private_key: str = ""  # PEM client key, for mutual TLS
+    certificate_chain: str = ""  # PEM client certificate chain, for mutual TLS
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError(f"triton timeout_s must be > 0, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
 class EarlyAnalysisOptions:
     """Work an utterance handle starts before the endpoint, so little is left when the utterance ends."""
 
@@ -86,6 +104,7 @@ class EngineOptions:
     aligner_processes: bool = True
     score_batching: BatchingOptions = field(default_factory=lambda: BatchingOptions(max_batch_size=8))
     early: EarlyAnalysisOptions = field(default_factory=EarlyAnalysisOptions)
+    triton: TritonOptions = field(default_factory=TritonOptions)  # backend "triton" only
 
 
 def with_target_asr(options: EngineOptions, model: str) -> EngineOptions:

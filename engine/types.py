@@ -142,3 +142,8 @@ class InputError(EngineError):
 
 class OverloadedError(EngineError):
     """A stage queue is full: the caller should back off and retry."""
+
+
+class UnavailableError(EngineError):
+    """A service the engine depends on (a Triton Inference Server) cannot be reached or timed out: the
+    utterance failed, the stream goes on, and a retry may succeed once the service is back (gRPC UNAVAILABLE)."""

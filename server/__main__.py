@@ -22,7 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saywell-server: the server is not installed (no module {exc.name!r}); install it with "
               "pip install 'saywell[server]'", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
+    from saywell.engine.types import EngineError
+
+    try:
+        asyncio.run(serve(config))
+    except EngineError as exc:  # the engine cannot start: a model folder, a device, a Triton server
+        print(f"saywell-server: the engine could not start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

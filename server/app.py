@@ -13,7 +13,8 @@ from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from saywell.engine.api import Engine, create_engine
-from saywell.engine.options import AsrOptions, BatchingOptions, EarlyAnalysisOptions, EngineOptions, with_target_asr
+from saywell.engine.options import (AsrOptions, BatchingOptions, EarlyAnalysisOptions, EngineOptions, TritonOptions,
+                                    with_target_asr)
 from saywell.server.auth import AccessInterceptor, load_tokens
 from saywell.server.config import ServerConfig
 from saywell.server.metrics import ServerMetrics
@@ -48,10 +49,13 @@ def engine_options(config: ServerConfig) -> EngineOptions:
     aligners = dataclasses.replace(batching, workers=config.aligner_workers)
     early = EarlyAnalysisOptions(speculative_finals=config.speculative_finals,
                                  max_backlog=config.speculation_max_backlog)
+    triton = TritonOptions(url=config.triton_url, timeout_s=config.triton_timeout_s, ssl=config.triton_ssl,
+                           root_certificates=config.triton_root_certificates, private_key=config.triton_private_key,
+                           certificate_chain=config.triton_certificate_chain)
     return with_target_asr(EngineOptions(profile=config.profile, backend=config.backend, device=config.device,
                                          model_dir=config.model_dir, allow_download=config.allow_download, asr=asr,
                                          asr_batching=batching, align_batching=aligners, loop_batching=aligners,
-                                         early=early), config.target_asr_model)
+                                         early=early, triton=triton), config.target_asr_model)
 
 
 class SaywellServer:

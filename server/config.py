@@ -60,6 +60,15 @@ class ServerConfig:
     profile: str = "cpu"
     backend: str = "local"
     device: str = "auto"  # where the profile's torch models run: auto (CUDA when present), cuda, cpu
+    # --backend triton (neural profile): the Triton Inference Server serving the model stages (HOST:PORT, gRPC),
+    # the limit on each request to it, and TLS to it (PEM files; all optional with triton_ssl). Without a
+    # reachable Triton serving the exported models the server refuses to start (deploy/triton/README.md).
+    triton_url: str = ""
+    triton_timeout_s: float = 10.0
+    triton_ssl: bool = False
+    triton_root_certificates: str = ""
+    triton_private_key: str = ""
+    triton_certificate_chain: str = ""
     model_dir: str = ""  # the profile's model folder ("" = its packaged default)
     asr_model: str = "tiny.en"  # packaged name, local CTranslate2 folder, or hub id
     # Open mode's second, larger ASR whose words are assessed (MultiPA's design; "" turns it off). The trained
@@ -118,6 +127,7 @@ class ServerConfig:
             (self.profile in _profiles(), f"profile must be one of {', '.join(_profiles())}, got {self.profile!r}"),
             (self.onednn_cache_capacity >= 0, "onednn_cache_capacity must be >= 0"),
             (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
+            (self.triton_timeout_s > 0, "triton_timeout_s must be > 0"),
             (1 <= self.aligner_workers <= 8, "aligner_workers must be 1..8"),
             (self.max_engine_backlog >= 1, "max_engine_backlog must be >= 1"),
             (self.max_streams_per_client >= 0, "max_streams_per_client must be >= 0 (0: unlimited)"),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import grpc
 
+from saywell.engine.types import InputError, OverloadedError, UnavailableError
+
 # RESOURCE_EXHAUSTED refusals carry this trailer: when to try again, in ms (a balancer's retry, a client's backoff).
 RETRY_AFTER_MS = "1000"
 
@@ -49,3 +51,16 @@ class OutOfRange(StatusError):
 
 class Unavailable(StatusError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message a typed or engine error is answered with."""
+    if isinstance(exc, StatusError):
+        return exc.code, exc.message
+    if isinstance(exc, OverloadedError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, InputError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, UnavailableError):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    return grpc.StatusCode.INTERNAL, f"assessment failed: {exc}"

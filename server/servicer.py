@@ -10,12 +10,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from saywell.engine.api import Engine
-from saywell.engine.types import AssessmentRequest, EngineError, InputError, OverloadedError
+from saywell.engine.types import AssessmentRequest, EngineError
 from saywell.server import convert
 from saywell.server.audio_decoding import decode_all
 from saywell.server.config import ServerConfig
 from saywell.server.errors import (RETRY_AFTER_MS, InvalidArgument, OutOfRange, ResourceExhausted, StatusError,
-                                   Unparsable)
+                                   Unparsable, status_of)
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import EndCause
 from saywell.server.session import AssessmentSession
@@ -40,17 +40,6 @@ def _lenient(deserialize):
         except DecodeError:
             return _UNPARSABLE
     return parse
-
-
-def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status and message a typed or engine error is answered with."""
-    if isinstance(exc, StatusError):
-        return exc.code, exc.message
-    if isinstance(exc, OverloadedError):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, InputError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    return grpc.StatusCode.INTERNAL, f"assessment failed: {exc}"
 
 
 class StatusInterceptor(grpc.aio.ServerInterceptor):

@@ -18,12 +18,12 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from saywell.engine.api import Engine, UtteranceHandle, match_reference, normalize_words
-from saywell.engine.types import AssessmentRequest, EngineError, InputError, OverloadedError, WordScore
+from saywell.engine.types import AssessmentRequest, EngineError, WordScore
 from saywell.server import convert
 from saywell.server.audio_decoding import make_decoder
 from saywell.server.config import ServerConfig
 from saywell.server.errors import (DeadlineExceeded, Internal, InvalidArgument, OutOfRange, ResourceExhausted,
-                                   StatusError, Unparsable)
+                                   StatusError, Unparsable, status_of)
 from saywell.server.interim import InterimState
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed, SpeechStarted,
@@ -457,8 +457,7 @@ class AssessmentSession:
                 cause=event.cause, latency_ms=latency_ms, engine=f"{self.engine.info.name} {self.engine.info.version}",
                 model_versions=self.engine.info.model_versions)}
         except EngineError as exc:
-            code = ("RESOURCE_EXHAUSTED" if isinstance(exc, OverloadedError) else
-                    "INVALID_ARGUMENT" if isinstance(exc, InputError) else "INTERNAL")
+            code = status_of(exc)[0].name
             log.warning("utterance %d failed: %s", event.index, exc)
             message = {"utterance_error": pb.UtteranceError(utterance_index=event.index, code=code, message=str(exc))}
         except Exception as exc:  # a bug must still end the utterance with an explicit error, not silence

@@ -55,3 +55,15 @@ def test_a_server_refuses_to_start_with_an_unknown_profile():
                             timeout=60)
     assert result.returncode != 0
     assert "profile must be one of cpu, synthetic, neural, lmm, got 'gpu'" in result.stderr
+
+
+def test_a_server_whose_engine_cannot_start_says_why_and_exits_2(tmp_path):
+    """The engine's own refusal (here: the neural profile without a model folder; likewise an unreachable
+    Triton) ends the process with one line, not a traceback."""
+    env = dict(os.environ, SAYWELL_PROFILE="neural", SAYWELL_MODEL_DIR=str(tmp_path / "missing"),
+               SAYWELL_METRICS_PORT="0", SAYWELL_PORT="0")
+    result = subprocess.run([sys.executable, "-m", "saywell.server"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "saywell-server: the engine could not start:" in result.stderr
+    assert "Traceback" not in result.stderr

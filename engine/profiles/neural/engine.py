@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saywell.engine.backends import ModelStages, model_stages
 from saywell.engine.language.lexicon import Lexicon
 from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
@@ -34,7 +35,9 @@ from saywell.engine.types import (SAMPLE_RATE, AssessmentRequest, Capabilities, 
 
 ENGINE_NAME = "saywell-neural"
 SCORER = "heads"
-BACKENDS = ("local",)
+# Where the model stages (phone_posteriors, ssl, heads) may run. Whisper and the Viterbi stay in this process
+# whatever the backend: CTranslate2 is no Triton backend here, and the Viterbi is cheap and needs the words.
+BACKENDS = ("local", "triton")
 log = logging.getLogger(__name__)
 
 
@@ -57,12 +60,14 @@ class Graph:
     timings_ms: dict[str, float]
 
 
+def heads_version(path) -> str:
+    return f"{path.name}@{file_hash(path)}" if path.is_file() else f"{path.name} (missing)"
+
+
 class NeuralEngine:
     name = ENGINE_NAME
 
     def __init__(self, options: EngineOptions = EngineOptions(), on_batch=None) -> None:
-        if options.backend not in BACKENDS:
-            raise EngineError(f"the neural profile has no {options.backend!r} backend; it has: {', '.join(BACKENDS)}")
         self.options = options
         self.config = config = NeuralConfig.load(options.model_dir)
         config.check_sources(options.allow_download)
@@ -75,11 +80,17 @@ class NeuralEngine:
             device="cuda" if on_cuda else "cpu", compute_type="float16" if on_cuda else options.asr.compute_type))
         self.inventory = PhoneInventory.of(config.aligner.phones, config.aligner.silence)
         self.lexicon = Lexicon()
-        self.posteriors = EncoderStage("phone_posteriors", functools.partial(
-            load_frame_classifier, config.aligner.model, len(config.aligner.phones), download), self.device)
-        self.ssl = EncoderStage("ssl", functools.partial(load_ssl_encoder, config.ssl, download), self.device)
+        # The model stages as this process would run them (nothing loads yet); the backend decides where they run.
+        local = ModelStages({
+            "phone_posteriors": EncoderStage("phone_posteriors", functools.partial(
+                load_frame_classifier, config.aligner.model, len(config.aligner.phones), download), self.device),
+            "ssl": EncoderStage("ssl", functools.partial(load_ssl_encoder, config.ssl, download), self.device),
+            "heads": HeadsStage(config.heads, self.device)},
+            sources={"phone_posteriors": config.aligner.model.version(), "ssl": config.ssl.version(),
+                     "heads": heads_version(config.heads)})
+        self.model_stages = model_stages(options.backend, local, options, BACKENDS)
+        self.posteriors, self.ssl, self.heads = (self.model_stages[n] for n in ("phone_posteriors", "ssl", "heads"))
         self.aligner = FrameAlignmentStage(min_frames=config.aligner.min_frames, device=self.device, name="align")
-        self.heads = HeadsStage(config.heads, self.device)
         torch_batching = dataclasses.replace(options.asr_batching, workers=1)  # one model per stage and device
         self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
         self._posteriors = BatchScheduler(self.posteriors, torch_batching, on_batch)
@@ -93,10 +104,9 @@ class NeuralEngine:
 
     @functools.cached_property
     def info(self) -> EngineInfo:
-        heads = self.config.heads
-        versions = {"asr": self.asr.version, "aligner": self.config.aligner.model.version(),
-                    "ssl": self.config.ssl.version(),
-                    "heads": f"{heads.name}@{file_hash(heads)}" if heads.is_file() else f"{heads.name} (missing)"}
+        sources = self.model_stages.sources
+        versions = {"asr": self.asr.version, "aligner": sources["phone_posteriors"], "ssl": sources["ssl"],
+                    "heads": sources["heads"]}
         return EngineInfo(profile="neural", backend=self.options.backend, name=ENGINE_NAME,
                           version=importlib.metadata.version("saywell"), scorers=(SCORER,), model_versions=versions,
                           capabilities=Capabilities(phone_diagnosis=True))
@@ -121,6 +131,7 @@ class NeuralEngine:
     async def close(self) -> None:
         for scheduler in self.schedulers:
             await scheduler.close()
+        self.model_stages.close()
 
     def backlog(self) -> int:
         """Urgent items waiting in the stage queues (interim decodes are left out: they yield to finals)."""
