@@ -76,6 +76,10 @@ class Engine(Protocol):
     def backlog(self) -> int:
         """Urgent items waiting for the engine: its measure of saturation."""
 
+    async def check(self) -> str | None:
+        """None when the engine can assess; else why it cannot now (a service it depends on is down). Cheap
+        and bounded in time: the server asks every few seconds and reports it through gRPC health."""
+
     async def assess(self, request: AssessmentRequest) -> UtteranceResult: ...
 
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]: ...

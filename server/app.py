@@ -69,6 +69,8 @@ class SaywellServer:
         self.health = health_aio.HealthServicer()
         self.access = AccessInterceptor(load_tokens(config), config.max_streams_per_client, self.metrics)
         self.server: grpc.aio.Server | None = None
+        self._health_task: asyncio.Task | None = None
+        self.unready_reason: str | None = None  # why the engine cannot assess now (health NOT_SERVING), if so
         self.port: int | None = None
         self._metrics_server = None
 
@@ -98,6 +100,8 @@ class SaywellServer:
         await self.server.start()
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.health_check_interval_s > 0:
+            self._health_task = asyncio.ensure_future(self._watch_engine(self.config.health_check_interval_s))
         if self.config.metrics_port:
             self._metrics_server, _ = self.metrics.serve_http(self.config.metrics_port, self.config.host)
         log.info("saywell serving", extra={"address": f"{self.config.host}:{self.port}",
@@ -111,6 +115,9 @@ class SaywellServer:
         """Stops accepting, lets in-flight streams finish within the grace period, then closes the engine."""
         if self.server is None:
             return
+        if self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
         await self.health.enter_graceful_shutdown()
         log.info("draining", extra={"grace_s": self.config.grace_s})
         await self.server.stop(self.config.grace_s)
@@ -119,6 +126,29 @@ class SaywellServer:
             self._metrics_server.shutdown()
         self.server = None
         log.info("stopped")
+
+
+    async def check_engine(self) -> None:
+        """Health follows the engine: NOT_SERVING while it says it cannot assess, SERVING again once it can."""
+        try:
+            reason = await self.engine.check()
+        except Exception as exc:  # a failing check is itself a reason not to take new work
+            reason = f"engine check failed: {exc}"
+        if reason == self.unready_reason:
+            return
+        self.unready_reason = reason
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if reason else health_pb2.HealthCheckResponse.SERVING
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+        if reason:
+            log.warning("engine cannot assess: health NOT_SERVING", extra={"reason": reason})
+        else:
+            log.info("engine can assess again: health SERVING")
+
+    async def _watch_engine(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.check_engine()
 
 
 async def serve(config: ServerConfig) -> None:

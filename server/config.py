@@ -54,6 +54,9 @@ class ServerConfig:
     # second decode agrees on it: short utterances rarely commit a word before they end.
     cut_at_settled_words: bool = True
     grace_s: float = 10.0  # SIGTERM: in-flight utterances get this long to finish
+    # How often the engine is asked whether it can assess (a Triton it depends on may be down): gRPC health
+    # answers NOT_SERVING while it cannot, and SERVING again once it can. 0 turns the check off.
+    health_check_interval_s: float = 5.0
     # The engine: a profile from saywell.engine.registry ("cpu": Whisper + pocketsphinx GOP + trained scorers,
     # the default; "synthetic": placeholder scores at no cost, for load testing the serving path) and where its
     # models run. The ASR and aligner settings below are the cpu profile's.
@@ -124,6 +127,7 @@ class ServerConfig:
             (1 <= self.asr_beam_size <= 10, "asr_beam_size must be 1..10"),
             (self.asr_window_s == 0 or 5 <= self.asr_window_s <= 30, "asr_window_s must be 0 (30 s) or 5..30"),
             (self.grace_s >= 0, "grace_s must be >= 0"),
+            (self.health_check_interval_s >= 0, "health_check_interval_s must be >= 0 (0: off)"),
             (self.profile in _profiles(), f"profile must be one of {', '.join(_profiles())}, got {self.profile!r}"),
             (self.onednn_cache_capacity >= 0, "onednn_cache_capacity must be >= 0"),
             (self.max_batch_size >= 1, "max_batch_size must be >= 1"),

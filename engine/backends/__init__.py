@@ -10,7 +10,7 @@ which profile built them.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from saywell.engine.options import EngineOptions
@@ -31,6 +31,11 @@ class ModelStages:
 
     stages: Mapping[str, Stage]
     sources: Mapping[str, str]
+    # None when the stages can serve, else why not (a remote backend asks its server); None: always can.
+    checker: Callable[[], Awaitable[str | None]] | None = None
+
+    async def check(self) -> str | None:
+        return await self.checker() if self.checker is not None else None
 
     def __getitem__(self, name: str) -> Stage:
         return self.stages[name]

@@ -145,7 +145,10 @@ def test_triton_lost_mid_way_fails_utterances_as_unavailable_and_service_resumes
     _, remote = engines
     request = requests()[0]
     before = remote.run(remote.engine.assess(request))
+    assert remote.run(remote.engine.check()) is None, "ready: the server's health says SERVING"
     triton.stop()
+    reason = remote.run(remote.engine.check())
+    assert reason and triton.url in reason, "the server's health turns NOT_SERVING, naming Triton"
     with pytest.raises(UnavailableError, match=r"model saywell_(phone_posteriors|ssl|heads) version 1: Triton at "
                                                rf"{triton.url} is unavailable"):
         remote.run(remote.engine.assess(request))
@@ -154,4 +157,5 @@ def test_triton_lost_mid_way_fails_utterances_as_unavailable_and_service_resumes
     triton.start(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     triton.wait_ready(90)
     after = remote.run(remote.engine.assess(request))  # the same engine: no restart of saywell
+    assert remote.run(remote.engine.check()) is None, "and health turns SERVING again by itself"
     assert_same(before, after)

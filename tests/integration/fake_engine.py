@@ -48,11 +48,15 @@ class FakeEngine:
         self.started = False
         self.waiting = 0  # what backlog() reports
         self.hints: list[tuple] = []  # what utterance handles were told, in order
+        self.unready: str | None = None
         self.info = EngineInfo(profile="fake", backend="local", name="fake", version="0", scorers=("baseline",),
                                model_versions={"fake": "0"})
 
     def backlog(self) -> int:
         return self.waiting
+
+    async def check(self) -> str | None:
+        return self.unready  # set by a test: the engine's reason it cannot assess now
 
     async def warm_up(self) -> None:
         pass

@@ -7,6 +7,7 @@ naming the model, the version and the URL, when Triton is unreachable or that ve
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -41,7 +42,29 @@ def triton_stages(local: ModelStages, options: EngineOptions) -> ModelStages:
             stage.close()
         connection.close()
         raise
-    return ModelStages(stages, dict(local.sources))
+    return ModelStages(stages, dict(local.sources), checker=_readiness(connection, stages))
+
+
+def _readiness(connection: TritonConnection, stages: Mapping[str, TritonStage]):
+    """A check that Triton answers and has every model version this replica uses ready (off the event loop: the
+    connection's calls block their caller)."""
+    models = [(wire.model_name(name), stage.version) for name, stage in stages.items()]
+
+    async def request(client, timeout_s):
+        if not await client.is_server_ready(client_timeout=timeout_s):
+            return f"Triton at {connection.url} is not ready"
+        for model, version in models:
+            if not await client.is_model_ready(model, version, client_timeout=timeout_s):
+                return f"model {model!r} version {version} is not ready on Triton at {connection.url}"
+        return None
+
+    async def check() -> str | None:
+        try:
+            return await asyncio.to_thread(connection.call, "readiness", request)
+        except EngineError as exc:
+            return str(exc)
+
+    return check
 
 
 def _repository_index(connection: TritonConnection) -> dict[str, dict[str, str]]:

@@ -126,6 +126,9 @@ class CpuEngine:
         left out: each stream has at most one in flight, and they yield to everything else."""
         return sum(scheduler.urgent_queued for scheduler in self.schedulers)
 
+    async def check(self) -> str | None:
+        return None  # nothing outside this process to depend on
+
     async def warm_up(self) -> None:
         """Loads every model now, on the threads that will use them, so the first learner pays nothing."""
         self.start()

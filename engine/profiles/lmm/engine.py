@@ -80,6 +80,9 @@ class LmmEngine:
     def backlog(self) -> int:
         return self._scheduler.urgent_queued
 
+    async def check(self) -> str | None:
+        return None  # nothing outside this process to depend on
+
     def begin_utterance(self, template: AssessmentRequest, on_committed=None) -> LmmUtterance:
         return LmmUtterance(self, template)
 

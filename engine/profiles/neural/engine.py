@@ -137,6 +137,9 @@ class NeuralEngine:
         """Urgent items waiting in the stage queues (interim decodes are left out: they yield to finals)."""
         return sum(scheduler.urgent_queued for scheduler in self.schedulers)
 
+    async def check(self) -> str | None:
+        return await self.model_stages.check()  # the triton backend asks Triton; local stages are always there
+
     def begin_utterance(self, template: AssessmentRequest, on_committed=None) -> NeuralUtterance:
         return NeuralUtterance(self, template)
 

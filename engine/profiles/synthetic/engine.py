@@ -78,6 +78,9 @@ class SyntheticEngine:
     def backlog(self) -> int:
         return 0
 
+    async def check(self) -> str | None:
+        return None  # nothing outside this process to depend on
+
     async def assess(self, request: AssessmentRequest) -> UtteranceResult:
         duration_ms = len(request.audio) * 1000 // SAMPLE_RATE
         reference = normalize_words(request.reference_text) if request.closed else None
