@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from saywell.engine.profiles.lmm.architectures import NAMES
 from saywell.engine.types import EngineError
@@ -150,18 +149,3 @@ def version_of(ref: ModelRef) -> str:
         if (ref.path / name).is_file():
             digest.update(f"{name}:{sha256_of(ref.path / name)}\n".encode())
     return f"{ref.path.name}@{digest.hexdigest()[:HASH_CHARS]}"
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto`: the first CUDA device when torch sees one, else the CPU; `cuda`, `cuda:N` or `cpu` as asked. (The
-    neural profile's rule; profiles do not import each other.)"""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if re.fullmatch(r"cuda(:\d+)?", name):
-        if not torch.cuda.is_available():
-            raise EngineError(f"device {name!r} was asked for but torch {torch.__version__} sees no CUDA device; "
-                              "use --device cpu or auto")
-        return torch.device(name)
-    raise EngineError(f"unknown device {name!r}; use auto (CUDA when present), cuda, cuda:N or cpu")

@@ -16,17 +16,24 @@ import logging
 import time
 
 import numpy as np
-
 from saywell.engine.language.lexicon import Lexicon, PronunciationError, strip_stress
 from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
-from saywell.engine.profiles.lmm.config import LmmConfig, resolve_device
+from saywell.engine.profiles.lmm.config import LmmConfig
 from saywell.engine.profiles.lmm.results import utterance_result
 from saywell.engine.profiles.lmm.schema import PHONES
 from saywell.engine.profiles.lmm.stage import Generated, LmmItem, LmmStage
+from saywell.engine.stages.devices import resolve_device
 from saywell.engine.stages.scheduler import URGENT, BatchScheduler
-from saywell.engine.types import (AssessmentRequest, Capabilities, EngineError, EngineInfo, InputError,
-                                  UtteranceResult, WordScore)
+from saywell.engine.types import (
+    AssessmentRequest,
+    Capabilities,
+    EngineError,
+    EngineInfo,
+    InputError,
+    UtteranceResult,
+    WordScore,
+)
 
 ENGINE_NAME = "saywell-lmm"
 CONSTRAINED, FREE = "constrained", "free"  # scorers: schema-constrained decoding, or the model's own text

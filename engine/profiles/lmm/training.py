@@ -20,14 +20,19 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from saywell.engine.language.lexicon import strip_stress
 from saywell.engine.language.text import normalize_words
-from saywell.engine.profiles.lmm.architectures import (ARCHITECTURES, Architecture, architecture,
-                                                       architecture_of_model_type, load_base)
-from saywell.engine.profiles.lmm.config import LmmConfig, lmm_ref, resolve_device
+from saywell.engine.profiles.lmm.architectures import (
+    ARCHITECTURES,
+    Architecture,
+    architecture,
+    architecture_of_model_type,
+    load_base,
+)
+from saywell.engine.profiles.lmm.config import LmmConfig, lmm_ref
 from saywell.engine.profiles.lmm.schema import PHONES, render_target
 from saywell.engine.profiles.lmm.stage import torch_dtype
+from saywell.engine.stages.devices import resolve_device
 from saywell.engine.types import SAMPLE_RATE, EngineError
 
 MISPRONOUNCED_BELOW = 5.0  # word accuracy under which a target word's error is "mispronunciation"

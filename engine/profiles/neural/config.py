@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from saywell.engine.types import EngineError
 from saywell.engine.weights import sha256_of
@@ -153,17 +152,3 @@ def folder_hash(folder: Path) -> str:
 
 def file_hash(path: Path) -> str:
     return sha256_of(path)[:HASH_CHARS]
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto`: the first CUDA device when torch sees one, else the CPU; `cuda`, `cuda:N` or `cpu` as asked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if re.fullmatch(r"cuda(:\d+)?", name):
-        if not torch.cuda.is_available():
-            raise EngineError(f"device {name!r} was asked for but torch {torch.__version__} sees no CUDA device; "
-                              "use --device cpu or auto")
-        return torch.device(name)
-    raise EngineError(f"unknown device {name!r}; use auto (CUDA when present), cuda, cuda:N or cpu")

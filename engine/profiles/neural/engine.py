@@ -16,22 +16,40 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
 from saywell.engine.backends import ModelStages, model_stages
 from saywell.engine.language.lexicon import Lexicon
 from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
-from saywell.engine.profiles.neural.alignment import AlignedWord, PhoneInventory, aligned_words, phone_sequence
-from saywell.engine.profiles.neural.config import NeuralConfig, file_hash, resolve_device
-from saywell.engine.profiles.neural.encoders import EncoderStage, load_frame_classifier, load_ssl_encoder
+from saywell.engine.profiles.neural.alignment import (
+    AlignedWord,
+    PhoneInventory,
+    aligned_words,
+    phone_sequence,
+)
+from saywell.engine.profiles.neural.config import NeuralConfig, file_hash
+from saywell.engine.profiles.neural.encoders import (
+    EncoderStage,
+    load_frame_classifier,
+    load_ssl_encoder,
+)
 from saywell.engine.profiles.neural.heads import HeadsItem, HeadsStage, span_frames
 from saywell.engine.profiles.neural.inputs import HeadInputs, head_inputs, heard_words
 from saywell.engine.profiles.neural.scoring import empty_result, scored_result
 from saywell.engine.stages.asr import AsrRequest, WhisperAsr, plausible
+from saywell.engine.stages.devices import resolve_device
 from saywell.engine.stages.frame_alignment import FrameAlignItem, FrameAlignmentStage
 from saywell.engine.stages.scheduler import BACKGROUND, URGENT, BatchScheduler
-from saywell.engine.types import (SAMPLE_RATE, AssessmentRequest, Capabilities, EngineError, EngineInfo, Transcript,
-                                  UtteranceResult, WordErrorType, WordScore)
+from saywell.engine.types import (
+    SAMPLE_RATE,
+    AssessmentRequest,
+    Capabilities,
+    EngineError,
+    EngineInfo,
+    Transcript,
+    UtteranceResult,
+    WordErrorType,
+    WordScore,
+)
 
 ENGINE_NAME = "saywell-neural"
 SCORER = "heads"
