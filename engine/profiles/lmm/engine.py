@@ -25,6 +25,7 @@ from saywell.engine.profiles.lmm.schema import PHONES
 from saywell.engine.profiles.lmm.stage import Generated, LmmItem, LmmStage
 from saywell.engine.stages.devices import resolve_device
 from saywell.engine.stages.scheduler import URGENT, BatchScheduler
+from saywell.engine.stages.whole_utterance import WholeUtterance
 from saywell.engine.types import (
     AssessmentRequest,
     Capabilities,
@@ -90,8 +91,8 @@ class LmmEngine:
     async def check(self) -> str | None:
         return None  # nothing outside this process to depend on
 
-    def begin_utterance(self, template: AssessmentRequest, on_committed=None) -> LmmUtterance:
-        return LmmUtterance(self, template)
+    def begin_utterance(self, template: AssessmentRequest, on_committed=None) -> WholeUtterance:
+        return WholeUtterance(self, template)
 
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
         return ()  # no interim words: Capabilities.interim_words is False
@@ -110,59 +111,3 @@ class LmmEngine:
                                                             URGENT)
         timings = {"generate": (time.perf_counter() - started) * 1000}
         return utterance_result(request, generated.assessment, scorer, timings)
-
-
-class LmmUtterance:
-    """An utterance being spoken. Nothing runs while the learner speaks; at a pause the final assessment of the
-    audio so far starts (when the engine has room) and is kept if the pause turns out to be the end."""
-
-    def __init__(self, engine: LmmEngine, template: AssessmentRequest) -> None:
-        self._engine = engine
-        self._template = template
-        self._early: tuple[int, asyncio.Future] | None = None
-        self.path = "whole"
-
-    def _request(self, audio: np.ndarray) -> AssessmentRequest:
-        return dataclasses.replace(self._template, audio=audio)
-
-    def paused(self, audio: np.ndarray) -> asyncio.Future | None:
-        self.resumed()
-        early = self._engine.options.early
-        if not early.speculative_finals or self._engine.backlog() > early.max_backlog:
-            return None
-        task = asyncio.ensure_future(self._engine.assess(self._request(audio)))
-        task.add_done_callback(_retrieve)
-        self._early = (len(audio), task)
-        return task
-
-    def resumed(self) -> bool:
-        if self._early is None:
-            return False
-        self._early[1].cancel()
-        self._early = None
-        return True
-
-    def silence(self, audio: np.ndarray, cut_ms: int) -> None:
-        pass
-
-    def words_settled(self, audio: np.ndarray, end_ms: int, next_start_ms: int | None) -> None:
-        pass
-
-    async def finish(self, audio: np.ndarray) -> UtteranceResult:
-        early, self._early = self._early, None
-        if early is not None and early[0] == len(audio):
-            self.path = "early"
-            return await early[1]
-        if early is not None:
-            early[1].cancel()
-        self.path = "whole"
-        return await self._engine.assess(self._request(audio))
-
-    def cancel(self) -> None:
-        self.resumed()
-
-
-def _retrieve(task: asyncio.Future) -> None:
-    """An early assessment's error is the final's to report if it is used; unused, it must not be lost."""
-    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), EngineError):
-        log.error("early assessment failed", exc_info=task.exception())

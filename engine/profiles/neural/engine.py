@@ -39,6 +39,7 @@ from saywell.engine.stages.asr import AsrRequest, WhisperAsr, plausible
 from saywell.engine.stages.devices import resolve_device
 from saywell.engine.stages.frame_alignment import FrameAlignItem, FrameAlignmentStage
 from saywell.engine.stages.scheduler import BACKGROUND, URGENT, BatchScheduler
+from saywell.engine.stages.whole_utterance import WholeUtterance
 from saywell.engine.types import (
     SAMPLE_RATE,
     AssessmentRequest,
@@ -158,8 +159,8 @@ class NeuralEngine:
     async def check(self) -> str | None:
         return await self.model_stages.check()  # the triton backend asks Triton; local stages are always there
 
-    def begin_utterance(self, template: AssessmentRequest, on_committed=None) -> NeuralUtterance:
-        return NeuralUtterance(self, template)
+    def begin_utterance(self, template: AssessmentRequest, on_committed=None) -> WholeUtterance:
+        return WholeUtterance(self, template)
 
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
         """Whisper's words of an utterance in progress, cheap: no alignment, no heads. Their provisional accuracy
@@ -237,59 +238,3 @@ class NeuralEngine:
         except ValueError as exc:  # the Viterbi's own refusal (no finite path, ...)
             raise EngineError(f"the words could not be aligned to the audio: {exc}") from exc
         return aligned_words(words, sequence, alignment, log_probs, self.inventory, frame_ms)
-
-
-class NeuralUtterance:
-    """An utterance being spoken. Nothing is analysed while the learner speaks; at a pause the final assessment
-    of the audio so far starts (when the engine has room) and is kept if the pause turns out to be the end."""
-
-    def __init__(self, engine: NeuralEngine, template: AssessmentRequest) -> None:
-        self._engine = engine
-        self._template = template
-        self._early: tuple[int, asyncio.Future] | None = None
-        self.path = "whole"
-
-    def _request(self, audio: np.ndarray) -> AssessmentRequest:
-        return dataclasses.replace(self._template, audio=audio)
-
-    def paused(self, audio: np.ndarray) -> asyncio.Future | None:
-        self.resumed()
-        early = self._engine.options.early
-        if not early.speculative_finals or self._engine.backlog() > early.max_backlog:
-            return None
-        task = asyncio.ensure_future(self._engine.assess(self._request(audio)))
-        task.add_done_callback(_retrieve)
-        self._early = (len(audio), task)
-        return task
-
-    def resumed(self) -> bool:
-        if self._early is None:
-            return False
-        self._early[1].cancel()
-        self._early = None
-        return True
-
-    def silence(self, audio: np.ndarray, cut_ms: int) -> None:
-        pass
-
-    def words_settled(self, audio: np.ndarray, end_ms: int, next_start_ms: int | None) -> None:
-        pass
-
-    async def finish(self, audio: np.ndarray) -> UtteranceResult:
-        early, self._early = self._early, None
-        if early is not None and early[0] == len(audio):
-            self.path = "early"
-            return await early[1]
-        if early is not None:
-            early[1].cancel()
-        self.path = "whole"
-        return await self._engine.assess(self._request(audio))
-
-    def cancel(self) -> None:
-        self.resumed()
-
-
-def _retrieve(task: asyncio.Future) -> None:
-    """An early assessment's error is the final's to report if it is used; unused, it must not be lost."""
-    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), EngineError):
-        log.error("early assessment failed", exc_info=task.exception())
