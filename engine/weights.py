@@ -10,6 +10,7 @@ import importlib
 import importlib.metadata
 import os
 import pathlib
+import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -118,3 +119,43 @@ def model_version(name: str) -> str:
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{dist} (not installed)")
     return ", ".join(versions)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model a profile's config names: `source` as written, `path` its local folder (None: a hub id), and the
+    file names whose bytes define it (hashed into `version()`)."""
+
+    source: str
+    path: pathlib.Path | None
+    files: tuple[str, ...] = ("config.json", "model.safetensors", "pytorch_model.bin", "preprocessor_config.json")
+
+    @property
+    def is_hub(self) -> bool:
+        return self.path is None
+
+    @property
+    def location(self) -> str:
+        """What `from_pretrained` gets."""
+        return str(self.path) if self.path is not None else self.source
+
+    def version(self) -> str:
+        """`name@hash`: the folder name and a short sha256 over its defining files, or the hub id as is."""
+        if self.path is None:
+            return f"{self.source} (hub)"
+        digest = hashlib.sha256()
+        for name in self.files:
+            if (self.path / name).is_file():
+                digest.update(f"{name}:{sha256_of(self.path / name)}\n".encode())
+        return f"{self.path.name}@{digest.hexdigest()[:12]}"
+
+
+def model_ref(folder: pathlib.Path, source: str, files: tuple[str, ...], what: str = "model") -> ModelRef:
+    """A folder (relative to `folder`, or absolute) when one is there, else a hub id; EngineError otherwise."""
+    source = str(source)
+    candidate = pathlib.Path(source) if pathlib.Path(source).is_absolute() else folder / source
+    if candidate.is_dir():
+        return ModelRef(source, candidate.resolve(), files)
+    if source.startswith((".", "/")) or source.count("/") > 1 or not re.fullmatch(r"[\w.\-/]+", source):
+        raise EngineError(f"{what} {source!r} is neither a folder under {folder} nor a hub id")
+    return ModelRef(source, None, files)

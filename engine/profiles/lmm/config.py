@@ -10,9 +10,7 @@ folder or absolute loads always, a hub id only with allow_download).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,9 @@ from typing import Any
 
 from saywell.engine.profiles.lmm.architectures import NAMES
 from saywell.engine.types import EngineError
-from saywell.engine.weights import sha256_of
+from saywell.engine.weights import ModelRef, model_ref
 
 CONFIG_NAME = "lmm.json"
-HASH_CHARS = 12
 FORMAT = "saywell-lmm/1"
 # The architectures lmm.json may name (architectures.py: what differs between them).
 ARCHITECTURES = NAMES  # ("qwen2-audio", "phi4-multimodal")
@@ -32,23 +29,6 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bfloat16 on CUDA, f
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "adapter_config.json",
                "adapter_model.safetensors", "tokenizer.json", "preprocessor_config.json", "processor_config.json",
                "speech-lora/adapter_model.safetensors")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """One model as `lmm.json` names it: `source` as written, `path` the local folder (None: a hub id)."""
-
-    source: str
-    path: Path | None
-
-    @property
-    def is_hub(self) -> bool:
-        return self.path is None
-
-    @property
-    def location(self) -> str:
-        """What `from_pretrained` gets."""
-        return str(self.path) if self.path is not None else self.source
 
 
 @dataclass(frozen=True)
@@ -131,21 +111,9 @@ class LmmConfig:
 
 def lmm_ref(folder: Path, source: str) -> ModelRef:
     """A folder (relative to the model folder, or absolute) when one is there, else a hub id."""
-    source = str(source)
-    candidate = Path(source) if Path(source).is_absolute() else folder / source
-    if candidate.is_dir():
-        return ModelRef(source, candidate.resolve())
-    if source.startswith((".", "/")) or source.count("/") > 1 or not re.fullmatch(r"[\w.\-/]+", source):
-        raise EngineError(f"lmm model {source!r} is neither a folder under {folder} nor a hub id")
-    return ModelRef(source, None)
+    return model_ref(folder, source, MODEL_FILES, "lmm model")
 
 
 def version_of(ref: ModelRef) -> str:
     """`name@hash` over the folder's defining files (weights, adapter, tokenizer), or the hub id as is."""
-    if ref.path is None:
-        return f"{ref.source} (hub)"
-    digest = hashlib.sha256()
-    for name in MODEL_FILES:
-        if (ref.path / name).is_file():
-            digest.update(f"{name}:{sha256_of(ref.path / name)}\n".encode())
-    return f"{ref.path.name}@{digest.hexdigest()[:HASH_CHARS]}"
+    return ref.version()

@@ -9,45 +9,21 @@ weights produced it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 from saywell.engine.types import EngineError
-from saywell.engine.weights import sha256_of
+from saywell.engine.weights import ModelRef, sha256_of
+from saywell.engine.weights import model_ref as weights_model_ref
 
 CONFIG_NAME = "neural.json"
 FORMAT = "saywell-neural/1"
 HASH_CHARS = 12
 # Files whose bytes define a transformers model folder (weights and architecture), hashed for model_versions.
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "preprocessor_config.json")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """One model as `neural.json` names it: `source` as written, `path` the local folder (None: a hub id)."""
-
-    source: str
-    path: Path | None
-
-    @property
-    def is_hub(self) -> bool:
-        return self.path is None
-
-    @property
-    def location(self) -> str:
-        """What `from_pretrained` gets."""
-        return str(self.path) if self.path is not None else self.source
-
-    def version(self) -> str:
-        """`name@hash`: the folder name and a hash of its files, or the hub id as is."""
-        if self.path is None:
-            return f"{self.source} (hub)"
-        return f"{self.path.name}@{folder_hash(self.path)}"
 
 
 @dataclass(frozen=True)
@@ -132,22 +108,7 @@ class NeuralConfig:
 
 def model_ref(folder: Path, source: str) -> ModelRef:
     """A folder (relative to the model folder, or absolute) when one is there, else a hub id."""
-    source = str(source)
-    candidate = (folder / source) if not Path(source).is_absolute() else Path(source)
-    if candidate.is_dir():
-        return ModelRef(source, candidate.resolve())
-    if source.startswith((".", "/")) or source.count("/") > 1 or not re.fullmatch(r"[\w.\-/]+", source):
-        raise EngineError(f"neural model {source!r} is neither a folder under {folder} nor a hub id")
-    return ModelRef(source, None)
-
-
-def folder_hash(folder: Path) -> str:
-    """Short sha256 over the model-defining files of a folder (their names and contents' hashes)."""
-    digest = hashlib.sha256()
-    for name in MODEL_FILES:
-        if (folder / name).is_file():
-            digest.update(f"{name}:{sha256_of(folder / name)}\n".encode())
-    return digest.hexdigest()[:HASH_CHARS]
+    return weights_model_ref(folder, source, MODEL_FILES, "neural model")
 
 
 def file_hash(path: Path) -> str:
