@@ -33,15 +33,18 @@ class ServerConfig:
     # is delivered (HTTP/2 flow control then slows the sender), so a client sending faster than real time cannot
     # queue up the engine ahead of the other streams.
     max_pending_finals_per_stream: int = 2
-    # New speech needed before another interim decode, with one stream open; with N open, each stream waits N²
-    # times this, so interim decodes take less CPU, in all, the more streams share the machine. Learner speech,
+    # New speech needed before another interim decode, with one stream open; with N open, each stream waits
+    # N^interim_step_growth times this (N times by default), so interim decodes give way to finals as streams are
+    # added. Learner speech,
     # one stream, 180 s: 400 ms gave p95 final 342 ms (more decodes, so more cuts, so less left at the
     # endpoint) against 870 ms at 700 ms. At two streams (ramp, 45 s a stage): a fixed 400 ms gave p95 2.8 s;
     # N times it 0.86-2.3 s over four runs at 0.73-0.77 CPU-s per audio s; N² times it 1.14 s at 0.56.
     interim_step_ms: int = 400
-    # The exponent of N above: 1 grows the step with the streams, 0 keeps it. 1.5 (1.1 s each at two streams,
-    # 2.1 s at three) held 2 streams on the ramp like 2 does, and not 3 either (p95 2.0 s).
-    interim_step_growth: float = 2.0
+    # The exponent of N above: 1 grows the step with the streams, 0 keeps it. Session 11 (ramp to 6 streams, two
+    # runs each): 2 (the default since session 6) gave word-flag lag p95 3.0-3.2 s at 3 streams and 6.1-6.3 s at
+    # 6 with a core idle; 1 gave 1.7-1.8 s and 3.4-3.6 s with final p95 within the same spread (6 streams:
+    # 1.34-1.63 s against 1.50-1.84 s); 0 saturated both cores (186%) and was worse from 4 streams on.
+    interim_step_growth: float = 1.0
     # Start the final assessment when the learner pauses (the segmenter's tail_ms of silence) rather than at
     # the endpoint; if speech resumes the work is dropped. Skipped while more than speculation_max_backlog
     # items wait in the engine, so under load no CPU goes to guesses.

@@ -383,8 +383,8 @@ class AssessmentSession:
 
     def interim_step_ms(self) -> int:
         """New speech before the next interim decode: the configured step times the streams open to the power
-        `interim_step_growth` (by default the square: one stream every 400 ms, two every 1.6 s each), so interim
-        decodes give way to the work of finals as streams are added."""
+        `interim_step_growth` (by default 1: one stream every 400 ms, two every 800 ms each), so interim decodes
+        give way to the work of finals as streams are added."""
         return round(self.config.interim_step_ms * max(1, self._open_streams()) ** self.config.interim_step_growth)
 
     async def _interim_words(self, state: InterimState, request: AssessmentRequest, window_ms: int,

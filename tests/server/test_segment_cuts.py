@@ -144,8 +144,8 @@ def test_interim_decodes_space_out_as_more_streams_are_open():
 def test_each_pause_gets_one_interim_decode_at_once_unless_many_streams_are_open(streams):
     engine = UnsettledWordsEngine()
     # A step longer than the audio, so the only interim decodes are the ones pauses start: alone, a pause
-    # decodes once a quarter of it (600 ms) came since the last decode; three streams make it 5.4 s.
-    config = ServerConfig(warm_up=False, interim_step_ms=2400)
+    # decodes once a quarter of it (600 ms) came since the last decode; three streams (step × 3²) make it 5.4 s.
+    config = ServerConfig(warm_up=False, interim_step_ms=2400, interim_step_growth=2.0)
     silence = lambda seconds: np.zeros(int(seconds * RATE), dtype=np.float32)  # noqa: E731
     # 0.45 s between the phrases: a pause (200 ms of silence), then speech resumes before the endpoint
     audio = np.concatenate([voiced_without_pauses(1.0), silence(0.45), voiced_without_pauses(1.0), silence(1.2)])
