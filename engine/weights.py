@@ -139,6 +139,16 @@ class ModelRef:
         """What `from_pretrained` gets."""
         return str(self.path) if self.path is not None else self.source
 
+    def written(self, folder: pathlib.Path) -> str:
+        """How a config in `folder` names this model: relative to it when inside, else the absolute path or the hub
+        id."""
+        if self.path is None:
+            return self.source
+        try:
+            return str(self.path.relative_to(folder))
+        except ValueError:
+            return str(self.path)
+
     def version(self) -> str:
         """`name@hash`: the folder name and a short sha256 over its defining files, or the hub id as is."""
         if self.path is None:
@@ -159,3 +169,13 @@ def model_ref(folder: pathlib.Path, source: str, files: tuple[str, ...], what: s
     if source.startswith((".", "/")) or source.count("/") > 1 or not re.fullmatch(r"[\w.\-/]+", source):
         raise EngineError(f"{what} {source!r} is neither a folder under {folder} nor a hub id")
     return ModelRef(source, None, files)
+
+
+def save_json(path: pathlib.Path, data: dict) -> pathlib.Path:
+    """Writes a profile's config file whole or not at all (a temporary file, then a rename)."""
+    import json
+
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=1) + "\n")
+    temporary.replace(path)
+    return path

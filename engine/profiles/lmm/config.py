@@ -18,7 +18,7 @@ from typing import Any
 
 from saywell.engine.profiles.lmm.architectures import NAMES
 from saywell.engine.types import EngineError
-from saywell.engine.weights import ModelRef, model_ref
+from saywell.engine.weights import ModelRef, model_ref, save_json
 
 CONFIG_NAME = "lmm.json"
 FORMAT = "saywell-lmm/1"
@@ -86,12 +86,7 @@ class LmmConfig:
 
     def to_json(self) -> dict[str, Any]:
         def written(ref: ModelRef | None) -> str | None:
-            if ref is None or ref.path is None:
-                return None if ref is None else ref.source
-            try:
-                return str(ref.path.relative_to(self.folder))
-            except ValueError:
-                return str(ref.path)
+            return None if ref is None else ref.written(self.folder)
 
         data: dict[str, Any] = {"format": FORMAT, "architecture": self.architecture,
                                 "base_model": written(self.base_model), "processor": written(self.processor),
@@ -102,11 +97,7 @@ class LmmConfig:
         return data
 
     def save(self) -> Path:
-        path = self.folder / CONFIG_NAME
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        temporary.replace(path)
-        return path
+        return save_json(self.folder / CONFIG_NAME, self.to_json())
 
 
 def lmm_ref(folder: Path, source: str) -> ModelRef:

@@ -16,7 +16,7 @@ from typing import Any
 
 
 from saywell.engine.types import EngineError
-from saywell.engine.weights import ModelRef, sha256_of
+from saywell.engine.weights import ModelRef, save_json, sha256_of
 from saywell.engine.weights import model_ref as weights_model_ref
 
 CONFIG_NAME = "neural.json"
@@ -82,12 +82,7 @@ class NeuralConfig:
 
     def to_json(self) -> dict[str, Any]:
         def written(ref: ModelRef) -> str:
-            if ref.path is None:
-                return ref.source
-            try:
-                return str(ref.path.relative_to(self.folder))
-            except ValueError:
-                return str(ref.path)
+            return ref.written(self.folder)
 
         data: dict[str, Any] = {
             "format": FORMAT, "asr": self.asr,
@@ -99,11 +94,7 @@ class NeuralConfig:
         return data
 
     def save(self) -> Path:
-        path = self.folder / CONFIG_NAME
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        temporary.replace(path)
-        return path
+        return save_json(self.folder / CONFIG_NAME, self.to_json())
 
 
 def model_ref(folder: Path, source: str) -> ModelRef:
