@@ -167,10 +167,12 @@ def stage_items(engine, audio: np.ndarray, text: str) -> dict[str, object]:
             await engine.close()
 
     closed = asyncio.run(graph())
-    log_probs = engine.posteriors.run_batch([audio])[0]
+    # The embedded configuration's phone head reads the SSL (Whisper encoder) frames, the faithful one's audio.
+    posteriors_input = engine.ssl.run_batch([audio])[0] if engine.config.embedded else audio
+    log_probs = engine.posteriors.run_batch([posteriors_input])[0]
     sequence = phone_sequence(normalize_words(text), engine.lexicon, engine.inventory, len(log_probs),
                               engine.config.aligner.min_frames)
-    return {"asr": AsrRequest(audio), "phone_posteriors": audio, "ssl": audio,
+    return {"asr": AsrRequest(audio), "phone_posteriors": posteriors_input, "ssl": audio,
             "align": FrameAlignItem(log_probs, sequence.ids),
             "heads": engine.heads_item(closed.frames, closed.analyses[True].inputs)}
 

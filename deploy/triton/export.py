@@ -21,9 +21,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from saywell.engine.backends.triton import wire
-from saywell.engine.profiles.neural.config import MODEL_FILES, NeuralConfig
+from saywell.engine.profiles.neural.config import MODEL_FILES, NeuralConfig, file_version
 from saywell.engine.profiles.neural.encoders import load_frame_classifier, load_ssl_encoder
-from saywell.engine.profiles.neural.engine import heads_version
 from saywell.engine.profiles.neural.heads import DEFAULT_FLAG_THRESHOLDS, load_heads
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +32,10 @@ MARK = "# --- written by deploy/triton/export.py: the exported versions (do not 
 
 def describe_stages(config: NeuralConfig) -> dict[str, tuple[str, dict, list[Path]]]:
     """stage -> (source, meta, files to copy) from the model folder; the models load once, on the CPU."""
+    if config.embedded:
+        raise SystemExit(f"export: {config.folder} is the neural profile's embedded configuration (Whisper frames and "
+                         "a phone head over them), which runs on the local backend only; export a faithful "
+                         "configuration's folder (engine/profiles/neural/README.md)")
     for role, ref in (("aligner", config.aligner.model), ("ssl", config.ssl)):
         if ref.is_hub:
             raise SystemExit(f"export: the {role} model {ref.source!r} is a hub id; save it into the model folder "
@@ -53,7 +56,7 @@ def describe_stages(config: NeuralConfig) -> dict[str, tuple[str, dict, list[Pat
                              {**encoder_meta(classifier), "classes": len(config.aligner.phones)},
                              files(config.aligner.model.path)),
         "ssl": (config.ssl.version(), encoder_meta(ssl), files(config.ssl.path)),
-        "heads": (heads_version(config.heads),
+        "heads": (file_version(config.heads),
                   {"config": {"ssl_dim": heads.config.ssl_dim, "word_dim": heads.config.word_dim,
                               "sentence_dim": heads.config.sentence_dim}, "flag_thresholds": thresholds},
                   [config.heads]),

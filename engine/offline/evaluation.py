@@ -105,7 +105,8 @@ async def _evaluate_one(engine, utterance: LabeledUtterance, mode: str):
         from saywell.engine.language.text import normalize_words
 
         alignment = await engine.align(audio, normalize_words(utterance.text))
-        spans = [(w.start_frame * 10, w.end_frame * 10) for w in alignment.words]
+        frame_ms = getattr(alignment, "frame_ms", 10)  # pocketsphinx: 10 ms; other aligners say theirs
+        spans = [(round(w.start_frame * frame_ms), round(w.end_frame * frame_ms)) for w in alignment.words]
         if len(spans) != len(utterance.words):
             spans = spans[:len(utterance.words)] + [(0, 0)] * (len(utterance.words) - len(spans))
     return utterance, result, spans, len(audio) / 16000
@@ -326,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="open mode's target ASR, whose words are assessed (\"\": none, the recogniser's "
                              "words are assessed)")
     parser.add_argument("--scorer", default="", help="scorer to use (default: the engine's default)")
+    parser.add_argument("--model-dir", default="",
+                        help="the profile's model folder (neural: neural.json; default: its packaged one)")
+    parser.add_argument("--device", default="auto", help="torch profiles' device: auto, cuda or cpu")
     parser.add_argument("--report", required=True, help="JSON report path")
     parser.add_argument("--plot", default=None, help="PNG of predicted vs human scores")
     parser.add_argument("--predictions", default=None,
@@ -336,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = speaker_folds(corpus, args.folds, args.seed)[args.fold] if args.fold is not None else corpus
     chosen = select(chosen, args.limit, args.seed)
     started = time.perf_counter()
-    options = with_target_asr(EngineOptions(profile=args.profile, asr=AsrOptions(model=args.asr_model)),
-                              args.target_asr_model)
+    options = with_target_asr(EngineOptions(profile=args.profile, asr=AsrOptions(model=args.asr_model),
+                                            model_dir=args.model_dir, device=args.device), args.target_asr_model)
     if args.scorer:
         options = replace(options, default_scorer=args.scorer)
     outcomes, threshold = asyncio.run(run_engine(chosen, args.mode, options))

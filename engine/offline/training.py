@@ -8,6 +8,7 @@ reproduces the validation fold's numbers. Writes trained-{open,closed}.pt, MODEL
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import multiprocessing
@@ -66,25 +67,49 @@ def analysis_folder(options: EngineOptions) -> pathlib.Path:
     return cache_folder(cache_dir() / "features", options)
 
 
+def ensure_analyses(utterances: list[LabeledUtterance], jobs: int, options: EngineOptions) -> list[str]:
+    """Analyses every utterance not yet in the cache; returns the failures' error lines."""
+    from tqdm import tqdm
+
+    folder = analysis_folder(options)
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [(u, str(folder), options) for u in utterances if not (folder / f"{u.utt}.pkl").exists()]
+    if not todo:
+        return []
+    with multiprocessing.get_context("spawn").Pool(jobs, initializer=start_parent_watch,
+                                                   initargs=(os.getpid(),)) as pool:
+        return [r for r in tqdm(pool.imap(_analysis_worker, todo, chunksize=4), total=len(todo),
+                                desc="analysis", unit="utt") if r]
+
+
 def extract_inputs(utterances: list[LabeledUtterance], jobs: int,
                    options: EngineOptions) -> tuple[dict, list[str]]:
     """Analyses every utterance (cached), then builds both modes' model inputs from the analyses."""
     from tqdm import tqdm
 
     folder = analysis_folder(options)
-    folder.mkdir(parents=True, exist_ok=True)
-    todo = [(u, str(folder), options) for u in utterances if not (folder / f"{u.utt}.pkl").exists()]
-    failures: list[str] = []
-    if todo:
-        with multiprocessing.get_context("spawn").Pool(jobs, initializer=start_parent_watch,
-                                                       initargs=(os.getpid(),)) as pool:
-            failures = [r for r in tqdm(pool.imap(_analysis_worker, todo, chunksize=4), total=len(todo),
-                                        desc="analysis", unit="utt") if r]
+    failures = ensure_analyses(utterances, jobs, options)
     records = {}
     for u in tqdm([u for u in utterances if (folder / f"{u.utt}.pkl").exists()], desc="features", unit="utt"):
         analysis = load_analysis(folder / f"{u.utt}.pkl")
         records[u.utt] = {mode: analysis.model_inputs(mode) for mode in MODES}
     return records, failures
+
+
+def phone_frame_targets(utterances: list[LabeledUtterance], whisper: str, phones: tuple[str, ...], silence: str,
+                        jobs: int = 2):
+    """The neural profile's embedded phone classifier's training frames and targets: the cpu profile's analyses
+    (its forced alignments, Whisper `whisper`'s encoder frames) of `utterances`, extracted where not cached."""
+    from saywell.engine.offline.phone_targets import corpus_frame_targets
+
+    recognising = dataclasses.replace(EngineOptions(), asr=dataclasses.replace(EngineOptions().asr, model=whisper))
+    # Only the closed alignment and the encoder frames are read, and neither depends on open mode's target ASR:
+    # analyses cached with one serve, and missing ones are made without it (a second Whisper model's cost saved).
+    folders = [analysis_folder(with_target_asr(recognising, "")), analysis_folder(recognising)]
+    missing = [u for u in utterances if not any((f / f"{u.utt}.pkl").exists() for f in folders)]
+    for failure in ensure_analyses(missing, jobs, with_target_asr(recognising, "")):
+        print(f"skipped {failure}")
+    return corpus_frame_targets(utterances, folders, phones, silence)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if chosen.profile == "neural":  # the neural profile trains its own heads, from the same corpus layout
         from saywell.engine.profiles.neural.training import main as train_neural
 
-        return train_neural(rest, load_corpus, load_audio)
+        return train_neural(rest, load_corpus, load_audio, split=speaker_folds, phone_targets=phone_frame_targets)
     if chosen.profile == "lmm":  # LoRA adapters on a speech LLM, from the same corpus layout
         from saywell.engine.profiles.lmm.training import main as train_lmm
 

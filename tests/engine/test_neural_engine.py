@@ -230,8 +230,13 @@ def test_devices_are_checked_and_auto_picks_the_cpu_here(trained):
     assert create_engine(EngineOptions(profile="neural", model_dir=str(trained))).device.type == "cpu"
 
 
-def test_the_profile_needs_a_model_folder(tmp_path):
-    with pytest.raises(EngineError, match="pass --model-dir"):
-        create_engine(EngineOptions(profile="neural"))
+def test_without_a_model_folder_the_packaged_embedded_configuration_loads(tmp_path, monkeypatch):
+    from saywell.engine.profiles.neural import config
+
+    engine = create_engine(EngineOptions(profile="neural"))
+    assert engine.config.folder == config.PACKAGED_FOLDER and engine.config.embedded
     with pytest.raises(EngineError, match="no neural.json"):
         create_engine(EngineOptions(profile="neural", model_dir=str(tmp_path)))
+    monkeypatch.setattr(config, "PACKAGED_FOLDER", tmp_path / "none")  # a build without the shipped weights
+    with pytest.raises(EngineError, match="no packaged neural models: pass --model-dir"):
+        create_engine(EngineOptions(profile="neural"))

@@ -141,3 +141,11 @@ def aligned_words(words: Sequence[str], sequence: PhoneSequence, alignment: Fram
         result.append(AlignedWord(words[index], start, end, tuple(phones), tuple(g.gop for g in gops),
                                   tuple(g.margin for g in gops), silence))
     return tuple(result)
+
+
+@dataclass(frozen=True)
+class WordTimings:
+    """Aligned words with the aligner's frame step (what an evaluation reads to time labelled words)."""
+
+    words: tuple[AlignedWord, ...]
+    frame_ms: float

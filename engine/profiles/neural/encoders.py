@@ -166,12 +166,15 @@ def load_frame_classifier(ref: ModelRef, classes: int, allow_download: bool) -> 
         return SpeechEncoder(model.wav2vec2, model.classifier, _wants_normalized(ref, allow_download)).eval()
 
 
-def pad_audio(items: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_items(items: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Arrays of different lengths (first axis) and the same trailing shape -> a zero-padded float32 batch and
+    each item's length: audio (S,) items give (B, S), frames (T, D) give (B, T, D)."""
     longest = max(len(a) for a in items)
-    batch = np.zeros((len(items), longest), np.float32)
-    for row, audio in enumerate(items):
-        batch[row, :len(audio)] = audio
+    batch = np.zeros((len(items), longest, *np.shape(items[0])[1:]), np.float32)
+    for row, item in enumerate(items):
+        batch[row, :len(item)] = item
     return torch.from_numpy(batch), torch.tensor([len(a) for a in items], dtype=torch.long)
+
 
 
 class EncoderStage:
@@ -212,7 +215,7 @@ class EncoderStage:
             else:
                 usable.append(index)
         if usable:
-            audio, lengths = pad_audio([np.asarray(items[i], np.float32) for i in usable])
+            audio, lengths = pad_items([np.asarray(items[i], np.float32) for i in usable])
             with torch.inference_mode(), self._autocast():
                 output, frames = encoder(audio.to(self.device), lengths.to(self.device))
             output = output.float().cpu().numpy()

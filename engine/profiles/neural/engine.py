@@ -23,18 +23,22 @@ from saywell.engine.options import EngineOptions
 from saywell.engine.profiles.neural.alignment import (
     AlignedWord,
     PhoneInventory,
+    WordTimings,
     aligned_words,
     phone_sequence,
 )
-from saywell.engine.profiles.neural.config import NeuralConfig, file_hash
+from saywell.engine.profiles.neural.config import NeuralConfig, file_version
 from saywell.engine.profiles.neural.encoders import (
     EncoderStage,
     load_frame_classifier,
     load_ssl_encoder,
 )
 from saywell.engine.profiles.neural.heads import HeadsItem, HeadsStage, span_frames
+from saywell.engine.profiles.neural.phone_head import PhoneHeadStage
+from saywell.engine.profiles.neural.whisper_frames import WhisperFramesStage
 from saywell.engine.profiles.neural.inputs import HeadInputs, head_inputs, heard_words
 from saywell.engine.profiles.neural.scoring import empty_result, scored_result
+from saywell.engine.scorers.flags import threshold_at
 from saywell.engine.stages.asr import AsrRequest, WhisperAsr, plausible
 from saywell.engine.stages.devices import resolve_device
 from saywell.engine.stages.frame_alignment import FrameAlignItem, FrameAlignmentStage
@@ -57,6 +61,7 @@ SCORER = "heads"
 # Where the model stages (phone_posteriors, ssl, heads) may run. Whisper and the Viterbi stay in this process
 # whatever the backend: CTranslate2 is no Triton backend here, and the Viterbi is cheap and needs the words.
 BACKENDS = ("local", "triton")
+EMBEDDED_BACKENDS = ("local",)
 log = logging.getLogger(__name__)
 
 
@@ -79,8 +84,6 @@ class Graph:
     timings_ms: dict[str, float]
 
 
-def heads_version(path) -> str:
-    return f"{path.name}@{file_hash(path)}" if path.is_file() else f"{path.name} (missing)"
 
 
 class NeuralEngine:
@@ -100,13 +103,25 @@ class NeuralEngine:
         self.inventory = PhoneInventory.of(config.aligner.phones, config.aligner.silence)
         self.lexicon = Lexicon()
         # The model stages as this process would run them (nothing loads yet); the backend decides where they run.
-        local = ModelStages({
-            "phone_posteriors": EncoderStage("phone_posteriors", functools.partial(
-                load_frame_classifier, config.aligner.model, len(config.aligner.phones), download), self.device),
-            "ssl": EncoderStage("ssl", functools.partial(load_ssl_encoder, config.ssl, download), self.device),
-            "heads": HeadsStage(config.heads, self.device)},
-            sources={"phone_posteriors": config.aligner.model.version(), "ssl": config.ssl.version(),
-                     "heads": heads_version(config.heads)})
+        if config.embedded:  # Whisper encoder frames for the SSL encoder's, a phone head over them
+            ssl_asr = self.asr if config.ssl_whisper == config.asr else WhisperAsr(dataclasses.replace(
+                self.asr.options, model=config.ssl_whisper), name="ssl")
+            ssl_stage = WhisperFramesStage(ssl_asr)
+            posteriors_stage = PhoneHeadStage(config.aligner.head, config.aligner.phones, self.device)
+        else:
+            ssl_stage = EncoderStage("ssl", functools.partial(load_ssl_encoder, config.ssl, download), self.device)
+            posteriors_stage = EncoderStage("phone_posteriors", functools.partial(
+                load_frame_classifier, config.aligner.model, len(config.aligner.phones), download), self.device)
+        local = ModelStages({"phone_posteriors": posteriors_stage, "ssl": ssl_stage,
+                             "heads": HeadsStage(config.heads, self.device)},
+                            sources={"phone_posteriors": config.aligner.version(), "ssl": config.ssl_version(),
+                                     "heads": file_version(config.heads)})
+        # The embedded phone head reads the SSL frames, not audio: no Triton model exports that graph (yet).
+        if config.embedded and options.backend not in EMBEDDED_BACKENDS:
+            raise EngineError(f"{config.folder / 'neural.json'} is the embedded configuration (Whisper frames and a "
+                              f"phone head over them), which runs on the {' or '.join(EMBEDDED_BACKENDS)} backend "
+                              f"only; --backend {options.backend} needs a faithful configuration's folder "
+                              "(--model-dir, engine/profiles/neural/README.md)")
         self.model_stages = model_stages(options.backend, local, options, BACKENDS)
         self.posteriors, self.ssl, self.heads = (self.model_stages[n] for n in ("phone_posteriors", "ssl", "heads"))
         self.aligner = FrameAlignmentStage(min_frames=config.aligner.min_frames, device=self.device, name="align")
@@ -138,8 +153,20 @@ class NeuralEngine:
         """Loads every model and runs each stage once, on the threads that will run them."""
         self.start()
         silence = np.zeros(16000, np.float32)
-        _, log_probs, frames = await asyncio.gather(self._asr.submit(AsrRequest(silence, partial=True)),
-                                                    self._posteriors.submit(silence), self._ssl.submit(silence))
+        if self.config.embedded:  # the phone head must read what the SSL stage writes
+            width, wanted = (await asyncio.to_thread(self.ssl.load)).out_dim, self.posteriors.load().config.in_dim
+            if width != wanted:
+                raise EngineError(f"the phone classifier {self.config.aligner.head} reads {wanted}-wide frames but "
+                                  f"Whisper {self.config.ssl_whisper!r} writes {width}-wide ones: train it on that "
+                                  "model's frames or name the model it was trained on in neural.json")
+        frames = asyncio.ensure_future(self._ssl.submit(silence))
+        try:
+            _, log_probs = await asyncio.gather(self._asr.submit(AsrRequest(silence, partial=True)),
+                                                self._phone_posteriors(silence, frames, URGENT))
+            frames = await frames
+        finally:
+            if isinstance(frames, asyncio.Future):
+                frames.cancel()
         await asyncio.to_thread(self.lexicon.load)
         await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
         await self._align.submit(FrameAlignItem(log_probs, [self.inventory.id_of("AH")]))
@@ -196,8 +223,8 @@ class NeuralEngine:
         head inputs of each mode in `modes` (closed: True): the graph up to the heads, for `assess` and training."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        posteriors = asyncio.ensure_future(self._posteriors.submit(audio, priority))
         frames = asyncio.ensure_future(self._ssl.submit(audio, priority))
+        posteriors = asyncio.ensure_future(self._phone_posteriors(audio, frames, priority))
         try:
             transcript = await self._asr.submit(AsrRequest(audio), priority)
             timings["asr"] = (time.perf_counter() - started) * 1000
@@ -227,6 +254,30 @@ class NeuralEngine:
             posteriors.cancel()
             frames.cancel()
         return Graph(transcript, ssl_frames, analyses, timings)
+
+    async def _phone_posteriors(self, audio: np.ndarray, frames: asyncio.Future, priority: int) -> np.ndarray:
+        """Log phone posteriors per frame: from the audio (a frame classifier over audio), or in the embedded
+        configuration from the SSL frames (`frames`, shared with the heads: the encoder runs once)."""
+        if self.config.embedded:
+            return await self._posteriors.submit(await asyncio.shield(frames), priority)
+        return await self._posteriors.submit(audio, priority)
+
+    def flag_threshold(self, sensitivity: float, closed: bool) -> float:
+        """Word accuracy below which a word is flagged at this sensitivity (one table for both modes)."""
+        return threshold_at(self.heads.flag_thresholds(), sensitivity)
+
+    async def align(self, audio: np.ndarray, words: list[str]) -> WordTimings:
+        """`words` force-aligned to `audio` by the profile's own classifier and Viterbi (how `saywell eval`
+        times the labelled words)."""
+        frames = asyncio.ensure_future(self._ssl.submit(audio)) if self.config.embedded else None
+        try:
+            log_probs = await self._phone_posteriors(audio, frames, URGENT)
+        finally:
+            if frames is not None:
+                frames.cancel()
+        frame_ms = self.posteriors.load().frame_ms
+        aligned = await self._align_words(list(words), log_probs, frame_ms, URGENT)
+        return WordTimings(aligned or (), frame_ms)
 
     async def _align_words(self, words: list[str], log_probs: np.ndarray, frame_ms: float,
                            priority: int) -> tuple[AlignedWord, ...] | None:

@@ -1,11 +1,12 @@
-"""A model folder of random models in the faithful-MultiPA layout, for tests and benchmarks.
+"""Model folders of random models, for tests and benchmarks.
 
 `write_random_models(folder)` writes a tiny random `Wav2Vec2ForAudioFrameClassification` (10 ms frames, one
 class per phone of PHONES), a tiny random `HubertModel` (20 ms frames) and `neural.json` pointing at them and
 at the packaged Whisper tiny.en; `write_random_heads` adds untrained heads. Tiny ones run in milliseconds on a
 CPU and prove that the graph is wired, batched and served. `size="base"` gives the real architectures
 (wav2vec2-base with 10 ms frames, HuBERT base: ~95M parameters each) with random weights: their cost is the
-real models', for benchmarks. Either way their scores mean nothing.
+real models', for benchmarks. `write_random_embedded(folder)` writes the embedded configuration instead (the
+packaged Whisper's encoder frames, an untrained phone head over them, untrained heads). Their scores mean nothing.
 """
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ import torch
 from saywell.engine.language.lexicon import VOWELS
 from saywell.engine.profiles.neural.config import AlignerConfig, NeuralConfig, model_ref
 from saywell.engine.profiles.neural.heads import HeadsConfig, PronunciationHeads, save_heads
+from saywell.engine.profiles.neural.phone_head import CONSONANTS
 
 SPECIALS = ("[PAD]", "[UNK]", "[SIL]")  # Charsiu-style vocabulary: specials first, then ARPAbet without stress
-CONSONANTS = ("B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R", "S", "SH", "T",
-              "TH", "V", "W", "Y", "Z", "ZH")
 PHONES = SPECIALS + tuple(sorted(VOWELS)) + CONSONANTS
 # Small conv stacks with the real models' frame rates: 5*4*4*2 = 160 samples (10 ms), 5*4*4*4 = 320 (20 ms).
 ALIGNER_CONV = dict(conv_dim=(16, 16, 16, 16), conv_kernel=(10, 4, 4, 2), conv_stride=(5, 4, 4, 2))
@@ -64,3 +64,23 @@ def write_random_heads(config: NeuralConfig, seed: int = 0) -> Path:
     heads = PronunciationHeads(HeadsConfig(ssl_dim=AutoConfig.from_pretrained(config.ssl.location).hidden_size))
     save_heads(heads, config.heads, {"untrained": True, "note": "random heads: plumbing only"})
     return config.heads
+
+
+def write_random_embedded(folder: str | Path, asr: str = "tiny.en", seed: int = 0) -> NeuralConfig:
+    """The embedded configuration with random weights: neural.json naming Whisper `asr` for the ASR and the SSL
+    frames, an untrained phone head over those frames and untrained heads (plumbing only)."""
+    from saywell.engine.options import AsrOptions
+    from saywell.engine.profiles.neural.phone_head import PhoneHead, PhoneHeadConfig, save_phone_head
+    from saywell.engine.profiles.neural.whisper_frames import WHISPER_FRAME_MS, WhisperFramesStage
+    from saywell.engine.stages.asr import WhisperAsr
+
+    config = NeuralConfig.embedded_in(folder, asr)
+    width = WhisperFramesStage(WhisperAsr(AsrOptions(model=asr))).load().out_dim
+    phones = config.aligner.phones
+    torch.manual_seed(seed)
+    save_phone_head(PhoneHead(PhoneHeadConfig(width, len(phones), WHISPER_FRAME_MS)), config.aligner.head, phones,
+                    {"untrained": True})
+    save_heads(PronunciationHeads(HeadsConfig(ssl_dim=width)), config.heads, {"untrained": True,
+                                                                             "note": "random heads: plumbing only"})
+    config.save()
+    return config
