@@ -4,7 +4,7 @@ final assessment; an unusable one (the "free" scorer: the tiny model's own text)
 stream goes on. This proves the serving path, not scores."""
 import pytest
 from live_server import FIXTURES
-from test_process import spawn_server, wait_serving
+from test_process import serving
 
 from saywell.client import SaywellClient, load_audio
 from saywell.client.options import StreamOptions
@@ -17,13 +17,8 @@ REFERENCE = "my brother is ten years old"
 def lmm_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lmm-server-models")
     write_tiny_model(folder)
-    process, target = spawn_server(profile="lmm", model_dir=str(folder), device="cpu")
-    try:
-        wait_serving(process, target, timeout=120)
+    with serving(profile="lmm", model_dir=str(folder), device="cpu") as target:
         yield target
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def events(target: str, **options) -> list:

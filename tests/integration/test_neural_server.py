@@ -5,7 +5,7 @@ The models are tiny and random (engine/profiles/neural/plumbing.py): this proves
 """
 import pytest
 from live_server import FIXTURES
-from test_process import spawn_server, wait_serving
+from test_process import serving
 
 from saywell.client import SaywellClient, load_audio
 from saywell.engine.profiles.neural.plumbing import write_random_heads, write_random_models
@@ -15,13 +15,8 @@ from saywell.engine.profiles.neural.plumbing import write_random_heads, write_ra
 def neural_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("neural-server-models")
     write_random_heads(write_random_models(folder))
-    process, target = spawn_server(profile="neural", model_dir=str(folder), device="cpu")
-    try:
-        wait_serving(process, target, timeout=120)
+    with serving(profile="neural", model_dir=str(folder), device="cpu") as target:
         yield target
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def test_a_stream_gets_speech_events_interim_words_a_final_with_phones_and_a_summary(neural_server):
@@ -62,13 +57,8 @@ def test_closed_mode_reports_completeness_over_the_reference(neural_server):
 @pytest.fixture(scope="module")
 def packaged_server():
     """`saywell-server --profile neural` with no model folder: the shipped embedded weights (engine/data/neural)."""
-    process, target = spawn_server(profile="neural", device="cpu")
-    try:
-        wait_serving(process, target, timeout=120)
+    with serving(profile="neural", device="cpu") as target:
         yield target
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def test_the_shipped_embedded_weights_serve_and_hear_a_misread_word(packaged_server):

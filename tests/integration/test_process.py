@@ -1,4 +1,5 @@
 """The server as users run it: a separate process, structured logs, SIGTERM drains in-flight streams."""
+import contextlib
 import json
 import os
 import signal
@@ -30,6 +31,18 @@ def wait_serving(process: subprocess.Popen, target: str, timeout: float = 120) -
         except grpc.FutureTimeoutError:
             continue
     raise AssertionError("server did not start")
+
+
+@contextlib.contextmanager
+def serving(timeout: float = 120, **env: str):
+    """A spawned server (spawn_server's `env`) for the block, once it serves; yields its target."""
+    process, target = spawn_server(**env)
+    try:
+        wait_serving(process, target, timeout=timeout)
+        yield target
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def spawn_server(**env: str) -> tuple[subprocess.Popen, str]:
