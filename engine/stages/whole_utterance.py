@@ -24,11 +24,40 @@ class AssessesWhole(Protocol):
     async def assess(self, request: AssessmentRequest) -> UtteranceResult: ...
 
 
+class EarlyFinal:
+    """The final assessment started at a pause, kept while the utterance's audio is the audio it assessed."""
+
+    def __init__(self) -> None:
+        self._early: tuple[int, asyncio.Future] | None = None  # (samples assessed, the assessment)
+
+    def start(self, samples: int, task: asyncio.Future) -> None:
+        self.drop()
+        self._early = (samples, task)
+
+    def drop(self) -> bool:
+        """Cancels the early assessment (speech resumed); False when there was none."""
+        if self._early is None:
+            return False
+        self._early[1].cancel()
+        self._early = None
+        return True
+
+    def take(self, samples: int) -> asyncio.Future | None:
+        """The early assessment if it assessed `samples` samples, else None (a stale one is cancelled)."""
+        early, self._early = self._early, None
+        if early is None:
+            return None
+        if early[0] == samples:
+            return early[1]
+        early[1].cancel()
+        return None
+
+
 class WholeUtterance:
     def __init__(self, engine: AssessesWhole, template: AssessmentRequest) -> None:
         self._engine = engine
         self._template = template
-        self._early: tuple[int, asyncio.Future] | None = None
+        self._early = EarlyFinal()
         self.path = "whole"
 
     def _request(self, audio: np.ndarray) -> AssessmentRequest:
@@ -41,15 +70,11 @@ class WholeUtterance:
             return None
         task = asyncio.ensure_future(self._engine.assess(self._request(audio)))
         task.add_done_callback(_retrieve)
-        self._early = (len(audio), task)
+        self._early.start(len(audio), task)
         return task
 
     def resumed(self) -> bool:
-        if self._early is None:
-            return False
-        self._early[1].cancel()
-        self._early = None
-        return True
+        return self._early.drop()
 
     def silence(self, audio: np.ndarray, cut_ms: int) -> None:
         pass
@@ -58,12 +83,10 @@ class WholeUtterance:
         pass
 
     async def finish(self, audio: np.ndarray) -> UtteranceResult:
-        early, self._early = self._early, None
-        if early is not None and early[0] == len(audio):
-            self.path = "early"
-            return await early[1]
+        early = self._early.take(len(audio))
         if early is not None:
-            early[1].cancel()
+            self.path = "early"
+            return await early
         self.path = "whole"
         return await self._engine.assess(self._request(audio))
 

@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 import numpy as np
 
 from saywell.engine.profiles.cpu.segments import Segment, SegmentChain
+from saywell.engine.stages.whole_utterance import EarlyFinal
 from saywell.engine.types import SAMPLE_RATE, AssessmentRequest, EngineError, UtteranceResult
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class CpuUtterance:
         self._options = engine.options.early
         self._on_committed = on_committed
         self._tasks: set[asyncio.Task] = set()
-        self._early: tuple[int, asyncio.Task] | None = None  # (samples assessed, the early final assessment)
+        self._early = EarlyFinal()  # the final assessment started at the last pause
         self._chain = None
         if self._options.speculative_finals and not template.closed:
             self._chain = SegmentChain(engine, self._spawn, template.scorer,
@@ -72,15 +73,11 @@ class CpuUtterance:
             chain.extend(audio)  # shorter: the early assessment analyses that rest itself
         request = self._request(audio)
         task = self._spawn(chain.assess(request) if chain is not None else self._engine.assess(request))
-        self._early = (len(audio), task)
+        self._early.start(len(audio), task)
         return task
 
     def resumed(self) -> bool:
-        if self._early is None:
-            return False
-        self._early[1].cancel()
-        self._early = None
-        return True
+        return self._early.drop()
 
     def silence(self, audio: np.ndarray, cut_ms: int) -> None:
         """Analyse up to `cut_ms` now, if that makes a segment worth its fixed costs."""
@@ -98,13 +95,11 @@ class CpuUtterance:
         self.silence(audio, cut_ms)
 
     async def finish(self, audio: np.ndarray) -> UtteranceResult:
-        early, self._early = self._early, None
+        early = self._early.take(len(audio))
         try:
-            if early is not None and early[0] == len(audio):
-                self.path = "early"
-                return await early[1]
             if early is not None:
-                early[1].cancel()
+                self.path = "early"
+                return await early
             request = self._request(audio)
             if self._chain is not None:
                 self.path = "segments"
