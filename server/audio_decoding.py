@@ -69,11 +69,16 @@ class _Resampler:
         return self._stream.resample_chunk(mono, last=last)
 
 
+
+def encoding_name(encoding: int) -> str:
+    """The encoding's name without its enum prefix, as errors and logs say it ("LINEAR16")."""
+    return pb.AudioEncoding.Name(encoding).removeprefix("AUDIO_ENCODING_")
+
 class Linear16Decoder:
     """Raw little-endian int16; a chunk may split a sample frame, the remainder waits for the next chunk."""
 
     def __init__(self, settings: AudioSettings, max_samples: int | None = None) -> None:
-        self.name = pb.AudioEncoding.Name(settings.encoding).removeprefix("AUDIO_ENCODING_")
+        self.name = encoding_name(settings.encoding)
         self.frame_bytes = 2 * settings.channels
         self.input_rate = settings.sample_rate_hertz
         self.max_samples = max_samples
@@ -254,7 +259,7 @@ class ContainerDecoder:
     def __init__(self, settings: AudioSettings, max_samples: int | None = None,
                  max_buffered_bytes: int = MAX_BUFFERED_BYTES) -> None:
         self.settings = settings
-        self.name = pb.AudioEncoding.Name(settings.encoding).removeprefix("AUDIO_ENCODING_")
+        self.name = encoding_name(settings.encoding)
         self.max_samples = max_samples
         self.max_buffered_bytes = max_buffered_bytes
         self.input_rate = settings.sample_rate_hertz

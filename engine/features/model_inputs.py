@@ -12,6 +12,7 @@ import numpy as np
 from saywell.engine.features.phone_probe import PhoneFrames, phone_frames
 from saywell.engine.features.utterance import UtteranceFeatures
 from saywell.engine.features.word_prosody import WORD_PROSODY_NAMES
+from saywell.engine.stages.asr import ENCODER_FRAME_MS
 from saywell.engine.types import FRAME_MS
 
 # Checkpoints name the features they were fitted on (meta "word_scalars" / "sentence_scalars"); these are the
@@ -28,7 +29,6 @@ SENTENCE_SCALARS = ("pauses_per_word", "pause_ratio", "mean_pause_ms", "longest_
                     "asr_probability", "n_words", "loop_agreement", "asr_char_distance", "ref_recognized_share",
                     "asr_extra_words", "pitch_median_st")
 LEGACY_SENTENCE_SCALARS = SENTENCE_SCALARS[:18]
-ENCODER_MS = 20  # Whisper encoder frame
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class ModelInputs:
 
 
 def _pool(encoder: np.ndarray, start_ms: int, end_ms: int) -> np.ndarray:
-    first = min(int(start_ms // ENCODER_MS), max(len(encoder) - 1, 0))
-    last = max(int(np.ceil(end_ms / ENCODER_MS)), first + 1)
+    first = min(int(start_ms // ENCODER_FRAME_MS), max(len(encoder) - 1, 0))
+    last = max(int(np.ceil(end_ms / ENCODER_FRAME_MS)), first + 1)
     return encoder[first:last].mean(axis=0)
 
 
@@ -62,7 +62,7 @@ def build_inputs(features: UtteranceFeatures, encoder: np.ndarray, word_names: t
         pooled.append(_pool(encoder, start, end))
     width = len(word_names) + len(TIMING_SCALARS)
     if spans:
-        speech = encoder[int(spans[0][0] // ENCODER_MS):max(int(np.ceil(spans[-1][1] / ENCODER_MS)), 1)]
+        speech = encoder[int(spans[0][0] // ENCODER_FRAME_MS):max(int(np.ceil(spans[-1][1] / ENCODER_FRAME_MS)), 1)]
     else:
         speech = encoder
     speech = speech if len(speech) else encoder

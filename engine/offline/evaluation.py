@@ -105,7 +105,7 @@ async def _evaluate_one(engine, utterance: LabeledUtterance, mode: str):
         from saywell.engine.language.text import normalize_words
 
         alignment = await engine.align(audio, normalize_words(utterance.text))
-        frame_ms = getattr(alignment, "frame_ms", 10)  # pocketsphinx: 10 ms; other aligners say theirs
+        frame_ms = alignment.frame_ms  # pocketsphinx: 10 ms; the neural profile's aligner 20 ms (or 10)
         spans = [(round(w.start_frame * frame_ms), round(w.end_frame * frame_ms)) for w in alignment.words]
         if len(spans) != len(utterance.words):
             spans = spans[:len(utterance.words)] + [(0, 0)] * (len(utterance.words) - len(spans))

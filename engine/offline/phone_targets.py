@@ -25,7 +25,7 @@ from saywell.engine.offline.analysis import UtteranceAnalysis
 from saywell.engine.offline.analysis import load as load_analysis
 from saywell.engine.offline.dataset import LabeledUtterance, LabeledWord
 from saywell.engine.profiles.neural.phone_head import IGNORE, FrameTargets
-from saywell.engine.profiles.neural.whisper_frames import WHISPER_FRAME_MS
+from saywell.engine.stages.asr import ENCODER_FRAME_MS
 
 CORRECT_PHONE = 1.5
 CORRECT_WORD = 8.0
@@ -73,7 +73,7 @@ def frame_targets(analysis: UtteranceAnalysis, utterance: LabeledUtterance, phon
             keep = mask is not None and mask[k] and phone.phone.upper() in ids
             fine[phone.start_frame:phone.end_frame] = ids[phone.phone.upper()] if keep else IGNORE
     return FrameTargets(utterance.utt, frames,
-                        fine[centre_frames(len(frames), WHISPER_FRAME_MS, len(fine), alignment.frame_ms)])
+                        fine[centre_frames(len(frames), ENCODER_FRAME_MS, len(fine), alignment.frame_ms)])
 
 
 def corpus_frame_targets(utterances: Sequence[LabeledUtterance], folders: Sequence[pathlib.Path],

@@ -16,6 +16,7 @@ from saywell.engine.types import EngineError, RecognizedWord, Transcript
 from saywell.engine.weights import ModelNotFoundError, model_version, whisper_model_dir
 
 MIN_AUDIO_SAMPLES = 1600  # 0.1 s: Whisper has nothing to say about less
+ENCODER_FRAME_MS = 20  # one encoder frame: two 10 ms log-mel frames (the second convolution's stride)
 MIN_PADDING_FRAMES = 500  # 5 s of silence after the audio: with less, Whisper tends to loop
 WINDOW_STEP_FRAMES = 100  # encoder windows are whole seconds
 TOKENS_BASE, TOKENS_PER_SECOND = 12, 10  # generous: timestamps and punctuation are tokens too

@@ -71,14 +71,15 @@ def write_random_embedded(folder: str | Path, asr: str = "tiny.en", seed: int = 
     frames, an untrained phone head over those frames and untrained heads (plumbing only)."""
     from saywell.engine.options import AsrOptions
     from saywell.engine.profiles.neural.phone_head import PhoneHead, PhoneHeadConfig, save_phone_head
-    from saywell.engine.profiles.neural.whisper_frames import WHISPER_FRAME_MS, WhisperFramesStage
+    from saywell.engine.profiles.neural.whisper_frames import WhisperFramesStage
+    from saywell.engine.stages.asr import ENCODER_FRAME_MS
     from saywell.engine.stages.asr import WhisperAsr
 
     config = NeuralConfig.embedded_in(folder, asr)
     width = WhisperFramesStage(WhisperAsr(AsrOptions(model=asr))).load().out_dim
     phones = config.aligner.phones
     torch.manual_seed(seed)
-    save_phone_head(PhoneHead(PhoneHeadConfig(width, len(phones), WHISPER_FRAME_MS)), config.aligner.head, phones,
+    save_phone_head(PhoneHead(PhoneHeadConfig(width, len(phones), ENCODER_FRAME_MS)), config.aligner.head, phones,
                     {"untrained": True})
     save_heads(PronunciationHeads(HeadsConfig(ssl_dim=width)), config.heads, {"untrained": True,
                                                                              "note": "random heads: plumbing only"})

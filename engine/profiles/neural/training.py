@@ -30,7 +30,7 @@ from saywell.engine.profiles.neural.encoders import SpeechEncoder, pad_items
 from saywell.engine.profiles.neural.heads import (SENTENCE_ASPECTS, WORD_ASPECTS, HeadsConfig, HeadsItem,
                                                   PronunciationHeads, collate, save_heads)
 from saywell.engine.profiles.neural.phone_head import save_phone_head, train_phone_head
-from saywell.engine.profiles.neural.whisper_frames import WHISPER_FRAME_MS
+from saywell.engine.stages.asr import ENCODER_FRAME_MS
 from saywell.engine.scorers.flags import fit_thresholds
 from saywell.engine.types import EngineError
 
@@ -314,7 +314,7 @@ def cross_fitted(args: argparse.Namespace, config: NeuralConfig, corpus: Sequenc
 
     def fit(utterances: Sequence[LabeledUtterance], check: Sequence) -> tuple[Any, dict[str, Any]]:
         return train_phone_head([targets[u.utt] for u in utterances if u.utt in targets], len(phones),
-                                WHISPER_FRAME_MS, epochs=args.phone_epochs, seed=args.seed, validation=check)
+                                ENCODER_FRAME_MS, epochs=args.phone_epochs, seed=args.seed, validation=check)
 
     parts = [part for part in split(list(corpus), CROSS_FIT_PARTS, args.seed) if part]
     examples: list[Example] = []

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.stages.asr import AsrRequest, WhisperAsr
+from saywell.engine.stages.asr import ENCODER_FRAME_MS, AsrRequest, WhisperAsr
 from saywell.engine.types import SAMPLE_RATE, EngineError, InputError
 
-WHISPER_FRAME_MS = 20.0  # two 10 ms log-mel frames per encoder frame
 MAX_SECONDS = 30  # the encoder's 1,500 positions: 3,000 log-mel frames; 30.00 s makes 3,001
 MAX_SAMPLES = MAX_SECONDS * SAMPLE_RATE
 
@@ -38,7 +37,7 @@ class WhisperFramesStage:
 
     def load(self) -> FrameShape:
         if self._shape is None:
-            self._shape = FrameShape(WHISPER_FRAME_MS, _encoder_width(self._asr.load()))
+            self._shape = FrameShape(ENCODER_FRAME_MS, _encoder_width(self._asr.load()))
         return self._shape
 
     def close(self) -> None:
