@@ -45,6 +45,10 @@ class ServerConfig:
     # 6 with a core idle; 1 gave 1.7-1.8 s and 3.4-3.6 s with final p95 within the same spread (6 streams:
     # 1.34-1.63 s against 1.50-1.84 s); 0 saturated both cores (186%) and was worse from 4 streams on.
     interim_step_growth: float = 1.0
+    # Interim decodes running at once, server-wide (0: no limit). A stream due for a decode waits its turn
+    # (oldest first); beyond the first, a turn starts only while the engine has no urgent work (finals, their
+    # segments) waiting, so interim decodes use the CPU the finals leave free (server/interim_turns.py).
+    max_interim_decodes: int = 0
     # Start the final assessment when the learner pauses (the segmenter's tail_ms of silence) rather than at
     # the endpoint; if speech resumes the work is dropped. Skipped while more than speculation_max_backlog
     # items wait in the engine, so under load no CPU goes to guesses.
@@ -126,6 +130,7 @@ class ServerConfig:
             (self.max_pending_finals_per_stream >= 1, "max_pending_finals_per_stream must be >= 1"),
             (self.interim_step_ms >= 100, "interim_step_ms must be >= 100"),
             (0 <= self.interim_step_growth <= 4, "interim_step_growth must be 0..4"),
+            (self.max_interim_decodes >= 0, "max_interim_decodes must be >= 0 (0: no limit)"),
             (self.speculation_max_backlog >= 0, "speculation_max_backlog must be >= 0"),
             (1 <= self.asr_beam_size <= 10, "asr_beam_size must be 1..10"),
             (self.asr_window_s == 0 or 5 <= self.asr_window_s <= 30, "asr_window_s must be 0 (30 s) or 5..30"),

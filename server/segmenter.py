@@ -114,6 +114,10 @@ class VadSegmenter:
             return np.zeros(0, np.float32)
         return self._slice(self._start, self._pos)
 
+    def utterance_ms(self) -> int:
+        """Length of the utterance in progress (0 when idle), without copying its audio."""
+        return 0 if self._start is None else _ms(self._pos - self._start)
+
     def utterance_start_ms(self) -> int:
         return _ms(self._start or 0)
 

@@ -16,6 +16,7 @@ from saywell.server.audio_decoding import decode_all
 from saywell.server.config import ServerConfig
 from saywell.server.errors import (RETRY_AFTER_MS, InvalidArgument, OutOfRange, ResourceExhausted, StatusError,
                                    Unparsable, status_of)
+from saywell.server.interim_turns import InterimTurns
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import EndCause
 from saywell.server.session import AssessmentSession
@@ -89,6 +90,7 @@ class PronunciationAssessmentServiceServicer(pb_grpc.PronunciationAssessmentServ
         self.config = config
         self.metrics = metrics
         self.active_calls = 0  # streams and unary Assess calls in progress: each holds one slot
+        self.interim_turns = InterimTurns(config.max_interim_decodes, busy=lambda: engine.backlog() > 0)
 
     @contextlib.contextmanager
     def _slot(self):
@@ -110,7 +112,8 @@ class PronunciationAssessmentServiceServicer(pb_grpc.PronunciationAssessmentServ
     async def StreamAssess(self, request_iterator, context):
         with self._slot():
             self.metrics.active_streams.inc()
-            session = AssessmentSession(self.engine, self.config, self.metrics, lambda: self.active_calls)
+            session = AssessmentSession(self.engine, self.config, self.metrics, lambda: self.active_calls,
+                                        self.interim_turns)
             # Read now: touching the context of a call the client already cancelled crashes grpc.aio.
             peer = context.peer()
             started, outcome = time.perf_counter(), "cancelled"

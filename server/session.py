@@ -25,6 +25,7 @@ from saywell.server.config import ServerConfig
 from saywell.server.errors import (DeadlineExceeded, Internal, InvalidArgument, OutOfRange, ResourceExhausted,
                                    StatusError, Unparsable, status_of)
 from saywell.server.interim import InterimState
+from saywell.server.interim_turns import InterimTurns
 from saywell.server.metrics import ServerMetrics
 from saywell.server.segmenter import (EndCause, SegmenterOptions, SpeechGap, SpeechPaused, SpeechResumed, SpeechStarted,
                                       UtteranceEnded, VadSegmenter)
@@ -67,11 +68,12 @@ class StreamTotals:
 
 class AssessmentSession:
     def __init__(self, engine: Engine, config: ServerConfig, metrics: ServerMetrics,
-                 open_streams: Callable[[], int] = lambda: 1) -> None:
+                 open_streams: Callable[[], int] = lambda: 1, turns: InterimTurns | None = None) -> None:
         self.engine = engine
         self.config = config
         self.metrics = metrics
         self._open_streams = open_streams  # how many streams the server is serving, this one included
+        self._turns = turns or InterimTurns(0)  # server-wide turns for interim decodes (default: no limit)
         self.settings: StreamSettings | None = None
         self._out: asyncio.Queue = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
@@ -156,6 +158,7 @@ class AssessmentSession:
         Ogg/Opus message, never returned while the server idled)."""
         self._closed_audio_ms = self._audio_ms()
         self._interim = self._early = None  # late callbacks of cancelled work find nothing to send
+        self._turns.withdraw(self)
         self._decoder = None
         self._segmenter = None
 
@@ -312,6 +315,7 @@ class AssessmentSession:
                     self._interim.decoded_in_pause = False
             elif isinstance(event, UtteranceEnded):
                 self._interim = None
+                self._turns.withdraw(self)
                 if self._interim_task is not None:
                     self._interim_task.cancel()
                 self._early = None
@@ -359,27 +363,42 @@ class AssessmentSession:
 
     # -- interim words ------------------------------------------------------------------------------------
     def _maybe_interim(self) -> None:
+        """Asks for a turn to decode when the step's new speech came (or at a pause); the decode itself reads the
+        audio when the turn starts."""
+        if self._interim_due():
+            self._turns.request(self, self._start_interim)
+
+    def _interim_due(self) -> bool:
         state = self._interim
         if not (self.settings.interim_results and state and self._segmenter.in_speech):
-            return
+            return False
         if self._interim_task is not None and not self._interim_task.done():
-            return
-        audio = self._segmenter.utterance_audio()
-        audio_ms = len(audio) * 1000 // 16000
+            return False
+        audio_ms = self._segmenter.utterance_ms()
         if self._segmenter.paused:
             # One decode at each pause, at once, if a quarter of the step's new audio came since the last: the
             # words just before a pause would otherwise wait for the speculation's full assessment, or for the
             # endpoint's final. (The step grows with the streams open, so under load pauses decode less.)
-            if state.decoded_in_pause or audio_ms - state.decoded_ms < self.interim_step_ms() // 4:
-                return
+            return not state.decoded_in_pause and audio_ms - state.decoded_ms >= self.interim_step_ms() // 4
+        return audio_ms - state.decoded_ms >= self.interim_step_ms()
+
+    def _start_interim(self) -> bool:
+        """The stream's turn: decode the utterance's live window as it is now. False if there is nothing to
+        decode any more (the utterance ended or its decode is already running)."""
+        state = self._interim
+        if self._segmenter is None or not self._interim_due():
+            return False
+        audio = self._segmenter.utterance_audio()
+        audio_ms = len(audio) * 1000 // 16000
+        if self._segmenter.paused:
             state.decoded_in_pause = True
-        elif audio_ms - state.decoded_ms < self.interim_step_ms():
-            return
         state.decoded_ms = audio_ms
         window_ms = state.window_start_ms()
         request = AssessmentRequest(audio=audio[window_ms * 16:], flag_sensitivity=self.settings.flag_sensitivity,
                                     scorer=self.settings.scorer)
         self._interim_task = self._spawn(self._interim_words(state, request, window_ms, audio_ms))
+        self._interim_task.add_done_callback(lambda _: self._turns.release())
+        return True
 
     def interim_step_ms(self) -> int:
         """New speech before the next interim decode: the configured step times the streams open to the power

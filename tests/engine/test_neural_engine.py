@@ -170,11 +170,17 @@ def test_a_batch_gives_each_utterance_what_it_gets_alone(live):
             assert np.allclose([p.goodness for p in a.phones], [p.goodness for p in b.phones], atol=1e-4)
 
 
-def test_interim_words_are_whisper_words_only(live):
+def test_interim_words_are_scored_and_flagged_as_the_open_mode_final_scores_them(live):
     audio = audio_of("fox")
-    words = live.run(live.engine.provisional_words(AssessmentRequest(audio[:24000])))
-    assert words and words[0].text == "the"
-    assert all(not w.phones and not w.needs_improvement and 0 <= w.accuracy <= 10 for w in words)
+    words = live.run(live.engine.provisional_words(AssessmentRequest(audio, reference_text="the quick brown fox")))
+    final = live.run(live.engine.assess(AssessmentRequest(audio)))  # open mode: the recognised words
+    assert words and [w.text for w in words] == [w.text for w in final.words]
+    for interim, scored in zip(words, final.words):
+        assert interim.phones and [p.phone for p in interim.phones] == [p.phone for p in scored.phones]
+        assert interim.needs_improvement == scored.needs_improvement
+        assert np.isclose(interim.accuracy, scored.accuracy, atol=1e-3) and 0 <= interim.accuracy <= 10
+    short = live.run(live.engine.provisional_words(AssessmentRequest(audio[:24000])))
+    assert short and short[0].text == "the" and all(w.phones for w in short)
 
 
 def test_an_utterance_handle_keeps_the_assessment_started_at_the_pause(live):

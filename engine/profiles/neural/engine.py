@@ -34,10 +34,10 @@ from saywell.engine.profiles.neural.encoders import (
     load_ssl_encoder,
 )
 from saywell.engine.profiles.neural.heads import HeadsItem, HeadsStage, span_frames
-from saywell.engine.profiles.neural.phone_head import PhoneHeadStage
-from saywell.engine.profiles.neural.whisper_frames import WhisperFramesStage
 from saywell.engine.profiles.neural.inputs import HeadInputs, head_inputs, heard_words
+from saywell.engine.profiles.neural.phone_head import PhoneHeadStage
 from saywell.engine.profiles.neural.scoring import empty_result, scored_result
+from saywell.engine.profiles.neural.whisper_frames import WhisperFramesStage
 from saywell.engine.scorers.flags import threshold_at
 from saywell.engine.stages.asr import AsrRequest, WhisperAsr, plausible
 from saywell.engine.stages.devices import resolve_device
@@ -52,7 +52,6 @@ from saywell.engine.types import (
     EngineInfo,
     Transcript,
     UtteranceResult,
-    WordErrorType,
     WordScore,
 )
 
@@ -190,15 +189,18 @@ class NeuralEngine:
         return WholeUtterance(self, template)
 
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
-        """Whisper's words of an utterance in progress, cheap: no alignment, no heads. Their provisional accuracy
-        is Whisper's confidence in the word (x10), never flagged: the final assesses the words."""
-        transcript = await self._asr.submit(AsrRequest(request.audio, partial=True), BACKGROUND)
-        words = []
-        for word in plausible(transcript, request.duration_ms):
-            confidence = 10 * word.probability  # only accuracy and the flag reach an interim word on the wire
-            words.append(WordScore(word.text, word.start_ms, word.end_ms, confidence, confidence, confidence,
-                                   WordErrorType.NONE, False))
-        return tuple(words)
+        """Recognised words of an utterance in progress, scored and flagged as a final scores them in open mode
+        (greedy Whisper, the phone posteriors, the alignment and the heads over the live window), at background
+        priority: finals never queue behind them."""
+        graph = await self.analyse(request.audio, "", (False,), BACKGROUND, partial=True)
+        analysis = graph.analyses[False]
+        if analysis is None:
+            return ()
+        word_scores, sentence = await self._heads.submit(self.heads_item(graph.frames, analysis.inputs), BACKGROUND)
+        open_request = dataclasses.replace(request, reference_text="")
+        return scored_result(open_request, graph.transcript.text, analysis.words, analysis.inputs, word_scores,
+                             sentence, self.heads.flag_thresholds(), self.posteriors.load().frame_ms, SCORER,
+                             graph.timings_ms).words
 
     async def assess(self, request: AssessmentRequest) -> UtteranceResult:
         if request.scorer not in ("", SCORER):
@@ -218,15 +220,16 @@ class NeuralEngine:
         return HeadsItem(frames, spans, inputs.words, inputs.sentence)
 
     async def analyse(self, audio: np.ndarray, reference_text: str, modes: tuple[bool, ...] = (True, False),
-                      priority: int = URGENT) -> Graph:
+                      priority: int = URGENT, partial: bool = False) -> Graph:
         """ASR, phone posteriors and SSL frames of `audio` (the last two beside the ASR), then the alignment and
-        head inputs of each mode in `modes` (closed: True): the graph up to the heads, for `assess` and training."""
+        head inputs of each mode in `modes` (closed: True): the graph up to the heads, for `assess` and training.
+        `partial`: an interim decode (greedy Whisper)."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         frames = asyncio.ensure_future(self._ssl.submit(audio, priority))
         posteriors = asyncio.ensure_future(self._phone_posteriors(audio, frames, priority))
         try:
-            transcript = await self._asr.submit(AsrRequest(audio), priority)
+            transcript = await self._asr.submit(AsrRequest(audio, partial=partial), priority)
             timings["asr"] = (time.perf_counter() - started) * 1000
             duration_ms = int(round(len(audio) * 1000 / SAMPLE_RATE))
             recognised = plausible(transcript, duration_ms)
