@@ -44,6 +44,7 @@ def test_bad_environment_value_names_the_variable():
     ("max_reference_text_chars", 0, "max_reference_text_chars"),
     ("interim_step_ms", 50, "interim_step_ms"),
     ("interim_step_growth", -1.0, "interim_step_growth"),
+    ("max_interim_decodes", -1, "max_interim_decodes"),
     ("grace_s", -1.0, "grace_s"),
     ("max_batch_size", 0, "max_batch_size"),
     ("max_engine_backlog", 0, "max_engine_backlog"),
