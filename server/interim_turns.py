@@ -34,10 +34,9 @@ class InterimTurns:
         """Asks for a turn for `key` (a stream); `start()` runs when it is granted and returns True if it
         started a decode, which then holds the turn until `release()`. Asking again while waiting keeps the
         place in the queue."""
-        if key in self._waiting:
-            return
-        self._waiting[key] = start
-        self._grant()
+        if key not in self._waiting:
+            self._waiting[key] = start
+        self._grant()  # also when already waiting: the engine may have stopped being busy
 
     def withdraw(self, key: object) -> None:
         """The stream no longer wants a turn (its utterance ended, or the stream did)."""

@@ -73,7 +73,8 @@ class AssessmentSession:
         self.config = config
         self.metrics = metrics
         self._open_streams = open_streams  # how many streams the server is serving, this one included
-        self._turns = turns or InterimTurns(0)  # server-wide turns for interim decodes (default: no limit)
+        self._turns = turns if turns is not None else InterimTurns(0)  # server-wide turns for interim decodes
+        self._closing = False  # the stream is over: no new interim decode starts
         self.settings: StreamSettings | None = None
         self._out: asyncio.Queue = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
@@ -139,6 +140,7 @@ class AssessmentSession:
                 yield item
             await reader
         finally:
+            self._stop_interims()
             for task in list(self._tasks):
                 task.cancel()
             for handle in list(self._handles):
@@ -149,6 +151,12 @@ class AssessmentSession:
                 self._release()
             else:
                 reader.add_done_callback(lambda _: self._release())
+
+    def _stop_interims(self) -> None:
+        """No interim decode starts any more for this stream (it ended, or its input failed); a turn it waits for
+        passes to the next stream."""
+        self._closing = True
+        self._turns.withdraw(self)
 
     def _release(self) -> None:
         """Lets go of the stream's audio state at once. asyncio's exceptions make reference cycles (a task, its
@@ -169,6 +177,7 @@ class AssessmentSession:
             await self._read(requests)
         except Exception as exc:  # every failure ends the stream with a status, and frees its slot
             failure = self._stream_failure(exc)
+            self._stop_interims()  # the finals already accepted still come; no new words for a stream that failed
         # Every utterance already accepted gets its final assessment (or error) before the stream ends.
         if self._last_final is not None:
             await asyncio.wait([self._last_final])
@@ -370,7 +379,7 @@ class AssessmentSession:
 
     def _interim_due(self) -> bool:
         state = self._interim
-        if not (self.settings.interim_results and state and self._segmenter.in_speech):
+        if self._closing or not (self.settings.interim_results and state and self._segmenter.in_speech):
             return False
         if self._interim_task is not None and not self._interim_task.done():
             return False

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from saywell.server.config import ServerConfig
+from saywell.server.errors import StatusError
 from saywell.server.interim_turns import InterimTurns
 from saywell.server.metrics import ServerMetrics
 from saywell.server.session import AssessmentSession
@@ -130,6 +131,8 @@ async def _streams(engine, config: ServerConfig, n: int, seconds: float) -> dict
 
     for responses in await asyncio.gather(*(stream(i) for i in range(n))):
         assert [r.WhichOneof("event") for r in responses].count("utterance") == 1
+    await asyncio.sleep(0)  # the last decode's done callback
+    assert turns.running == 0 and turns.waiting == 0, "every turn taken was given back"
     return new_speech
 
 
@@ -149,3 +152,32 @@ def test_streams_take_turns_and_each_decode_hears_the_speech_up_to_its_turn(limi
     else:
         assert engine.most_at_once == 3
         assert min(counts) >= 8 and median <= 400, new_speech
+
+
+def test_a_stream_whose_input_fails_while_waiting_gives_up_its_place():
+    engine = SlowInterimEngine(decode_s=0.01)
+    turns = InterimTurns(1)
+    turns.request("another stream", lambda: True)  # holds the only turn
+    pcm = (voiced_without_pauses(1.5) * 32767).astype("<i2").tobytes()
+    config = pb.StreamingAssessConfig(audio=pb.AudioConfig(encoding=pb.AUDIO_ENCODING_LINEAR16,
+                                                           sample_rate_hertz=RATE), interim_results=True)
+    session = AssessmentSession(engine, ServerConfig(warm_up=False, interim_step_ms=200), ServerMetrics(),
+                                lambda: 2, turns)
+
+    async def requests():
+        yield pb.StreamAssessRequest(config=config)
+        for k in range(0, len(pcm), 3200):
+            yield pb.StreamAssessRequest(audio=pcm[k:k + 3200])
+        assert turns.waiting == 1, "speech in progress: the stream waits for the turn"
+        yield pb.StreamAssessRequest(config=config)  # refused: config only once
+
+    async def run():
+        with pytest.raises(StatusError, match="config may be sent only once"):
+            async for _ in session.run(requests()):
+                pass
+        assert turns.waiting == 0
+        turns.release()  # the other stream's decode ends: nobody is left to take the turn
+        await asyncio.sleep(0.05)
+        return engine.most_at_once
+
+    assert asyncio.run(run()) == 0 and turns.running == 0
