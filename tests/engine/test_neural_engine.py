@@ -246,3 +246,29 @@ def test_without_a_model_folder_the_packaged_embedded_configuration_loads(tmp_pa
     monkeypatch.setattr(config, "PACKAGED_FOLDER", tmp_path / "none")  # a build without the shipped weights
     with pytest.raises(EngineError, match="no packaged neural models: pass --model-dir"):
         create_engine(EngineOptions(profile="neural"))
+
+
+def test_early_stopping_holds_speakers_out_of_the_heads_training_and_keeps_the_best_check(tmp_path):
+    from saywell.engine.offline.dataset import load_corpus
+    from saywell.engine.profiles.neural.heads import load_heads
+    from saywell.engine.profiles.neural.training import Example, stopping_split
+
+    corpus = load_corpus(str(write_corpus(tmp_path / "corpus")))
+    examples = [Example(u.utt, closed, np.zeros(0, np.float32), None, np.zeros((0, 3)), np.zeros(4))
+                for u in corpus for closed in (True, False)]
+    fitted, stop_on = stopping_split(examples, corpus, 0.34, seed=1)
+    speaker = {u.utt: u.speaker for u in corpus}
+    assert {speaker[e.utt] for e in stop_on} and not {speaker[e.utt] for e in stop_on} & {speaker[e.utt] for e in fitted}
+    assert len(fitted) + len(stop_on) == len(examples) and all(
+        sum(e.utt == f.utt for f in stop_on) == 2 for e in stop_on), "both modes of an utterance go together"
+    assert stopping_split(examples, corpus, 0.0, seed=1) == (examples, [])
+
+    folder = tmp_path / "models"
+    write_random_models(folder)
+    code = saywell_cli(["train", "--profile", "neural", "--data", str(tmp_path / "corpus"), "--model-dir",
+                        str(folder), "--steps", "40", "--batch-size", "4", "--device", "cpu",
+                        "--stop-share", "0.34", "--check-every", "10"])
+    assert code == 0
+    _heads, meta = load_heads(folder / "heads.pt")
+    assert meta["stopped_at"] in (10, 20, 30, 40) and meta["stop_loss"] > 0
+    assert "Early stopping" in (folder / "MODEL_CARD.md").read_text()

@@ -73,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train the neural profile's heads (and optionally its SSL encoder).")
     p.add_argument("--data", required=True, help="corpus folder in the speechocean762 layout")
     p.add_argument("--model-dir", required=True, help="the model folder: neural.json naming the models")
-    p.add_argument("--steps", type=int, default=2000, help="optimiser steps (default %(default)s)")
+    p.add_argument("--steps", type=int, default=2000, help="most optimiser steps (default %(default)s)")
+    p.add_argument("--stop-share", type=float, default=0.0,
+                   help="share of the training speakers held out of the heads' training to stop it early: the "
+                        "heads of the step with the lowest loss on them are kept (checked every --check-every "
+                        "steps; 0: train all --steps on every speaker, the default)")
+    p.add_argument("--check-every", type=int, default=100, help="steps between early-stopping checks")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="heads' learning rate")
     p.add_argument("--encoder-lr", type=float, default=2e-5, help="the SSL encoder's, with --finetune-encoder")
@@ -149,6 +154,24 @@ async def analyse_corpus(engine: NeuralEngine, corpus: Sequence[LabeledUtterance
     return [e for r in results if not isinstance(r, str) for e in r], [r for r in results if isinstance(r, str)]
 
 
+def stopping_split(examples: Sequence[Example], corpus: Sequence[LabeledUtterance], share: float,
+                   seed: int) -> tuple[list[Example], list[Example]]:
+    """The heads' training examples and the early-stopping ones: `share` of the training speakers (drawn with
+    `seed`) go to the second list, both modes of each of their utterances."""
+    if share <= 0:
+        return list(examples), []
+    if not share < 1:
+        raise SystemExit("saywell train: --stop-share must be in [0, 1)")
+    speakers = sorted({u.speaker for u in corpus})
+    held = set(random.Random(seed).sample(speakers, max(1, round(share * len(speakers)))))
+    held_utts = {u.utt for u in corpus if u.speaker in held}
+    fitted = [e for e in examples if e.utt not in held_utts]
+    stop_on = [e for e in examples if e.utt in held_utts]
+    if not fitted or not stop_on:
+        raise SystemExit(f"saywell train: --stop-share {share} leaves no speakers on one side")
+    return fitted, stop_on
+
+
 def _targets(examples: Sequence[Example], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(len(e.word_targets) for e in examples)
     words = np.full((len(examples), longest, len(WORD_ASPECTS)), np.nan, np.float32)
@@ -177,8 +200,11 @@ def loss_of(words: torch.Tensor, sentences: torch.Tensor, targets: tuple[torch.T
 
 
 def train(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example], steps: int,
-          batch_size: int, lr: float, encoder_lr: float, device: torch.device, seed: int) -> list[float]:
-    """`steps` AdamW steps on shuffled mini-batches; returns the loss of each step."""
+          batch_size: int, lr: float, encoder_lr: float, device: torch.device, seed: int,
+          stop_on: Sequence[Example] = (), check_every: int = 100) -> list[float]:
+    """Up to `steps` AdamW steps on shuffled mini-batches; returns the loss of each step. With `stop_on`
+    (examples of speakers not in `examples`), the loss on them is checked every `check_every` steps and the
+    heads of the best check are kept (the encoder, when fine-tuned, is not rolled back)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     groups = [{"params": heads.parameters(), "lr": lr}]
@@ -189,7 +215,8 @@ def train(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Se
     optimiser = torch.optim.AdamW(groups, weight_decay=1e-2)
     order: list[int] = []
     losses = []
-    for _ in range(steps):
+    best: tuple[float, int, dict] | None = None
+    for step in range(1, steps + 1):
         if len(order) < batch_size:
             order += rng.sample(range(len(examples)), len(examples))
         batch = [examples[i] for i in order[:batch_size]]
@@ -199,10 +226,31 @@ def train(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Se
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
+        if stop_on and (step % check_every == 0 or step == steps):
+            held = held_out_loss(heads, encoder, stop_on, device)
+            if best is None or held < best[0]:
+                best = (held, step, {k: v.detach().clone() for k, v in heads.state_dict().items()})
+            heads.train()
+    if best is not None:
+        heads.load_state_dict(best[2])
+        heads.stopped = (best[1], best[0])  # the step kept and its held-out loss, for the model card
     heads.eval()
     if encoder is not None:
         encoder.eval()
     return losses
+
+
+@torch.no_grad()
+def held_out_loss(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example],
+                  device: torch.device) -> float:
+    """The training loss over `examples`, in batches, with the heads in eval mode."""
+    heads.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(examples), 32):
+        batch = examples[start:start + 32]
+        total += loss_of(*forward(heads, encoder, batch, device), _targets(batch, device)).item() * len(batch)
+        count += len(batch)
+    return total / count
 
 
 @torch.no_grad()
@@ -242,10 +290,19 @@ def model_card(report: dict[str, Any]) -> str:
         f"{report['seed']}; MSE on the 0..1 scale. Loss: first {report['first_loss']:.4f}, last "
         f"{report['last_loss']:.4f} (training data, not a validation score). Flag thresholds (sensitivity, word "
         f"accuracy): {report['flag_thresholds']}.", "",
+        *stopping_card(report),
         *phone_classifier_card(report.get("phone_classifier")),
         held_out_card(report), "",
         "Tiny random encoders (engine/profiles/neural/plumbing.py) prove the plumbing only: heads trained on "
         "them, or on a handful of utterances, say nothing about pronunciation.", ""])
+
+
+def stopping_card(report: dict[str, Any]) -> list[str]:
+    if not report.get("stop_share"):
+        return []
+    return [f"Early stopping: {report['stop_share']:g} of the training speakers were held out of the heads' "
+            f"training; the heads kept are those of step {report['stopped_at']} (of at most {report['steps']}), "
+            f"whose loss on those speakers was lowest ({report['stop_loss']:.4f}).", ""]
 
 
 def held_out_card(report: dict[str, Any]) -> str:
@@ -400,8 +457,10 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
     heads = PronunciationHeads(HeadsConfig(ssl_dim=examples[0].item.frames.shape[1])).to(device)
     heads.set_normalization(np.concatenate([e.item.words for e in examples]),
                             np.stack([e.item.sentence for e in examples]))
-    losses = train(heads, encoder, examples, args.steps, args.batch_size, args.lr, args.encoder_lr, device,
-                   args.seed)
+    fitted, stop_on = stopping_split(examples, corpus, args.stop_share, args.seed)
+    losses = train(heads, encoder, fitted, args.steps, args.batch_size, args.lr, args.encoder_lr, device,
+                   args.seed, stop_on, args.check_every)
+    stopped = getattr(heads, "stopped", None)
     thresholds = flag_thresholds(heads, encoder, examples, device)
     config = engine.config
     if encoder is not None:
@@ -415,7 +474,8 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
               "last_loss": losses[-1] if losses else float("nan"), "flag_thresholds": thresholds,
               "models": {"asr": config.asr, "aligner": config.aligner.version(), "ssl": config.ssl_version()},
               "validation_fold": args.validation_fold, "folds": args.folds,
-              "phone_classifier": aligner.report if aligner else None}
+              "phone_classifier": aligner.report if aligner else None, "stop_share": args.stop_share,
+              "stopped_at": stopped[0] if stopped else None, "stop_loss": stopped[1] if stopped else None}
     save_heads(heads.cpu(), config.heads, {**report, "untrained": False})
     trained = {k: report[k] for k in ("date", "data", "utterances", "steps", "finetuned_encoder", "device",
                                       "validation_fold", "folds", "seed")}
