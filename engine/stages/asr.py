@@ -25,6 +25,9 @@ TOKENS_BASE, TOKENS_PER_SECOND = 12, 10  # generous: timestamps and punctuation 
 # recognising ASR's words stand in. Every training utterance is longer (1.6 s at least).
 MIN_TARGET_SAMPLES = 16000
 MAX_WORDS_PER_SECOND = 7.0  # faster than any speech: the rest is a Whisper repetition loop
+# A word said more than this many times in a row is a Whisper loop ("the the the the ...", "1 1 1 1 ..."): 19 of
+# the 2,500 training utterances' open-mode tiny.en transcripts (session 12's neural evaluation) hold one.
+MAX_REPEATS = 2
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +35,20 @@ def plausible(transcript: Transcript, duration_ms: int) -> tuple[RecognizedWord,
     """Recognised words the audio can hold: Whisper sometimes loops on a phrase past the end of the speech."""
     words = [w for w in transcript.words if w.start_ms < duration_ms]
     return tuple(words[:max(int(duration_ms / 1000 * MAX_WORDS_PER_SECOND), 1)])
+
+
+def without_loops(words: Sequence[RecognizedWord]) -> tuple[RecognizedWord, ...]:
+    """`words` without the repeats past MAX_REPEATS of a word said again and again in a row (case and
+    punctuation aside): "very very very very" keeps "very very"."""
+    kept: list[RecognizedWord] = []
+    run, previous = 0, None
+    for word in words:
+        key = normalize_words(word.text)
+        run = run + 1 if key and key == previous else 1
+        previous = key
+        if run <= MAX_REPEATS:
+            kept.append(word)
+    return tuple(kept)
 
 
 def plausible_words(transcript: Transcript, duration_ms: int) -> list[str]:

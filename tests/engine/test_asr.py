@@ -186,3 +186,16 @@ def test_a_decode_pass_after_the_first_encodes_a_short_window(fox, monkeypatch):
     assert widths == [700, 700]
     heard = " ".join(s.text.strip() for s in second).lower()
     assert "fox" in heard and "fox" in first.lower()
+
+
+def test_a_word_repeated_again_and_again_is_cut_back_to_two():
+    from saywell.engine.stages.asr import without_loops
+    from saywell.engine.types import RecognizedWord
+
+    def words(*texts):
+        return tuple(RecognizedWord(t, 100 * i, 100 * i + 80) for i, t in enumerate(texts))
+    looped = words("and", "the", "the", "The", "the,", "the", "cat", "very", "very", "cat")
+    kept = without_loops(looped)
+    assert [w.text for w in kept] == ["and", "the", "the", "cat", "very", "very", "cat"]
+    assert kept[3] is looped[6], "the words after a loop keep their own timing"
+    assert without_loops(words("no", "no", "yes", "no", "no")) == words("no", "no", "yes", "no", "no")

@@ -39,7 +39,7 @@ from saywell.engine.profiles.neural.phone_head import PhoneHeadStage
 from saywell.engine.profiles.neural.scoring import empty_result, scored_result
 from saywell.engine.profiles.neural.whisper_frames import WhisperFramesStage
 from saywell.engine.scorers.flags import threshold_at
-from saywell.engine.stages.asr import AsrRequest, WhisperAsr, plausible
+from saywell.engine.stages.asr import AsrRequest, WhisperAsr, plausible, without_loops
 from saywell.engine.stages.devices import resolve_device
 from saywell.engine.stages.frame_alignment import FrameAlignItem, FrameAlignmentStage
 from saywell.engine.stages.scheduler import BACKGROUND, URGENT, BatchScheduler
@@ -232,7 +232,7 @@ class NeuralEngine:
             transcript = await self._asr.submit(AsrRequest(audio, partial=partial), priority)
             timings["asr"] = (time.perf_counter() - started) * 1000
             duration_ms = int(round(len(audio) * 1000 / SAMPLE_RATE))
-            recognised = plausible(transcript, duration_ms)
+            recognised = without_loops(plausible(transcript, duration_ms))
             wanted = {closed: normalize_words(reference_text) if closed else [w.text for w in recognised]
                       for closed in modes}
             if not any(wanted.values()):
