@@ -272,3 +272,10 @@ def test_early_stopping_holds_speakers_out_of_the_heads_training_and_keeps_the_b
     _heads, meta = load_heads(folder / "heads.pt")
     assert meta["stopped_at"] in (10, 20, 30, 40) and meta["stop_loss"] > 0
     assert "Early stopping" in (folder / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize("flags", [["--stop-share", "1"], ["--stop-share", "-0.1"], ["--check-every", "0"]])
+def test_early_stopping_settings_out_of_range_are_refused_before_any_work(tmp_path, flags):
+    with pytest.raises(SystemExit, match="--stop-share must be in"):
+        saywell_cli(["train", "--profile", "neural", "--data", str(tmp_path / "none"), "--model-dir",
+                     str(tmp_path / "models"), *flags])

@@ -160,8 +160,6 @@ def stopping_split(examples: Sequence[Example], corpus: Sequence[LabeledUtteranc
     `seed`) go to the second list, both modes of each of their utterances."""
     if share <= 0:
         return list(examples), []
-    if not share < 1:
-        raise SystemExit("saywell train: --stop-share must be in [0, 1)")
     speakers = sorted({u.speaker for u in corpus})
     held = set(random.Random(seed).sample(speakers, max(1, round(share * len(speakers)))))
     held_utts = {u.utt for u in corpus if u.speaker in held}
@@ -424,6 +422,8 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
                          "Whisper encoder runs in CTranslate2 and stays frozen")
     if args.phone_epochs < 1:
         raise SystemExit("saywell train: --phone-epochs must be >= 1")
+    if not 0 <= args.stop_share < 1 or args.check_every < 1:
+        raise SystemExit("saywell train: --stop-share must be in [0, 1) and --check-every >= 1")
     corpus = load_corpus(args.data)
     validation: list = []
     if args.validation_fold is not None:
