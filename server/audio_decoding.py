@@ -69,10 +69,10 @@ class _Resampler:
         return self._stream.resample_chunk(mono, last=last)
 
 
-
 def encoding_name(encoding: int) -> str:
     """The encoding's name without its enum prefix, as errors and logs say it ("LINEAR16")."""
     return pb.AudioEncoding.Name(encoding).removeprefix("AUDIO_ENCODING_")
+
 
 class Linear16Decoder:
     """Raw little-endian int16; a chunk may split a sample frame, the remainder waits for the next chunk."""

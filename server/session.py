@@ -166,7 +166,6 @@ class AssessmentSession:
         Ogg/Opus message, never returned while the server idled)."""
         self._closed_audio_ms = self._audio_ms()
         self._interim = self._early = None  # late callbacks of cancelled work find nothing to send
-        self._turns.withdraw(self)
         self._decoder = None
         self._segmenter = None
 
@@ -395,7 +394,7 @@ class AssessmentSession:
         """The stream's turn: decode the utterance's live window as it is now. False if there is nothing to
         decode any more (the utterance ended or its decode is already running)."""
         state = self._interim
-        if self._segmenter is None or not self._interim_due():
+        if not self._interim_due():
             return False
         audio = self._segmenter.utterance_audio()
         audio_ms = len(audio) * 1000 // 16000

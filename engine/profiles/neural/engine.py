@@ -190,27 +190,23 @@ class NeuralEngine:
 
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
         """Recognised words of an utterance in progress, scored and flagged as a final scores them in open mode
-        (greedy Whisper, the phone posteriors, the alignment and the heads over the live window), at background
-        priority: finals never queue behind them."""
-        graph = await self.analyse(request.audio, "", (False,), BACKGROUND, partial=True)
-        analysis = graph.analyses[False]
-        if analysis is None:
-            return ()
-        word_scores, sentence = await self._heads.submit(self.heads_item(graph.frames, analysis.inputs), BACKGROUND)
+        (greedy Whisper over the live window), at background priority: in every stage's queue a final's work goes
+        first."""
         open_request = dataclasses.replace(request, reference_text="")
-        return scored_result(open_request, graph.transcript.text, analysis.words, analysis.inputs, word_scores,
-                             sentence, self.heads.flag_thresholds(), self.posteriors.load().frame_ms, SCORER,
-                             graph.timings_ms).words
+        return (await self._assess(open_request, BACKGROUND, partial=True)).words
 
     async def assess(self, request: AssessmentRequest) -> UtteranceResult:
         if request.scorer not in ("", SCORER):
             raise EngineError(f"unknown scorer {request.scorer!r}; available: {SCORER}")
-        graph = await self.analyse(request.audio, request.reference_text, (request.closed,))
+        return await self._assess(request, URGENT)
+
+    async def _assess(self, request: AssessmentRequest, priority: int, partial: bool = False) -> UtteranceResult:
+        graph = await self.analyse(request.audio, request.reference_text, (request.closed,), priority, partial)
         analysis = graph.analyses[request.closed]
         if analysis is None:
             return empty_result(graph.transcript.text, request, SCORER, graph.timings_ms)
         mark = time.perf_counter()
-        word_scores, sentence = await self._heads.submit(self.heads_item(graph.frames, analysis.inputs))
+        word_scores, sentence = await self._heads.submit(self.heads_item(graph.frames, analysis.inputs), priority)
         graph.timings_ms["heads"] = (time.perf_counter() - mark) * 1000
         return scored_result(request, graph.transcript.text, analysis.words, analysis.inputs, word_scores, sentence,
                              self.heads.flag_thresholds(), self.posteriors.load().frame_ms, SCORER, graph.timings_ms)

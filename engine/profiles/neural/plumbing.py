@@ -72,8 +72,7 @@ def write_random_embedded(folder: str | Path, asr: str = "tiny.en", seed: int = 
     from saywell.engine.options import AsrOptions
     from saywell.engine.profiles.neural.phone_head import PhoneHead, PhoneHeadConfig, save_phone_head
     from saywell.engine.profiles.neural.whisper_frames import WhisperFramesStage
-    from saywell.engine.stages.asr import ENCODER_FRAME_MS
-    from saywell.engine.stages.asr import WhisperAsr
+    from saywell.engine.stages.asr import ENCODER_FRAME_MS, WhisperAsr
 
     config = NeuralConfig.embedded_in(folder, asr)
     width = WhisperFramesStage(WhisperAsr(AsrOptions(model=asr))).load().out_dim

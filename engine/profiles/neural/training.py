@@ -199,10 +199,11 @@ def loss_of(words: torch.Tensor, sentences: torch.Tensor, targets: tuple[torch.T
 
 def train(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example], steps: int,
           batch_size: int, lr: float, encoder_lr: float, device: torch.device, seed: int,
-          stop_on: Sequence[Example] = (), check_every: int = 100) -> list[float]:
-    """Up to `steps` AdamW steps on shuffled mini-batches; returns the loss of each step. With `stop_on`
-    (examples of speakers not in `examples`), the loss on them is checked every `check_every` steps and the
-    heads of the best check are kept (the encoder, when fine-tuned, is not rolled back)."""
+          stop_on: Sequence[Example] = (), check_every: int = 100) -> tuple[list[float], tuple[int, float] | None]:
+    """Up to `steps` AdamW steps on shuffled mini-batches; returns the loss of each step and, with `stop_on`
+    (examples of speakers not in `examples`), the step kept and its loss on them: that loss is checked every
+    `check_every` steps and the heads of the best check are kept (the encoder, when fine-tuned, is not rolled
+    back)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     groups = [{"params": heads.parameters(), "lr": lr}]
@@ -231,11 +232,10 @@ def train(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Se
             heads.train()
     if best is not None:
         heads.load_state_dict(best[2])
-        heads.stopped = (best[1], best[0])  # the step kept and its held-out loss, for the model card
     heads.eval()
     if encoder is not None:
         encoder.eval()
-    return losses
+    return losses, (best[1], best[0]) if best is not None else None
 
 
 @torch.no_grad()
@@ -458,9 +458,8 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
     heads.set_normalization(np.concatenate([e.item.words for e in examples]),
                             np.stack([e.item.sentence for e in examples]))
     fitted, stop_on = stopping_split(examples, corpus, args.stop_share, args.seed)
-    losses = train(heads, encoder, fitted, args.steps, args.batch_size, args.lr, args.encoder_lr, device,
-                   args.seed, stop_on, args.check_every)
-    stopped = getattr(heads, "stopped", None)
+    losses, stopped = train(heads, encoder, fitted, args.steps, args.batch_size, args.lr, args.encoder_lr, device,
+                            args.seed, stop_on, args.check_every)
     thresholds = flag_thresholds(heads, encoder, examples, device)
     config = engine.config
     if encoder is not None:
