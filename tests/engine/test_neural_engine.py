@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from saywell.client.cli import main as saywell_cli
 from saywell.engine.api import Engine, UtteranceHandle, create_engine
@@ -116,8 +117,14 @@ def test_the_train_command_writes_heads_a_model_card_and_the_config(trained):
     assert (trained / "heads.pt").is_file()
     card = (trained / "MODEL_CARD.md").read_text()
     assert "prove the plumbing only" in card and "6 utterances" in card
-    first, last = (float(card.split(f"{k} ")[1].split()[0].rstrip(",")) for k in ("Loss: first", "last"))
+    first, last = (float(card.split(f"{k} ")[1].split()[0].rstrip(",")) for k in ("Loss (mean of the sets): first", "last"))
     assert last < first, "training lowers the loss"
+    from saywell.engine.profiles.neural.heads import load_heads
+
+    heads, meta = load_heads(trained / "heads.pt")
+    assert len(heads.members) == meta["ensemble"] == 5 and "5 sets of heads whose scores are averaged" in card
+    weights = [m.word_out.weight for m in heads.members]
+    assert not any(torch.equal(weights[0], w) for w in weights[1:]), "each set was trained from its own seed"
 
 
 def test_closed_mode_scores_the_reference_words_with_phones_goodness_and_heard(live):
@@ -178,7 +185,9 @@ def test_interim_words_are_scored_and_flagged_as_the_open_mode_final_scores_them
     for interim, scored in zip(words, final.words):
         assert interim.phones and [p.phone for p in interim.phones] == [p.phone for p in scored.phones]
         assert interim.needs_improvement == scored.needs_improvement
-        assert np.isclose(interim.accuracy, scored.accuracy, atol=1e-3) and 0 <= interim.accuracy <= 10
+        # Interims decode greedily, finals with the beam: the words' ASR probabilities (a head input) may differ a
+        # little, nothing else.
+        assert np.isclose(interim.accuracy, scored.accuracy, atol=1e-2) and 0 <= interim.accuracy <= 10
     short = live.run(live.engine.provisional_words(AssessmentRequest(audio[:24000])))
     assert short and short[0].text == "the" and all(w.phones for w in short)
 
@@ -270,12 +279,14 @@ def test_early_stopping_holds_speakers_out_of_the_heads_training_and_keeps_the_b
                         "--stop-share", "0.34", "--check-every", "10"])
     assert code == 0
     _heads, meta = load_heads(folder / "heads.pt")
-    assert meta["stopped_at"] in (10, 20, 30, 40) and meta["stop_loss"] > 0
+    assert len(meta["stopped_at"]) == len(meta["stop_loss"]) == meta["ensemble"] == 5
+    assert all(step in (10, 20, 30, 40) for step in meta["stopped_at"]) and min(meta["stop_loss"]) > 0
     assert "Early stopping" in (folder / "MODEL_CARD.md").read_text()
 
 
-@pytest.mark.parametrize("flags", [["--stop-share", "1"], ["--stop-share", "-0.1"], ["--check-every", "0"]])
-def test_early_stopping_settings_out_of_range_are_refused_before_any_work(tmp_path, flags):
-    with pytest.raises(SystemExit, match="--stop-share must be in"):
+@pytest.mark.parametrize("flags", [["--stop-share", "1"], ["--stop-share", "-0.1"], ["--check-every", "0"],
+                                   ["--ensemble", "0"], ["--ensemble", "2", "--finetune-encoder"]])
+def test_training_settings_out_of_range_are_refused_before_any_work(tmp_path, flags):
+    with pytest.raises(SystemExit, match="--stop-share must be in|--ensemble must be >= 1, and 1 with"):
         saywell_cli(["train", "--profile", "neural", "--data", str(tmp_path / "none"), "--model-dir",
                      str(tmp_path / "models"), *flags])

@@ -138,3 +138,41 @@ def test_finetuning_the_encoder_writes_it_and_points_the_config_at_it(tmp_path):
     changed = [name for name, value in after.state_dict().items() if not torch.equal(value, before[name])]
     assert changed, "the encoder's weights moved"
     assert "fine-tuned end to end" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_an_ensemble_scores_the_mean_of_its_members_and_a_one_set_checkpoint_still_loads(tmp_path):
+    from saywell.engine.profiles.neural.heads import (HeadsConfig, HeadsEnsemble, HeadsItem, PronunciationHeads,
+                                                      collate, load_heads, save_heads)
+    from saywell.engine.profiles.neural.inputs import SENTENCE_FEATURES, WORD_FEATURES
+
+    rng = np.random.default_rng(0)
+    items = [HeadsItem(rng.normal(size=(t, 8)).astype(np.float32), np.array([[0, t // 2], [t // 2, t]]),
+                       rng.normal(size=(2, len(WORD_FEATURES))).astype(np.float32),
+                       rng.normal(size=len(SENTENCE_FEATURES)).astype(np.float32)) for t in (12, 30)]
+    batch = collate(items)
+    members = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        members.append(PronunciationHeads(HeadsConfig(ssl_dim=8)).eval())
+    ensemble = HeadsEnsemble(members).eval()
+    with torch.no_grad():
+        alone = [m(**batch) for m in members]
+        words, sentence = ensemble(**batch)
+    assert not torch.allclose(alone[0][0], alone[1][0]), "the members differ"
+    assert torch.allclose(words, (alone[0][0] + alone[1][0]) / 2) and torch.allclose(sentence, (alone[0][1] + alone[1][1]) / 2)
+
+    save_heads(ensemble, tmp_path / "heads.pt", {"note": "two"})
+    loaded, meta = load_heads(tmp_path / "heads.pt")
+    assert len(loaded.members) == 2 and meta == {"note": "two"}
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch)[0], words)
+
+    # A checkpoint from before ensembles (one state) loads as an ensemble of one that scores as it did.
+    checkpoint = torch.load(tmp_path / "heads.pt", weights_only=True)
+    checkpoint["format"], checkpoint["state"] = "saywell-neural-heads/1", checkpoint.pop("states")[0]
+    torch.save(checkpoint, tmp_path / "old.pt")
+    old, _ = load_heads(tmp_path / "old.pt")
+    with torch.no_grad():
+        assert len(old.members) == 1 and torch.equal(old(**batch)[0], alone[0][0])
+    with pytest.raises(ValueError, match="at least one set of heads"):
+        HeadsEnsemble([])

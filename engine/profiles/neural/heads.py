@@ -4,6 +4,11 @@ the alignment's numbers, give word accuracy / stress / total and sentence accura
 Words pass through a bidirectional LSTM (packed, so padding never reaches it) before the word heads; the
 sentence heads read an attention pooling of the words (padding masked) and the pooled utterance. Outputs are
 squashed into 0..10. One forward scores a whole batch of utterances.
+
+A checkpoint holds one or more sets of heads of the same shape, trained with different seeds (`saywell train
+--profile neural --ensemble N`); their scores are averaged. One set of heads trained on 2,000 utterances moves
+by 0.02-0.04 PCC with the seed alone, and the average of five beats every one of them (engine/profiles/neural/
+README.md).
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from saywell.engine.types import EngineError
 
 WORD_ASPECTS = ("accuracy", "stress", "total")
 SENTENCE_ASPECTS = ("accuracy", "fluency", "prosody", "total")
-HEADS_FORMAT = "saywell-neural-heads/1"
+HEADS_FORMAT = "saywell-neural-heads/2"  # /1: one set of heads, still read
 # (sensitivity, word accuracy threshold) until training fits them on labelled words (scorers/flags.py)
 DEFAULT_FLAG_THRESHOLDS = ((0.0, 4.0), (0.5, 5.0), (1.0, 6.0))
 
@@ -99,6 +104,21 @@ class PronunciationHeads(nn.Module):
         return words, torch.sigmoid(self.sentence_out(summary)) * 10
 
 
+class HeadsEnsemble(nn.Module):
+    """Sets of heads of one shape whose scores are averaged: each scores the same batch, the mean is returned."""
+
+    def __init__(self, members: Sequence[PronunciationHeads]) -> None:
+        super().__init__()
+        if not members or any(m.config != members[0].config for m in members):
+            raise ValueError("an ensemble needs at least one set of heads, all of one config")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = [member(**batch) for member in self.members]
+        return torch.stack([w for w, _ in scores]).mean(0), torch.stack([s for _, s in scores]).mean(0)
+
+
 @dataclass(frozen=True)
 class HeadsItem:
     """One utterance for the heads: its SSL frames (T, D), its words' spans in those frames (N, 2), and the
@@ -129,23 +149,30 @@ def collate(items: Sequence[HeadsItem], device: torch.device | str = "cpu") -> d
     return {name: torch.from_numpy(value).to(device) for name, value in tensors.items()}
 
 
-def save_heads(heads: PronunciationHeads, path: Path, meta: dict[str, Any]) -> None:
+def save_heads(heads: PronunciationHeads | HeadsEnsemble, path: Path, meta: dict[str, Any]) -> None:
+    members = heads.members if isinstance(heads, HeadsEnsemble) else [heads]
     torch.save({"format": HEADS_FORMAT, "config": dataclasses.asdict(heads.config),
                 "word_features": list(WORD_FEATURES), "sentence_features": list(SENTENCE_FEATURES),
-                "state": heads.state_dict(), "meta": meta}, path)
+                "states": [m.state_dict() for m in members], "meta": meta}, path)
 
 
-def load_heads(path: Path) -> tuple[PronunciationHeads, dict[str, Any]]:
+def load_heads(path: Path) -> tuple[HeadsEnsemble, dict[str, Any]]:
+    """The heads of a checkpoint as an ensemble (of one for a saywell-neural-heads/1 checkpoint) and its meta."""
     if not Path(path).is_file():
         raise EngineError(f"no heads checkpoint at {path}: train one with `saywell train --profile neural --data "
                           f"DIR --model-dir {Path(path).parent}`")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("format") != HEADS_FORMAT or tuple(checkpoint["word_features"]) != WORD_FEATURES or \
+    states = {HEADS_FORMAT: checkpoint.get("states"), "saywell-neural-heads/1": [checkpoint.get("state")]}.get(
+        checkpoint.get("format"))
+    if not states or tuple(checkpoint["word_features"]) != WORD_FEATURES or \
             tuple(checkpoint["sentence_features"]) != SENTENCE_FEATURES:
         raise EngineError(f"{path} was trained on other inputs than this saywell builds; train the heads again")
-    heads = PronunciationHeads(HeadsConfig(**checkpoint["config"]))
-    heads.load_state_dict(checkpoint["state"])
-    return heads.eval(), dict(checkpoint["meta"])
+    members = []
+    for state in states:
+        member = PronunciationHeads(HeadsConfig(**checkpoint["config"]))
+        member.load_state_dict(state)
+        members.append(member)
+    return HeadsEnsemble(members).eval(), dict(checkpoint["meta"])
 
 
 class HeadsStage:
@@ -156,11 +183,11 @@ class HeadsStage:
     def __init__(self, path: Path, device: torch.device) -> None:
         self.path = path
         self.device = device
-        self._heads: PronunciationHeads | None = None
+        self._heads: HeadsEnsemble | None = None
         self.meta: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def load(self) -> PronunciationHeads:
+    def load(self) -> HeadsEnsemble:
         with self._lock:
             if self._heads is None:
                 heads, self.meta = load_heads(self.path)

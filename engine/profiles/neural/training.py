@@ -27,8 +27,8 @@ from saywell.engine.options import EngineOptions
 from saywell.engine.profiles.neural.config import CONFIG_NAME, NeuralConfig, model_ref
 from saywell.engine.profiles.neural.engine import Graph, NeuralEngine
 from saywell.engine.profiles.neural.encoders import SpeechEncoder, pad_items
-from saywell.engine.profiles.neural.heads import (SENTENCE_ASPECTS, WORD_ASPECTS, HeadsConfig, HeadsItem,
-                                                  PronunciationHeads, collate, save_heads)
+from saywell.engine.profiles.neural.heads import (SENTENCE_ASPECTS, WORD_ASPECTS, HeadsConfig, HeadsEnsemble,
+                                                  HeadsItem, PronunciationHeads, collate, save_heads)
 from saywell.engine.profiles.neural.phone_head import save_phone_head, train_phone_head
 from saywell.engine.stages.asr import ENCODER_FRAME_MS
 from saywell.engine.scorers.flags import fit_thresholds
@@ -37,6 +37,7 @@ from saywell.engine.types import EngineError
 FINETUNED = "ssl-finetuned"
 CONCURRENCY = 8  # utterances in the graph at once: their stages batch together
 CROSS_FIT_PARTS = 2  # speaker-disjoint parts of the training speakers (embedded configuration)
+ENSEMBLE = 5  # sets of heads averaged (README: the seed alone moves one set's PCC by 0.02-0.04)
 
 
 class LabeledWord(Protocol):
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "heads of the step with the lowest loss on them are kept (checked every --check-every "
                         "steps; 0: train all --steps on every speaker, the default)")
     p.add_argument("--check-every", type=int, default=100, help="steps between early-stopping checks")
+    p.add_argument("--ensemble", type=int, default=None,
+                   help="sets of heads trained with seeds --seed, --seed+1, ...; their scores are averaged "
+                        f"(default {ENSEMBLE}; 1 with --finetune-encoder, which trains one encoder with one set)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="heads' learning rate")
     p.add_argument("--encoder-lr", type=float, default=2e-5, help="the SSL encoder's, with --finetune-encoder")
@@ -179,7 +183,7 @@ def _targets(examples: Sequence[Example], device: torch.device) -> tuple[torch.T
     return torch.from_numpy(words).to(device), torch.from_numpy(sentences).to(device)
 
 
-def forward(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example],
+def forward(heads: PronunciationHeads | HeadsEnsemble, encoder: SpeechEncoder | None, examples: Sequence[Example],
             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The heads' scores of a batch; with `encoder`, the SSL frames are recomputed from the audio (with grad)."""
     batch = collate([e.item for e in examples], device)
@@ -239,7 +243,7 @@ def train(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Se
 
 
 @torch.no_grad()
-def held_out_loss(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example],
+def held_out_loss(heads: PronunciationHeads | HeadsEnsemble, encoder: SpeechEncoder | None, examples: Sequence[Example],
                   device: torch.device) -> float:
     """The training loss over `examples`, in batches, with the heads in eval mode."""
     heads.eval()
@@ -252,7 +256,7 @@ def held_out_loss(heads: PronunciationHeads, encoder: SpeechEncoder | None, exam
 
 
 @torch.no_grad()
-def flag_thresholds(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example],
+def flag_thresholds(heads: PronunciationHeads | HeadsEnsemble, encoder: SpeechEncoder | None, examples: Sequence[Example],
                     device: torch.device) -> list[list[float]]:
     """Thresholds of word accuracy for each sensitivity (scorers/flags.py) from the trained heads' predictions
     of the closed-mode words, against "the experts gave less than 10"."""
@@ -284,8 +288,8 @@ def model_card(report: dict[str, Any]) -> str:
         "pooling of the words and the pooled utterance feed the sentence heads (accuracy, fluency, prosody, "
         "total). Completeness is not learned: it is the share of reference words the alignment and the ASR "
         "found.", "",
-        f"Training: {report['steps']} AdamW steps, batch {report['batch_size']}, lr {report['lr']:g}, seed "
-        f"{report['seed']}; MSE on the 0..1 scale. Loss: first {report['first_loss']:.4f}, last "
+        f"Training: {ensemble_card(report)}, each {report['steps']} AdamW steps, batch {report['batch_size']}, lr "
+        f"{report['lr']:g}; MSE on the 0..1 scale. Loss (mean of the sets): first {report['first_loss']:.4f}, last "
         f"{report['last_loss']:.4f} (training data, not a validation score). Flag thresholds (sensitivity, word "
         f"accuracy): {report['flag_thresholds']}.", "",
         *stopping_card(report),
@@ -295,12 +299,21 @@ def model_card(report: dict[str, Any]) -> str:
         "them, or on a handful of utterances, say nothing about pronunciation.", ""])
 
 
+def ensemble_card(report: dict[str, Any]) -> str:
+    n, seed = report["ensemble"], report["seed"]
+    if n == 1:
+        return f"one set of heads, seed {seed}"
+    return f"{n} sets of heads whose scores are averaged, seeds {seed}..{seed + n - 1}"
+
+
 def stopping_card(report: dict[str, Any]) -> list[str]:
     if not report.get("stop_share"):
         return []
+    steps = ", ".join(str(step) for step in report["stopped_at"])
+    losses = ", ".join(f"{loss:.4f}" for loss in report["stop_loss"])
     return [f"Early stopping: {report['stop_share']:g} of the training speakers were held out of the heads' "
-            f"training; the heads kept are those of step {report['stopped_at']} (of at most {report['steps']}), "
-            f"whose loss on those speakers was lowest ({report['stop_loss']:.4f}).", ""]
+            f"training; each set of heads kept is that of the check whose loss on those speakers was lowest: "
+            f"step {steps} (of at most {report['steps']}), loss {losses}.", ""]
 
 
 def held_out_card(report: dict[str, Any]) -> str:
@@ -424,6 +437,11 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
         raise SystemExit("saywell train: --phone-epochs must be >= 1")
     if not 0 <= args.stop_share < 1 or args.check_every < 1:
         raise SystemExit("saywell train: --stop-share must be in [0, 1) and --check-every >= 1")
+    if args.ensemble is None:
+        args.ensemble = 1 if args.finetune_encoder else ENSEMBLE
+    if args.ensemble < 1 or (args.finetune_encoder and args.ensemble > 1):
+        raise SystemExit("saywell train: --ensemble must be >= 1, and 1 with --finetune-encoder (the encoder is "
+                         "fine-tuned with one set of heads)")
     corpus = load_corpus(args.data)
     validation: list = []
     if args.validation_fold is not None:
@@ -454,12 +472,18 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
         raise SystemExit(f"no utterance of {args.data} went through the graph ({len(failures)} failed)")
     device = engine.device
     encoder = engine.ssl.load() if args.finetune_encoder else None
-    heads = PronunciationHeads(HeadsConfig(ssl_dim=examples[0].item.frames.shape[1])).to(device)
-    heads.set_normalization(np.concatenate([e.item.words for e in examples]),
-                            np.stack([e.item.sentence for e in examples]))
     fitted, stop_on = stopping_split(examples, corpus, args.stop_share, args.seed)
-    losses, stopped = train(heads, encoder, fitted, args.steps, args.batch_size, args.lr, args.encoder_lr, device,
-                            args.seed, stop_on, args.check_every)
+    members, runs = [], []
+    for member in range(args.ensemble):
+        heads = PronunciationHeads(HeadsConfig(ssl_dim=examples[0].item.frames.shape[1])).to(device)
+        heads.set_normalization(np.concatenate([e.item.words for e in examples]),
+                                np.stack([e.item.sentence for e in examples]))
+        runs.append(train(heads, encoder, fitted, args.steps, args.batch_size, args.lr, args.encoder_lr, device,
+                          args.seed + member, stop_on, args.check_every))
+        members.append(heads)
+        print(f"heads {member + 1} of {args.ensemble} (seed {args.seed + member}): loss {runs[-1][0][0]:.4f} -> "
+              f"{runs[-1][0][-1]:.4f}")
+    heads = HeadsEnsemble(members)
     thresholds = flag_thresholds(heads, encoder, examples, device)
     config = engine.config
     if encoder is not None:
@@ -469,18 +493,20 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
     report = {"date": datetime.date.today().isoformat(), "data": str(args.data), "utterances": len(corpus),
               "failed": len(failures), "examples": len(examples), "device": str(device), "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "encoder_lr": args.encoder_lr, "seed": args.seed,
-              "finetuned_encoder": encoder is not None, "first_loss": losses[0] if losses else float("nan"),
-              "last_loss": losses[-1] if losses else float("nan"), "flag_thresholds": thresholds,
+              "finetuned_encoder": encoder is not None, "ensemble": args.ensemble,
+              "first_loss": float(np.mean([losses[0] for losses, _ in runs])),
+              "last_loss": float(np.mean([losses[-1] for losses, _ in runs])), "flag_thresholds": thresholds,
               "models": {"asr": config.asr, "aligner": config.aligner.version(), "ssl": config.ssl_version()},
               "validation_fold": args.validation_fold, "folds": args.folds,
               "phone_classifier": aligner.report if aligner else None, "stop_share": args.stop_share,
-              "stopped_at": stopped[0] if stopped else None, "stop_loss": stopped[1] if stopped else None}
+              "stopped_at": [stopped[0] for _, stopped in runs] if stop_on else None,
+              "stop_loss": [stopped[1] for _, stopped in runs] if stop_on else None}
     save_heads(heads.cpu(), config.heads, {**report, "untrained": False})
     trained = {k: report[k] for k in ("date", "data", "utterances", "steps", "finetuned_encoder", "device",
                                       "validation_fold", "folds", "seed")}
     dataclasses.replace(config, trained=trained).save()
     (config.folder / "MODEL_CARD.md").write_text(model_card(report))
-    print(f"trained the heads on {len(examples)} examples in {args.steps} steps (loss {report['first_loss']:.4f} -> "
+    print(f"trained {args.ensemble} set(s) of heads on {len(examples)} examples in {args.steps} steps (mean loss {report['first_loss']:.4f} -> "
           f"{report['last_loss']:.4f}); wrote {config.heads.name}, neural.json and MODEL_CARD.md to {config.folder}")
     return 0
 
