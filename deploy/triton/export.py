@@ -58,7 +58,9 @@ def describe_stages(config: NeuralConfig) -> dict[str, tuple[str, dict, list[Pat
         "ssl": (config.ssl.version(), encoder_meta(ssl), files(config.ssl.path)),
         "heads": (file_version(config.heads),
                   {"config": {"ssl_dim": heads.config.ssl_dim, "word_dim": heads.config.word_dim,
-                              "sentence_dim": heads.config.sentence_dim}, "flag_thresholds": thresholds},
+                              "sentence_dim": heads.config.sentence_dim, "phone_dim": heads.config.phone_dim,
+                              "phone_classes": heads.config.phone_classes},
+                   "flag_thresholds": thresholds},
                   [config.heads]),
     }
 
@@ -74,9 +76,11 @@ def versions_of(model_dir: Path) -> dict[int, dict]:
 
 def write_config(model_dir: Path, kind: str, instances: int) -> None:
     """The template's config (comments kept) with the instance kind and count, and one saywell_v<N> parameter per
-    exported version; checked by parsing it as Triton would."""
+    exported version; checked by parsing it as Triton would. The template is this saywell's, whatever the
+    repository held before, so an export brings the model's inputs up to date (the versions' inputs only grow:
+    inputs a version before them does not send are optional)."""
     path = model_dir / "config.pbtxt"
-    text = path.read_text().split(MARK)[0].rstrip() + "\n"
+    text = (TEMPLATES / model_dir.name / "config.pbtxt").read_text().split(MARK)[0].rstrip() + "\n"
     text = re.sub(r"kind: KIND_\w+", f"kind: KIND_{kind.upper()}", text)
     text = re.sub(r"(instance_group \[\s*\{\s*count: )\d+", rf"\g<1>{instances}", text)
     lines = [MARK]

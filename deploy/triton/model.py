@@ -59,10 +59,12 @@ class TritonPythonModel:
 
         if self.stage_name != wire.HEADS_STAGE:
             return wire.unpad(get(wire.AUDIO), get(wire.LENGTHS))
-        word_lengths = get(wire.WORD_LENGTHS)
-        return [HeadsItem(frames, spans, words, sentence) for frames, spans, words, sentence in zip(
+        word_lengths, phone_lengths = get(wire.WORD_LENGTHS), get(wire.PHONE_LENGTHS)
+        return [HeadsItem(*parts) for parts in zip(
             wire.unpad(get(wire.FRAMES), get(wire.FRAME_LENGTHS)), wire.unpad(get(wire.SPANS), word_lengths),
-            wire.unpad(get(wire.WORD_VALUES), word_lengths), get(wire.SENTENCE_VALUES))]
+            wire.unpad(get(wire.WORD_VALUES), word_lengths), get(wire.SENTENCE_VALUES),
+            wire.unpad(get(wire.PHONE_VALUES), phone_lengths), wire.unpad(get(wire.PHONE_IDS), phone_lengths),
+            wire.unpad(get(wire.PHONE_OWNER), phone_lengths))]
 
     def _response(self, results):
         errors = [r for r in results if isinstance(r, Exception)]
@@ -71,9 +73,11 @@ class TritonPythonModel:
         if self.stage_name != wire.HEADS_STAGE:
             output, lengths = wire.pad(results, np.float32)
             return pb_utils.InferenceResponse([_tensor(wire.OUTPUT, output), _tensor(wire.OUTPUT_LENGTHS, lengths)])
-        words, _ = wire.pad([w for w, _ in results], np.float32)
-        sentence = np.stack([s for _, s in results]).astype(np.float32)
-        return pb_utils.InferenceResponse([_tensor(wire.WORD_SCORES, words), _tensor(wire.SENTENCE_SCORES, sentence)])
+        words, _ = wire.pad([w for w, _, _ in results], np.float32)
+        sentence = np.stack([s for _, s, _ in results]).astype(np.float32)
+        phones, _ = wire.pad([p for _, _, p in results], np.float32)
+        return pb_utils.InferenceResponse([_tensor(wire.WORD_SCORES, words), _tensor(wire.SENTENCE_SCORES, sentence),
+                                           _tensor(wire.PHONE_SCORES, phones)])
 
     def execute(self, requests):
         """Every request's items in one run_batch; each request gets back its own items' results."""

@@ -15,12 +15,13 @@ from saywell.engine.profiles.neural.alignment import (PhoneInventory, PhoneSeque
 from saywell.engine.profiles.neural.config import NeuralConfig
 from saywell.engine.profiles.neural.encoders import SpeechEncoder, load_ssl_encoder, normalize_audio
 from saywell.engine.profiles.neural.heads import DEFAULT_FLAG_THRESHOLDS
-from saywell.engine.profiles.neural.inputs import head_inputs
+from saywell.engine.profiles.neural.inputs import (PHONE_CLASSES, PHONE_FEATURES, SENTENCE_FEATURES, WORD_FEATURES,
+                                                   head_inputs)
 from saywell.engine.profiles.neural.plumbing import PHONES, write_random_models
 from saywell.engine.profiles.neural.scoring import scored_result
 from saywell.engine.profiles.neural.training import labelled_targets
 from saywell.engine.stages.frame_alignment import FrameAlignment, PhoneGop
-from saywell.engine.types import AssessmentRequest, InputError, RecognizedWord, WordErrorType
+from saywell.engine.types import AssessmentRequest, EngineError, InputError, RecognizedWord, WordErrorType
 
 INVENTORY = PhoneInventory.of(PHONES, "[SIL]")
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -92,9 +93,13 @@ def test_an_unheard_squeezed_reference_word_is_an_omission_and_costs_completenes
     inputs = head_inputs(words, (None, cat), closed=True, duration_ms=320, frame_ms=10)
     assert inputs.omitted == (True, False)
     request = AssessmentRequest(np.zeros(5120, np.float32), "the cat", flag_sensitivity=0.5)
-    result = scored_result(request, "cat", words, inputs, np.array([[9.0, 9.0, 9.0], [4.0, 9.0, 5.0]]),
-                           np.array([6.0, 7.0, 8.0, 6.5]), DEFAULT_FLAG_THRESHOLDS, 10, "heads", {})
+    assert inputs.phone_owner.tolist() == [0, 0, 1, 1, 1] and inputs.phones.shape == (5, len(PHONE_FEATURES))
+    assert [PHONE_CLASSES[i] for i in inputs.phone_ids] == ["DH", "AH", "K", "AE", "T"]
+    phone_scores = np.array([0.5, 1.0, 2.0, 0.2, 1.5])
+    result = scored_result(request, "cat", words, inputs, (np.array([[9.0, 9.0, 9.0], [4.0, 9.0, 5.0]]),
+                           np.array([6.0, 7.0, 8.0, 6.5]), phone_scores), DEFAULT_FLAG_THRESHOLDS, 10, "heads", {})
     the, cat_score = result.words
+    assert [p.accuracy for w in result.words for p in w.phones] == phone_scores.tolist(), "the phone head's scores"
     assert the.error_type is WordErrorType.OMISSION and the.accuracy == 0.0 and the.needs_improvement
     assert cat_score.error_type is WordErrorType.MISPRONUNCIATION and cat_score.needs_improvement
     assert result.scores.completeness == 5.0 and result.scores.total == 6.5
@@ -104,8 +109,10 @@ def test_an_unheard_squeezed_reference_word_is_an_omission_and_costs_completenes
 
 
 class Labelled:
-    def __init__(self, words):
-        self.words = tuple(type("W", (), {"text": t, "accuracy": a, "stress": 10.0, "total": a})() for t, a in words)
+    def __init__(self, words, phones=None):
+        phones = phones or [((), ())] * len(words)
+        self.words = tuple(type("W", (), {"text": t, "accuracy": a, "stress": 10.0, "total": a, "phones": p,
+                                          "phones_accuracy": pa})() for (t, a), (p, pa) in zip(words, phones))
 
 
 def test_training_labels_follow_the_words_they_stand_for():
@@ -140,16 +147,22 @@ def test_finetuning_the_encoder_writes_it_and_points_the_config_at_it(tmp_path):
     assert "fine-tuned end to end" in (folder / "MODEL_CARD.md").read_text()
 
 
-def test_an_ensemble_scores_the_mean_of_its_members_and_a_one_set_checkpoint_still_loads(tmp_path):
-    from saywell.engine.profiles.neural.heads import (HeadsConfig, HeadsEnsemble, HeadsItem, PronunciationHeads,
-                                                      collate, load_heads, save_heads)
-    from saywell.engine.profiles.neural.inputs import SENTENCE_FEATURES, WORD_FEATURES
+def heads_items(rng, lengths=(12, 30), ssl_dim=8):
+    from saywell.engine.profiles.neural.heads import HeadsItem
 
-    rng = np.random.default_rng(0)
-    items = [HeadsItem(rng.normal(size=(t, 8)).astype(np.float32), np.array([[0, t // 2], [t // 2, t]]),
-                       rng.normal(size=(2, len(WORD_FEATURES))).astype(np.float32),
-                       rng.normal(size=len(SENTENCE_FEATURES)).astype(np.float32)) for t in (12, 30)]
-    batch = collate(items)
+    return [HeadsItem(rng.normal(size=(t, ssl_dim)).astype(np.float32), np.array([[0, t // 2], [t // 2, t]]),
+                      rng.normal(size=(2, len(WORD_FEATURES))).astype(np.float32),
+                      rng.normal(size=len(SENTENCE_FEATURES)).astype(np.float32),
+                      rng.normal(size=(2 + k, len(PHONE_FEATURES))).astype(np.float32),
+                      rng.integers(0, len(PHONE_CLASSES), 2 + k), np.array([0] + [1] * (1 + k)))
+            for k, t in enumerate(lengths)]
+
+
+def test_an_ensemble_scores_the_mean_of_its_members_and_round_trips(tmp_path):
+    from saywell.engine.profiles.neural.heads import (HeadsConfig, HeadsEnsemble, PronunciationHeads, collate,
+                                                      load_heads, save_heads)
+
+    batch = collate(heads_items(np.random.default_rng(0)))
     members = []
     for seed in (1, 2):
         torch.manual_seed(seed)
@@ -157,22 +170,64 @@ def test_an_ensemble_scores_the_mean_of_its_members_and_a_one_set_checkpoint_sti
     ensemble = HeadsEnsemble(members).eval()
     with torch.no_grad():
         alone = [m(**batch) for m in members]
-        words, sentence = ensemble(**batch)
+        scores = ensemble(**batch)
     assert not torch.allclose(alone[0][0], alone[1][0]), "the members differ"
-    assert torch.allclose(words, (alone[0][0] + alone[1][0]) / 2) and torch.allclose(sentence, (alone[0][1] + alone[1][1]) / 2)
+    for part in range(3):  # words, sentence, phones
+        assert torch.allclose(scores[part], (alone[0][part] + alone[1][part]) / 2)
+    assert scores[2].shape == (2, 3) and bool(((scores[2] >= 0) & (scores[2] <= 2)).all())
 
     save_heads(ensemble, tmp_path / "heads.pt", {"note": "two"})
     loaded, meta = load_heads(tmp_path / "heads.pt")
     assert len(loaded.members) == 2 and meta == {"note": "two"}
     with torch.no_grad():
-        assert torch.equal(loaded(**batch)[0], words)
+        assert torch.equal(loaded(**batch)[0], scores[0])
 
-    # A checkpoint from before ensembles (one state) loads as an ensemble of one that scores as it did.
+    # A checkpoint trained on other inputs (an earlier format, other phone features) is refused, saying what to do.
     checkpoint = torch.load(tmp_path / "heads.pt", weights_only=True)
-    checkpoint["format"], checkpoint["state"] = "saywell-neural-heads/1", checkpoint.pop("states")[0]
-    torch.save(checkpoint, tmp_path / "old.pt")
-    old, _ = load_heads(tmp_path / "old.pt")
-    with torch.no_grad():
-        assert len(old.members) == 1 and torch.equal(old(**batch)[0], alone[0][0])
+    checkpoint["phone_features"] = checkpoint["phone_features"][:-1]
+    torch.save(checkpoint, tmp_path / "other.pt")
+    with pytest.raises(EngineError, match="trained on other inputs .* train the heads again"):
+        load_heads(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="at least one set of heads"):
         HeadsEnsemble([])
+
+
+def test_a_batch_of_heads_items_scores_each_as_it_scores_alone():
+    from saywell.engine.profiles.neural.heads import HeadsConfig, PronunciationHeads, collate
+
+    items = heads_items(np.random.default_rng(1), lengths=(7, 25, 40))
+    torch.manual_seed(3)
+    heads = PronunciationHeads(HeadsConfig(ssl_dim=8)).eval()
+    with torch.no_grad():
+        together = heads(**collate(items))
+        for row, item in enumerate(items):
+            alone = heads(**collate([item]))
+            assert torch.allclose(alone[0][0], together[0][row, :len(item.words)], atol=1e-5)
+            assert torch.allclose(alone[1][0], together[1][row], atol=1e-5)
+            assert torch.allclose(alone[2][0], together[2][row, :len(item.phones)], atol=1e-5)
+
+
+def test_phone_targets_are_the_experts_scores_of_the_same_phones():
+    from saywell.engine.profiles.neural.training import labelled_phone_targets
+
+    utterance = Labelled([("THE", 9.0), ("CAT", 5.0)], [(("DH", "AH0"), (2.0, 1.5)), (("K", "AA1", "T"), (2.0, 0.5, 2.0))])
+    sequence = PhoneSequence.of([("DH", "AH0"), ("K", "AE1", "T")], INVENTORY, with_silence=False)
+    alignment = alignment_of(sequence, [(0, 2), (2, 4), (4, 10), (10, 20), (20, 30)])
+    log_probs = np.log(np.full((30, len(PHONES)), 1 / len(PHONES)))
+    words = aligned_words(["the", "cat"], sequence, alignment, log_probs, INVENTORY, frame_ms=10)
+    targets = labelled_phone_targets(words, utterance)
+    # "cat" was labelled with other phones (K AA T): no targets for it rather than wrong ones
+    assert targets[:2].tolist() == [2.0, 1.5] and np.isnan(targets[2:]).all() and len(targets) == 5
+
+
+def test_the_training_loss_counts_the_labelled_phones_on_their_0_to_1_scale():
+    from saywell.engine.profiles.neural.training import loss_of
+
+    words = torch.full((1, 2, 3), 5.0)
+    sentence = torch.full((1, 4), 6.0)
+    phones = torch.tensor([[1.0, 2.0, 0.0]])
+    unlabelled = torch.full((1, 2, 3), float("nan"))
+    phone_targets = torch.tensor([[2.0, float("nan"), 1.0]])  # errors 1 and 1 on 0..2: 0.25 each on 0..1
+    assert loss_of(words, sentence, phones, (unlabelled, sentence, phone_targets)).item() == pytest.approx(0.25)
+    no_phones = torch.full((1, 3), float("nan"))
+    assert loss_of(words, sentence, phones, (unlabelled, sentence, no_phones)).item() == 0.0

@@ -92,6 +92,7 @@ def assert_same(a, b) -> None:
         assert [(p.phone, p.start_ms, p.end_ms) for p in u.phones] == [(q.phone, q.start_ms, q.end_ms)
                                                                        for q in v.phones]
         assert max(abs(p.goodness - q.goodness) for p, q in zip(u.phones, v.phones)) <= TOLERANCE
+        assert max(abs(p.accuracy - q.accuracy) for p, q in zip(u.phones, v.phones)) <= TOLERANCE  # the phone head
         assert [name for name, _ in u.phones[0].heard] == [name for name, _ in v.phones[0].heard]
 
 
@@ -164,3 +165,28 @@ def test_triton_lost_mid_way_fails_utterances_as_unavailable_and_service_resumes
         time.sleep(0.5)
     after = remote.run(remote.engine.assess(request))  # the same engine: no restart of saywell
     assert_same(before, after)
+
+
+def test_an_export_into_an_older_repository_brings_the_heads_inputs_up_to_date(trained, repository, tmp_path):
+    """A repository exported before the heads had a phone level keeps its versions, and a new export gives its
+    config this saywell's inputs (the new ones optional, so the older versions' requests still pass)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    older = tmp_path / "older"
+    shutil.copytree(repository, older)
+    config = older / "saywell_heads" / "config.pbtxt"
+    text = config.read_text()
+    start = text.index("  {\n    # the alignment's numbers per phone")
+    config.write_text(text[:start].rstrip().rstrip(",") + "\n]" + text[text.index("\noutput ["):])
+    assert "PHONE_VALUES" not in config.read_text() and "PHONE_SCORES" in config.read_text()
+    other = tmp_path / "other-heads"
+    shutil.copytree(trained, other)
+    write_random_heads_into(other, seed=8)
+    assert export_module().export(other, older)["heads"] == 2
+    parsed = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
+    inputs = {i.name: i.optional for i in parsed.input}
+    assert {name: inputs.get(name) for name in (wire.PHONE_VALUES, wire.PHONE_IDS, wire.PHONE_OWNER,
+                                                wire.PHONE_LENGTHS)} == dict.fromkeys(
+        (wire.PHONE_VALUES, wire.PHONE_IDS, wire.PHONE_OWNER, wire.PHONE_LENGTHS), True)
+    assert sorted(parsed.parameters) == ["saywell_v1", "saywell_v2"], "both versions are described"

@@ -66,7 +66,8 @@ def test_the_shipped_embedded_weights_serve_and_hear_a_misread_word(packaged_ser
     against its own text, and against a text with "fox" changed to "cat", which the speaker did not say.
 
     The phones carry the evidence (the goodness of "cat"'s phones collapses and the classifier hears what was said
-    there); the heads' word accuracy does not follow it yet (cat: about 9, engine/profiles/neural/README.md)."""
+    there, and since session 14 the phone head scores its AE 1.3 of 2); the heads' word accuracy does not follow
+    it yet (cat: about 9, engine/profiles/neural/README.md)."""
     audio = load_audio(FIXTURES / "fox.wav")
     finals = {}
     with SaywellClient(packaged_server) as client:

@@ -33,6 +33,8 @@ class HeadsDims:
     ssl_dim: int
     word_dim: int
     sentence_dim: int
+    phone_dim: int
+    phone_classes: int
 
 
 @dataclass(frozen=True)
@@ -116,26 +118,31 @@ class TritonAudioStage(TritonStage):
 
 
 class TritonHeadsStage(TritonStage):
-    """Stage: heads item (frames, spans, words, sentence) -> (word scores (N, 3), sentence scores (4,)), as
-    HeadsStage."""
+    """Stage: heads item (frames, spans, words, sentence, phones, phone_ids, phone_owner) -> (word scores (N, 3),
+    sentence scores (4,), phone accuracy (P,)), as HeadsStage."""
 
     def load(self) -> RemoteHeads:
         config = self.meta["config"]
-        return RemoteHeads(HeadsDims(int(config["ssl_dim"]), int(config["word_dim"]), int(config["sentence_dim"])))
+        if "phone_dim" not in config:
+            raise EngineError(f"Triton's {self.model} version {self.version} was exported from heads without a phone "
+                              "level (before saywell-neural-heads/3): export this model folder again "
+                              "(deploy/triton/export.py)")
+        return RemoteHeads(HeadsDims(int(config["ssl_dim"]), int(config["word_dim"]), int(config["sentence_dim"]),
+                                     int(config["phone_dim"]), int(config["phone_classes"])))
 
     def flag_thresholds(self) -> tuple[tuple[float, float], ...]:
         return tuple(tuple(float(v) for v in row) for row in self.meta["flag_thresholds"])
 
     def run_batch(self, items: Sequence) -> list[tuple[np.ndarray, np.ndarray] | Exception]:
-        ssl_dim = self.load().config.ssl_dim
+        dims = self.load().config
         results: list[Any] = [None] * len(items)
         usable = []
         for index, item in enumerate(items):
-            if len(item.words) and item.frames.ndim == 2 and item.frames.shape[1] == ssl_dim:
-                usable.append(index)
+            problem = item.problem(dims.ssl_dim, dims.phone_dim, dims.phone_classes)  # the local stage's check
+            if problem:
+                results[index] = EngineError(problem)
             else:
-                results[index] = EngineError(f"heads: an item with {len(item.words)} words and frames "
-                                             f"{item.frames.shape}; expected >= 1 word and (T, {ssl_dim})")
+                usable.append(index)
         if not usable:
             return results
         chosen = [items[i] for i in usable]
@@ -143,12 +150,19 @@ class TritonHeadsStage(TritonStage):
         spans, _ = wire.pad([np.asarray(i.spans, np.int64).reshape(-1, 2) for i in chosen], np.int64)
         words, word_lengths = wire.pad([np.asarray(i.words, np.float32) for i in chosen], np.float32)
         sentence = np.stack([np.asarray(i.sentence, np.float32) for i in chosen])
+        phones, phone_lengths = wire.pad([np.asarray(i.phones, np.float32) for i in chosen], np.float32)
+        phone_ids, _ = wire.pad([np.asarray(i.phone_ids, np.int64) for i in chosen], np.int64)
+        phone_owner, _ = wire.pad([np.asarray(i.phone_owner, np.int64) for i in chosen], np.int64)
         inputs = {wire.FRAMES: frames, wire.FRAME_LENGTHS: frame_lengths, wire.SPANS: spans,
-                  wire.WORD_VALUES: words, wire.WORD_LENGTHS: word_lengths, wire.SENTENCE_VALUES: sentence}
+                  wire.WORD_VALUES: words, wire.WORD_LENGTHS: word_lengths, wire.SENTENCE_VALUES: sentence,
+                  wire.PHONE_VALUES: phones, wire.PHONE_IDS: phone_ids, wire.PHONE_OWNER: phone_owner,
+                  wire.PHONE_LENGTHS: phone_lengths}
 
         def collect(answer, row):
-            n = len(items[usable[row]].words)
-            return (np.array(answer[wire.WORD_SCORES][row, :n], np.float32),
-                    np.array(answer[wire.SENTENCE_SCORES][row], np.float32))
+            item = items[usable[row]]
+            return (np.array(answer[wire.WORD_SCORES][row, :len(item.words)], np.float32),
+                    np.array(answer[wire.SENTENCE_SCORES][row], np.float32),
+                    np.array(answer[wire.PHONE_SCORES][row, :len(item.phones)], np.float32))
 
-        return self._run(items, results, usable, inputs, (wire.WORD_SCORES, wire.SENTENCE_SCORES), collect)
+        return self._run(items, results, usable, inputs, (wire.WORD_SCORES, wire.SENTENCE_SCORES, wire.PHONE_SCORES),
+                         collect)

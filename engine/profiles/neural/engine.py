@@ -171,7 +171,9 @@ class NeuralEngine:
         await self._align.submit(FrameAlignItem(log_probs, [self.inventory.id_of("AH")]))
         dims = (await asyncio.to_thread(self.heads.load)).config
         await self._heads.submit(HeadsItem(frames, np.array([[0, 1]]), np.zeros((1, dims.word_dim), np.float32),
-                                           np.zeros(dims.sentence_dim, np.float32)))
+                                           np.zeros(dims.sentence_dim, np.float32),
+                                           np.zeros((1, dims.phone_dim), np.float32), np.zeros(1, np.int64),
+                                           np.zeros(1, np.int64)))
 
     async def close(self) -> None:
         for scheduler in self.schedulers:
@@ -206,14 +208,15 @@ class NeuralEngine:
         if analysis is None:
             return empty_result(graph.transcript.text, request, SCORER, graph.timings_ms)
         mark = time.perf_counter()
-        word_scores, sentence = await self._heads.submit(self.heads_item(graph.frames, analysis.inputs), priority)
+        scores = await self._heads.submit(self.heads_item(graph.frames, analysis.inputs), priority)
         graph.timings_ms["heads"] = (time.perf_counter() - mark) * 1000
-        return scored_result(request, graph.transcript.text, analysis.words, analysis.inputs, word_scores, sentence,
+        return scored_result(request, graph.transcript.text, analysis.words, analysis.inputs, scores,
                              self.heads.flag_thresholds(), self.posteriors.load().frame_ms, SCORER, graph.timings_ms)
 
     def heads_item(self, frames: np.ndarray, inputs: HeadInputs) -> HeadsItem:
         spans = span_frames(inputs.spans_ms, self.ssl.load().frame_ms, len(frames))
-        return HeadsItem(frames, spans, inputs.words, inputs.sentence)
+        return HeadsItem(frames, spans, inputs.words, inputs.sentence, inputs.phones, inputs.phone_ids,
+                         inputs.phone_owner)
 
     async def analyse(self, audio: np.ndarray, reference_text: str, modes: tuple[bool, ...] = (True, False),
                       priority: int = URGENT, partial: bool = False) -> Graph:

@@ -1,14 +1,19 @@
 """MultiPA-style multi-task heads: SSL frames pooled over each word's aligned span and over the utterance, with
-the alignment's numbers, give word accuracy / stress / total and sentence accuracy / fluency / prosody / total.
+the alignment's numbers, give phone accuracy, word accuracy / stress / total and sentence accuracy / fluency /
+prosody / total.
 
-Words pass through a bidirectional LSTM (packed, so padding never reaches it) before the word heads; the
-sentence heads read an attention pooling of the words (padding masked) and the pooled utterance. Outputs are
-squashed into 0..10. One forward scores a whole batch of utterances.
+GOPT-style, the phones come first: each phone's numbers (posterior GOP, margin, duration, what the classifier
+heard) and an embedding of its identity pass through a bidirectional LSTM over the utterance's phones; a phone
+head reads it (accuracy 0..2, trained on the experts' phone scores where they exist), and each word gets the
+mean of its phones' states and their lowest predicted accuracy. Words then pass through a bidirectional LSTM
+before the word heads; the sentence heads read an attention pooling of the words (padding masked) and the
+pooled utterance. Every sequence is packed or masked, so padding never reaches a score. Outputs are squashed
+into their ranges. One forward scores a whole batch of utterances.
 
 A checkpoint holds one or more sets of heads of the same shape, trained with different seeds (`saywell train
---profile neural --ensemble N`); their scores are averaged. One set of heads trained on 2,000 utterances moves
-by 0.02-0.04 PCC with the seed alone, and the average of five beats every one of them (engine/profiles/neural/
-README.md).
+--profile neural --ensemble N`); their scores are averaged. On validation fold 0 one set's closed-mode word
+accuracy PCC moved from 0.545 to 0.585 with the seed alone, and the average of five gave 0.598
+(engine/profiles/neural/README.md, session 14).
 """
 from __future__ import annotations
 
@@ -24,12 +29,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from saywell.engine.profiles.neural.inputs import SENTENCE_FEATURES, WORD_FEATURES
+from saywell.engine.profiles.neural.inputs import PHONE_CLASSES, PHONE_FEATURES, SENTENCE_FEATURES, WORD_FEATURES
 from saywell.engine.types import EngineError
 
 WORD_ASPECTS = ("accuracy", "stress", "total")
 SENTENCE_ASPECTS = ("accuracy", "fluency", "prosody", "total")
-HEADS_FORMAT = "saywell-neural-heads/2"  # /1: one set of heads, still read
+HEADS_FORMAT = "saywell-neural-heads/3"
 # (sensitivity, word accuracy threshold) until training fits them on labelled words (scorers/flags.py)
 DEFAULT_FLAG_THRESHOLDS = ((0.0, 4.0), (0.5, 5.0), (1.0, 6.0))
 
@@ -39,7 +44,11 @@ class HeadsConfig:
     ssl_dim: int
     word_dim: int = len(WORD_FEATURES)
     sentence_dim: int = len(SENTENCE_FEATURES)
+    phone_dim: int = len(PHONE_FEATURES)
+    phone_classes: int = len(PHONE_CLASSES)
     hidden: int = 64
+    phone_hidden: int = 32
+    phone_embedding: int = 16
     dropout: float = 0.1
 
 
@@ -64,9 +73,14 @@ class PronunciationHeads(nn.Module):
     def __init__(self, config: HeadsConfig) -> None:
         super().__init__()
         self.config = config
-        h = config.hidden
+        h, ph = config.hidden, config.phone_hidden
         self.ssl_norm = nn.LayerNorm(config.ssl_dim)
-        self.word_in = nn.Sequential(nn.Linear(config.ssl_dim + config.word_dim, h), nn.GELU(),
+        self.phone_embedding = nn.Embedding(config.phone_classes, config.phone_embedding)
+        self.phone_in = nn.Sequential(nn.Linear(config.phone_dim + config.phone_embedding, ph), nn.GELU(),
+                                      nn.Dropout(config.dropout))
+        self.phone_context = nn.LSTM(ph, ph // 2, batch_first=True, bidirectional=True)
+        self.phone_out = nn.Linear(ph, 1)
+        self.word_in = nn.Sequential(nn.Linear(config.ssl_dim + config.word_dim + ph + 1, h), nn.GELU(),
                                      nn.Dropout(config.dropout))
         self.context = nn.LSTM(h, h // 2, batch_first=True, bidirectional=True)
         self.word_out = nn.Linear(h, len(WORD_ASPECTS))
@@ -75,24 +89,40 @@ class PronunciationHeads(nn.Module):
         self.sentence_out = nn.Sequential(nn.Linear(2 * h, h), nn.GELU(), nn.Dropout(config.dropout),
                                           nn.Linear(h, len(SENTENCE_ASPECTS)))
         # z-scoring of the alignment numbers: (mean, std) rows, fitted on the training data
-        self.register_buffer("word_stats", torch.stack([torch.zeros(config.word_dim), torch.ones(config.word_dim)]))
-        self.register_buffer("sentence_stats",
-                             torch.stack([torch.zeros(config.sentence_dim), torch.ones(config.sentence_dim)]))
+        for name, dim in (("word_stats", config.word_dim), ("sentence_stats", config.sentence_dim),
+                          ("phone_stats", config.phone_dim)):
+            self.register_buffer(name, torch.stack([torch.zeros(dim), torch.ones(dim)]))
 
-    def set_normalization(self, words: np.ndarray, sentences: np.ndarray) -> None:
-        for buffer, rows in ((self.word_stats, words), (self.sentence_stats, sentences)):
+    def set_normalization(self, words: np.ndarray, sentences: np.ndarray, phones: np.ndarray) -> None:
+        for buffer, rows in ((self.word_stats, words), (self.sentence_stats, sentences), (self.phone_stats, phones)):
             std = rows.std(axis=0)
             std[std < 1e-6] = 1.0
             buffer.copy_(torch.tensor(np.stack([rows.mean(axis=0), std]), dtype=torch.float32))
 
     def forward(self, frames: torch.Tensor, frame_lengths: torch.Tensor, spans: torch.Tensor,
-                word_values: torch.Tensor, word_lengths: torch.Tensor,
-                sentence_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                word_values: torch.Tensor, word_lengths: torch.Tensor, sentence_values: torch.Tensor,
+                phone_values: torch.Tensor, phone_ids: torch.Tensor, phone_owner: torch.Tensor,
+                phone_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """frames (B, T, D) SSL frames with (B,) valid; spans (B, N, 2) in frames; word_values (B, N, W) with (B,)
-        valid words (>= 1 each); sentence_values (B, S) -> word scores (B, N, 3), sentence scores (B, 4)."""
+        valid words (>= 1 each); sentence_values (B, S); phone_values (B, P, F), phone_ids (B, P) and phone_owner
+        (B, P) (the word of each phone) with (B,) valid phones (>= 1 each) -> word scores (B, N, 3), sentence
+        scores (B, 4), phone accuracy (B, P)."""
+        z_phones = (phone_values - self.phone_stats[0]) / self.phone_stats[1]
+        phone_tokens = self.phone_in(torch.cat([z_phones, self.phone_embedding(phone_ids)], -1))
+        packed = pack_padded_sequence(phone_tokens, phone_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        phone_states, _ = pad_packed_sequence(self.phone_context(packed)[0], batch_first=True,
+                                              total_length=phone_tokens.shape[1])
+        phones = torch.sigmoid(self.phone_out(phone_states)).squeeze(-1) * 2
+        # (B, N, P): phone p belongs to word n; padded phones belong to no word
+        real = torch.arange(phone_tokens.shape[1], device=phones.device)[None, :] < phone_lengths[:, None]
+        member = ((phone_owner[:, None, :] == torch.arange(spans.shape[1], device=phones.device)[None, :, None])
+                  & real[:, None, :]).to(phone_states.dtype)
+        word_phones = member @ phone_states / member.sum(-1, keepdim=True).clamp(min=1)
+        lowest = (phones[:, None, :] * member + 2 * (1 - member)).min(-1).values[..., None]
+
         word_ssl, utterance_ssl = pool(frames.float(), frame_lengths, spans)
         z_words = (word_values - self.word_stats[0]) / self.word_stats[1]
-        tokens = self.word_in(torch.cat([self.ssl_norm(word_ssl), z_words], -1))
+        tokens = self.word_in(torch.cat([self.ssl_norm(word_ssl), z_words, word_phones, lowest], -1))
         packed = pack_padded_sequence(tokens, word_lengths.cpu(), batch_first=True, enforce_sorted=False)
         hidden, _ = pad_packed_sequence(self.context(packed)[0], batch_first=True, total_length=tokens.shape[1])
         words = torch.sigmoid(self.word_out(hidden)) * 10
@@ -101,7 +131,7 @@ class PronunciationHeads(nn.Module):
         pooled = (weights[..., None] * hidden).sum(1)
         z_sentence = (sentence_values - self.sentence_stats[0]) / self.sentence_stats[1]
         summary = torch.cat([pooled, self.sentence_in(torch.cat([self.ssl_norm(utterance_ssl), z_sentence], -1))], -1)
-        return words, torch.sigmoid(self.sentence_out(summary)) * 10
+        return words, torch.sigmoid(self.sentence_out(summary)) * 10, phones
 
 
 class HeadsEnsemble(nn.Module):
@@ -114,38 +144,68 @@ class HeadsEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.config = members[0].config
 
-    def forward(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         scores = [member(**batch) for member in self.members]
-        return torch.stack([w for w, _ in scores]).mean(0), torch.stack([s for _, s in scores]).mean(0)
+        return tuple(torch.stack([s[part] for s in scores]).mean(0) for part in range(3))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
 class HeadsItem:
-    """One utterance for the heads: its SSL frames (T, D), its words' spans in those frames (N, 2), and the
-    alignment's numbers per word (N, W) and per utterance (S,)."""
+    """One utterance for the heads: its SSL frames (T, D), its words' spans in those frames (N, 2), the
+    alignment's numbers per word (N, W) and per utterance (S,), and per phone (P, F) with each phone's class
+    (P,) and word (P,)."""
 
     frames: np.ndarray = field(repr=False)
     spans: np.ndarray = field(repr=False)
     words: np.ndarray = field(repr=False)
     sentence: np.ndarray = field(repr=False)
+    phones: np.ndarray = field(repr=False)
+    phone_ids: np.ndarray = field(repr=False)
+    phone_owner: np.ndarray = field(repr=False)
+
+    def problem(self, ssl_dim: int, phone_dim: int, phone_classes: int) -> str | None:
+        """What makes this item unfit for heads of these dimensions (None: nothing). The local stage and the
+        Triton stage both ask, so a bad item fails alone, before it reaches a batch."""
+        if not len(self.words) or np.ndim(self.frames) != 2 or self.frames.shape[1] != ssl_dim:
+            return (f"heads: an item with {len(self.words)} words and frames {np.shape(self.frames)}; expected >= 1 "
+                    f"word and (T, {ssl_dim})")
+        phones, ids, owners = np.asarray(self.phones), np.asarray(self.phone_ids), np.asarray(self.phone_owner)
+        if phones.ndim != 2 or phones.shape[1] != phone_dim or ids.shape != (len(phones),) or \
+                owners.shape != (len(phones),) or not (ids.size == 0 or 0 <= ids.min() <= ids.max() < phone_classes):
+            return (f"heads: phones {phones.shape} with ids {ids.shape} and words {owners.shape}; expected (P, "
+                    f"{phone_dim}), (P,) ids in 0..{phone_classes - 1} and (P,)")
+        if not len(owners) or owners[0] != 0 or owners[-1] != len(self.words) - 1 or \
+                not np.isin(np.diff(owners), (0, 1)).all():
+            return (f"heads: an item whose {len(phones)} phones do not cover its {len(self.words)} words in order "
+                    "(every word needs >= 1 phone)")
+        return None
 
 
 def collate(items: Sequence[HeadsItem], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Padded tensors of `items`, the keyword arguments of PronunciationHeads.forward."""
     frames_max = max(max(len(i.frames) for i in items), 1)
     words_max = max(len(i.words) for i in items)
+    phones_max = max(max(len(i.phones) for i in items), 1)
     dim = items[0].frames.shape[1]
     frames = np.zeros((len(items), frames_max, dim), np.float32)
     spans = np.zeros((len(items), words_max, 2), np.int64)
     words = np.zeros((len(items), words_max, items[0].words.shape[1]), np.float32)
+    phones = np.zeros((len(items), phones_max, items[0].phones.shape[1]), np.float32)
+    phone_ids = np.zeros((len(items), phones_max), np.int64)
+    phone_owner = np.full((len(items), phones_max), -1, np.int64)
     for row, item in enumerate(items):
         frames[row, :len(item.frames)] = item.frames
         spans[row, :len(item.spans)] = item.spans
         words[row, :len(item.words)] = item.words
+        phones[row, :len(item.phones)] = item.phones
+        phone_ids[row, :len(item.phones)] = item.phone_ids
+        phone_owner[row, :len(item.phones)] = item.phone_owner
     tensors = {"frames": frames, "spans": spans, "word_values": words,
                "frame_lengths": np.array([len(i.frames) for i in items], np.int64),
                "word_lengths": np.array([len(i.words) for i in items], np.int64),
-               "sentence_values": np.stack([i.sentence for i in items]).astype(np.float32)}
+               "sentence_values": np.stack([i.sentence for i in items]).astype(np.float32),
+               "phone_values": phones, "phone_ids": phone_ids, "phone_owner": phone_owner,
+               "phone_lengths": np.array([len(i.phones) for i in items], np.int64)}
     return {name: torch.from_numpy(value).to(device) for name, value in tensors.items()}
 
 
@@ -153,22 +213,23 @@ def save_heads(heads: PronunciationHeads | HeadsEnsemble, path: Path, meta: dict
     members = heads.members if isinstance(heads, HeadsEnsemble) else [heads]
     torch.save({"format": HEADS_FORMAT, "config": dataclasses.asdict(heads.config),
                 "word_features": list(WORD_FEATURES), "sentence_features": list(SENTENCE_FEATURES),
+                "phone_features": list(PHONE_FEATURES), "phone_classes": list(PHONE_CLASSES),
                 "states": [m.state_dict() for m in members], "meta": meta}, path)
 
 
 def load_heads(path: Path) -> tuple[HeadsEnsemble, dict[str, Any]]:
-    """The heads of a checkpoint as an ensemble (of one for a saywell-neural-heads/1 checkpoint) and its meta."""
+    """The heads of a checkpoint as an ensemble, and its meta."""
     if not Path(path).is_file():
         raise EngineError(f"no heads checkpoint at {path}: train one with `saywell train --profile neural --data "
                           f"DIR --model-dir {Path(path).parent}`")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    states = {HEADS_FORMAT: checkpoint.get("states"), "saywell-neural-heads/1": [checkpoint.get("state")]}.get(
-        checkpoint.get("format"))
-    if not states or tuple(checkpoint["word_features"]) != WORD_FEATURES or \
-            tuple(checkpoint["sentence_features"]) != SENTENCE_FEATURES:
+    if checkpoint.get("format") != HEADS_FORMAT or tuple(checkpoint["word_features"]) != WORD_FEATURES or \
+            tuple(checkpoint["sentence_features"]) != SENTENCE_FEATURES or \
+            tuple(checkpoint["phone_features"]) != PHONE_FEATURES or \
+            tuple(checkpoint["phone_classes"]) != PHONE_CLASSES:
         raise EngineError(f"{path} was trained on other inputs than this saywell builds; train the heads again")
     members = []
-    for state in states:
+    for state in checkpoint["states"]:
         member = PronunciationHeads(HeadsConfig(**checkpoint["config"]))
         member.load_state_dict(state)
         members.append(member)
@@ -176,7 +237,8 @@ def load_heads(path: Path) -> tuple[HeadsEnsemble, dict[str, Any]]:
 
 
 class HeadsStage:
-    """Stage: HeadsItem -> (word scores (N, 3), sentence scores (4,)) float32, one forward per batch."""
+    """Stage: HeadsItem -> (word scores (N, 3), sentence scores (4,), phone accuracy (P,)) float32, one forward
+    per batch."""
 
     name = "heads"
 
@@ -202,21 +264,24 @@ class HeadsStage:
         self.load()
         return tuple(tuple(row) for row in self.meta.get("flag_thresholds", DEFAULT_FLAG_THRESHOLDS))
 
-    def run_batch(self, items: Sequence[HeadsItem]) -> list[tuple[np.ndarray, np.ndarray] | Exception]:
+    def run_batch(self, items: Sequence[HeadsItem]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | Exception]:
         heads = self.load()
-        results: list[tuple[np.ndarray, np.ndarray] | Exception | None] = [None] * len(items)
+        results: list[tuple[np.ndarray, np.ndarray, np.ndarray] | Exception | None] = [None] * len(items)
         good = []
+        config = heads.config
         for index, item in enumerate(items):
-            if len(item.words) and item.frames.ndim == 2 and item.frames.shape[1] == heads.config.ssl_dim:
-                good.append(index)
+            problem = item.problem(config.ssl_dim, config.phone_dim, config.phone_classes)
+            if problem:
+                results[index] = EngineError(problem)
             else:
-                results[index] = EngineError(f"heads: an item with {len(item.words)} words and frames "
-                                             f"{item.frames.shape}; expected >= 1 word and (T, "
-                                             f"{heads.config.ssl_dim})")
+                good.append(index)
         if good:
             with torch.inference_mode():
-                words, sentence = heads(**collate([items[i] for i in good], self.device))
-            words, sentence = words.cpu().numpy(), sentence.cpu().numpy()
+                words, sentence, phones = heads(**collate([items[i] for i in good], self.device))
+            words, sentence, phones = words.cpu().numpy(), sentence.cpu().numpy(), phones.cpu().numpy()
             for row, index in enumerate(good):
-                results[index] = (words[row, :len(items[index].words)].copy(), sentence[row].copy())
+                item = items[index]
+                results[index] = (words[row, :len(item.words)].copy(), sentence[row].copy(),
+                                  phones[row, :len(item.phones)].copy())
         return results  # type: ignore[return-value]
+

@@ -1,5 +1,5 @@
-"""What the heads read besides the SSL frames: a few numbers per word from the alignment and the ASR, and a
-few per utterance. The live engine and `saywell train` build them with these same functions."""
+"""What the heads read besides the SSL frames: a few numbers per phone and per word from the alignment and the
+ASR, and a few per utterance. The live engine and `saywell train` build them with these same functions."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,14 +8,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from saywell.engine.features.utterance import match_reference
-from saywell.engine.profiles.neural.alignment import AlignedWord
+from saywell.engine.language.lexicon import VOWELS
+from saywell.engine.profiles.neural.alignment import SILENCE, AlignedWord
 from saywell.engine.scorers.baseline import OMISSION_MS_PER_PHONE
 from saywell.engine.types import RecognizedWord
 
 # Names in the order of the columns; a heads checkpoint records them and is refused if they differ. Values are
 # roughly unit-scaled (ms_per_phone in 100 ms, n_phones in tens) before the heads' own z-scoring.
 WORD_FEATURES = ("gop_mean", "gop_min", "margin_mean", "ms_per_phone", "n_phones", "silence_share", "asr_heard",
-                 "asr_probability")
+                 "asr_probability", "gop_std", "share_gop_below_1", "share_gop_below_3", "share_outranked",
+                 "margin_min", "accuracy_mean", "accuracy_min", "share_heard_as_said")
+# Per phone: its posterior GOP and margin, log duration, whether the classifier heard it (its most probable phone
+# over the span) or silence there, the canonical phone's mean posterior over the span when it is among the three
+# most probable (`heard`, else 0), and the GOP mapped to 0..2 (scorers/baseline).
+PHONE_FEATURES = ("gop", "margin", "log_ms", "heard_as_said", "said_share", "heard_silence", "accuracy")
+# Phones the heads embed, by index; 0 stands for any other (a classifier's class outside ARPAbet).
+PHONE_CLASSES = ("?",) + tuple(sorted(VOWELS)) + ("B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N",
+                                                  "NG", "P", "R", "S", "SH", "T", "TH", "V", "W", "Y", "Z", "ZH")
 SENTENCE_FEATURES = ("closed", "duration_s", "speech_share", "words_per_s", "pauses_per_word", "gop_mean",
                      "heard_share", "asr_probability")
 PAUSE_MS = 150  # a gap between words longer than this is a pause
@@ -28,6 +37,9 @@ class HeadInputs:
     words: np.ndarray = field(repr=False)  # (N, len(WORD_FEATURES)) float32
     sentence: np.ndarray = field(repr=False)  # (len(SENTENCE_FEATURES),) float32
     omitted: tuple[bool, ...]  # closed mode: the word was not said (see is_omitted)
+    phones: np.ndarray = field(repr=False)  # (P, len(PHONE_FEATURES)) float32, every word's phones in order
+    phone_ids: np.ndarray = field(repr=False)  # (P,) int64 index in PHONE_CLASSES
+    phone_owner: np.ndarray = field(repr=False)  # (P,) int64 the word each phone belongs to
 
 
 def heard_words(words: Sequence[str], recognised: Sequence[RecognizedWord], closed: bool
@@ -52,12 +64,22 @@ def head_inputs(words: Sequence[AlignedWord], heard: Sequence[RecognizedWord | N
     """The heads' inputs for aligned `words`, each heard as `heard` (see heard_words), in `frame_ms` frames."""
     spans = np.array([[round(w.start_frame * frame_ms), round(w.end_frame * frame_ms)] for w in words],
                      dtype=np.int64).reshape(-1, 2)
-    rows = []
-    for word, match in zip(words, heard):
-        gops = np.array(word.gops)
+    rows, phone_rows, phone_ids, phone_owner = [], [], [], []
+    for index, (word, match) in enumerate(zip(words, heard)):
+        gops, margins = np.array(word.gops), np.array(word.margins)
+        accuracies = np.array([p.accuracy for p in word.phones])
+        said = [float(bool(p.heard) and p.heard[0][0] == p.phone) for p in word.phones]
         ms = (word.end_frame - word.start_frame) * frame_ms
-        rows.append([gops.mean(), gops.min(), float(np.mean(word.margins)), ms / len(gops) / 100, len(gops) / 10,
-                     word.silence_share, float(match is not None), match.probability if match else 0.0])
+        rows.append([gops.mean(), gops.min(), float(margins.mean()), ms / len(gops) / 100, len(gops) / 10,
+                     word.silence_share, float(match is not None), match.probability if match else 0.0,
+                     gops.std(), (gops < -1).mean(), (gops < -3).mean(), (margins < 0).mean(), margins.min(),
+                     accuracies.mean(), accuracies.min(), float(np.mean(said))])
+        for phone, gop, margin, heard_it in zip(word.phones, gops, margins, said):
+            top = phone.heard[0][0] if phone.heard else ""
+            phone_rows.append([gop, margin, np.log(max(phone.end_ms - phone.start_ms, 1)), heard_it,
+                               dict(phone.heard).get(phone.phone, 0.0), float(top == SILENCE), phone.accuracy])
+            phone_ids.append(PHONE_CLASSES.index(phone.phone) if phone.phone in PHONE_CLASSES else 0)
+            phone_owner.append(index)
     word_values = np.array(rows, np.float32).reshape(-1, len(WORD_FEATURES))
 
     def mean_of(feature: str) -> float:
@@ -69,4 +91,6 @@ def head_inputs(words: Sequence[AlignedWord], heard: Sequence[RecognizedWord | N
                          len(words) / duration_s, sum(g > PAUSE_MS for g in gaps) / max(len(words), 1),
                          mean_of("gop_mean"), mean_of("asr_heard"), mean_of("asr_probability")], np.float32)
     omitted = tuple(closed and is_omitted(w, h, frame_ms) for w, h in zip(words, heard))
-    return HeadInputs(spans, word_values, sentence, omitted)
+    return HeadInputs(spans, word_values, sentence, omitted,
+                      np.array(phone_rows, np.float32).reshape(-1, len(PHONE_FEATURES)),
+                      np.array(phone_ids, np.int64), np.array(phone_owner, np.int64))

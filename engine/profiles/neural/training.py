@@ -22,8 +22,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from saywell.engine.language.lexicon import strip_stress
 from saywell.engine.language.text import match_reference, normalize_words
 from saywell.engine.options import EngineOptions
+from saywell.engine.profiles.neural.alignment import AlignedWord
 from saywell.engine.profiles.neural.config import CONFIG_NAME, NeuralConfig, model_ref
 from saywell.engine.profiles.neural.engine import Graph, NeuralEngine
 from saywell.engine.profiles.neural.encoders import SpeechEncoder, pad_items
@@ -45,6 +47,8 @@ class LabeledWord(Protocol):
     accuracy: float
     stress: float
     total: float
+    phones: tuple[str, ...]  # ARPAbet, vowels with their stress digit; empty without phone labels
+    phones_accuracy: tuple[float, ...]  # 0..2 per phone
 
 
 class LabeledUtterance(Protocol):
@@ -67,6 +71,7 @@ class Example:
     item: HeadsItem = field(repr=False)
     word_targets: np.ndarray = field(repr=False)  # (N, 3)
     sentence_targets: np.ndarray = field(repr=False)  # (4,)
+    phone_targets: np.ndarray = field(repr=False)  # (P,) the item's phones, 0..2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,20 +114,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def labelled_targets(words: Sequence[str], utterance: LabeledUtterance) -> np.ndarray:
-    """(N, 3) word targets for `words` from the corpus labels: each word takes the label of the reference word it
-    stands for (language.text.match_reference), NaN when it stands for none."""
-    labels: list[np.ndarray] = []
+def labelled_words(words: Sequence[str], utterance: LabeledUtterance) -> list[LabeledWord | None]:
+    """The corpus word each of `words` stands for (language.text.match_reference), None when it stands for none."""
+    labels: list[LabeledWord] = []
     spelled: list[str] = []
     for word in utterance.words:
         for part in normalize_words(word.text):
             spelled.append(part)
-            labels.append(np.array([word.accuracy, word.stress, word.total], np.float32))
+            labels.append(word)
+    return [labels[m] if m is not None else None for m in match_reference(spelled, list(words))]
+
+
+def labelled_targets(words: Sequence[str], utterance: LabeledUtterance) -> np.ndarray:
+    """(N, 3) word targets for `words` from the corpus labels: each word takes the label of the reference word it
+    stands for, NaN when it stands for none."""
     targets = np.full((len(words), len(WORD_ASPECTS)), np.nan, np.float32)
-    for index, match in enumerate(match_reference(spelled, list(words))):
-        if match is not None:
-            targets[index] = labels[match]
+    for index, label in enumerate(labelled_words(words, utterance)):
+        if label is not None:
+            targets[index] = (label.accuracy, label.stress, label.total)
     return targets
+
+
+def labelled_phone_targets(words: Sequence[AlignedWord], utterance: LabeledUtterance) -> np.ndarray:
+    """(P,) targets for the aligned words' phones, in order: the experts' accuracy (0..2) of the phones of the
+    corpus word each word stands for, when those are the same phones (stress digits aside); else NaN."""
+    targets: list[float] = []
+    for word, label in zip(words, labelled_words([w.text for w in words], utterance)):
+        said = [p.phone for p in word.phones]
+        if label is not None and [strip_stress(p) for p in label.phones] == said and \
+                len(label.phones_accuracy) == len(said):
+            targets.extend(label.phones_accuracy)
+        else:
+            targets.extend([np.nan] * len(said))
+    return np.array(targets, np.float32)
 
 
 def examples_of(graph: Graph, utterance: LabeledUtterance, audio: np.ndarray, engine: NeuralEngine) -> list[Example]:
@@ -133,7 +157,8 @@ def examples_of(graph: Graph, utterance: LabeledUtterance, audio: np.ndarray, en
             continue
         words = [w.text for w in analysis.words]
         found.append(Example(utterance.utt, closed, audio, engine.heads_item(graph.frames, analysis.inputs),
-                             labelled_targets(words, utterance), sentence))
+                             labelled_targets(words, utterance), sentence,
+                             labelled_phone_targets(analysis.words, utterance)))
     return found
 
 
@@ -174,17 +199,19 @@ def stopping_split(examples: Sequence[Example], corpus: Sequence[LabeledUtteranc
     return fitted, stop_on
 
 
-def _targets(examples: Sequence[Example], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _targets(examples: Sequence[Example], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     longest = max(len(e.word_targets) for e in examples)
     words = np.full((len(examples), longest, len(WORD_ASPECTS)), np.nan, np.float32)
+    phones = np.full((len(examples), max(max(len(e.phone_targets) for e in examples), 1)), np.nan, np.float32)
     for row, example in enumerate(examples):
         words[row, :len(example.word_targets)] = example.word_targets
+        phones[row, :len(example.phone_targets)] = example.phone_targets
     sentences = np.stack([e.sentence_targets for e in examples])
-    return torch.from_numpy(words).to(device), torch.from_numpy(sentences).to(device)
+    return tuple(torch.from_numpy(t).to(device) for t in (words, sentences, phones))  # type: ignore[return-value]
 
 
 def forward(heads: PronunciationHeads | HeadsEnsemble, encoder: SpeechEncoder | None, examples: Sequence[Example],
-            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The heads' scores of a batch; with `encoder`, the SSL frames are recomputed from the audio (with grad)."""
     batch = collate([e.item for e in examples], device)
     if encoder is not None:
@@ -193,12 +220,19 @@ def forward(heads: PronunciationHeads | HeadsEnsemble, encoder: SpeechEncoder | 
     return heads(**batch)
 
 
-def loss_of(words: torch.Tensor, sentences: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Mean squared error on the 0..1 scale over the labelled words, plus the sentence aspects'."""
-    word_targets, sentence_targets = targets
-    known = ~torch.isnan(word_targets)
-    word_loss = ((words - torch.nan_to_num(word_targets)) / 10)[known].pow(2).mean() if known.any() else words.sum() * 0
-    return word_loss + ((sentences - sentence_targets) / 10).pow(2).mean()
+def _known_mse(predicted: torch.Tensor, targets: torch.Tensor, scale: float) -> torch.Tensor:
+    known = ~torch.isnan(targets)
+    if not known.any():
+        return predicted.sum() * 0
+    return ((predicted - torch.nan_to_num(targets)) / scale)[known].pow(2).mean()
+
+
+def loss_of(words: torch.Tensor, sentences: torch.Tensor, phones: torch.Tensor,
+            targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean squared error on the 0..1 scale over the labelled words and phones, plus the sentence aspects'."""
+    word_targets, sentence_targets, phone_targets = targets
+    return (_known_mse(words, word_targets, 10) + ((sentences - sentence_targets) / 10).pow(2).mean()
+            + _known_mse(phones, phone_targets, 2))
 
 
 def train(heads: PronunciationHeads, encoder: SpeechEncoder | None, examples: Sequence[Example], steps: int,
@@ -264,7 +298,7 @@ def flag_thresholds(heads: PronunciationHeads | HeadsEnsemble, encoder: SpeechEn
     closed = [e for e in examples if e.closed]
     for start in range(0, len(closed), 32):
         batch = closed[start:start + 32]
-        words, _ = forward(heads, encoder, batch, device)
+        words, _, _ = forward(heads, encoder, batch, device)
         for row, example in enumerate(batch):
             known = ~np.isnan(example.word_targets[:, 0])
             predicted.extend(words[row, :len(example.word_targets), 0].cpu().numpy()[known])
@@ -282,12 +316,14 @@ def model_card(report: dict[str, Any]) -> str:
         f"{report['device']}.", "",
         f"Models (neural.json): ASR {report['models']['asr']}; frame phone classifier {report['models']['aligner']}; "
         f"SSL encoder {report['models']['ssl']}, {encoder}.", "",
-        "Heads: SSL frames mean-pooled over each word's aligned span and over the utterance, with per-word "
-        "posterior GOP, margin, duration, silence share and ASR agreement, and per-utterance rates and pauses; "
-        "a bidirectional LSTM over the words feeds the word heads (accuracy, stress, total), an attention "
-        "pooling of the words and the pooled utterance feed the sentence heads (accuracy, fluency, prosody, "
-        "total). Completeness is not learned: it is the share of reference words the alignment and the ASR "
-        "found.", "",
+        "Heads: each phone's posterior GOP, margin, duration, what the classifier heard over it and an embedding "
+        "of its identity pass through a bidirectional LSTM over the utterance's phones to a phone head (accuracy "
+        "0..2, trained on the experts' phone scores); each word reads the mean of its phones' states and their "
+        "lowest predicted accuracy, the SSL frames mean-pooled over its aligned span, and per-word GOP, margin, "
+        "duration, silence share and ASR agreement numbers; a bidirectional LSTM over the words feeds the word "
+        "heads (accuracy, stress, total), an attention pooling of the words and the pooled utterance with "
+        "per-utterance rates and pauses feed the sentence heads (accuracy, fluency, prosody, total). Completeness "
+        "is not learned: it is the share of reference words the alignment and the ASR found.", "",
         f"Training: {ensemble_card(report)}, each {report['steps']} AdamW steps, batch {report['batch_size']}, lr "
         f"{report['lr']:g}; MSE on the 0..1 scale. Loss (mean of the sets): first {report['first_loss']:.4f}, last "
         f"{report['last_loss']:.4f} (training data, not a validation score). Flag thresholds (sensitivity, word "
@@ -435,6 +471,8 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
                          "Whisper encoder runs in CTranslate2 and stays frozen")
     if args.phone_epochs < 1:
         raise SystemExit("saywell train: --phone-epochs must be >= 1")
+    if args.steps < 1:
+        raise SystemExit("saywell train: --steps must be >= 1")
     if not 0 <= args.stop_share < 1 or args.check_every < 1:
         raise SystemExit("saywell train: --stop-share must be in [0, 1) and --check-every >= 1")
     if args.ensemble is None:
@@ -474,10 +512,12 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
     encoder = engine.ssl.load() if args.finetune_encoder else None
     fitted, stop_on = stopping_split(examples, corpus, args.stop_share, args.seed)
     members, runs = [], []
+    words, sentences = np.concatenate([e.item.words for e in examples]), np.stack([e.item.sentence for e in examples])
+    phones = np.concatenate([e.item.phones for e in examples])
     for member in range(args.ensemble):
+        torch.manual_seed(args.seed + member)  # each set's starting weights follow its seed
         heads = PronunciationHeads(HeadsConfig(ssl_dim=examples[0].item.frames.shape[1])).to(device)
-        heads.set_normalization(np.concatenate([e.item.words for e in examples]),
-                                np.stack([e.item.sentence for e in examples]))
+        heads.set_normalization(words, sentences, phones)
         runs.append(train(heads, encoder, fitted, args.steps, args.batch_size, args.lr, args.encoder_lr, device,
                           args.seed + member, stop_on, args.check_every))
         members.append(heads)
