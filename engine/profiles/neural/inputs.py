@@ -10,6 +10,7 @@ import numpy as np
 from saywell.engine.features.utterance import match_reference
 from saywell.engine.language.lexicon import VOWELS
 from saywell.engine.profiles.neural.alignment import SILENCE, AlignedWord
+from saywell.engine.profiles.neural.phone_head import CONSONANTS
 from saywell.engine.scorers.baseline import OMISSION_MS_PER_PHONE
 from saywell.engine.types import RecognizedWord
 
@@ -23,8 +24,8 @@ WORD_FEATURES = ("gop_mean", "gop_min", "margin_mean", "ms_per_phone", "n_phones
 # most probable (`heard`, else 0), and the GOP mapped to 0..2 (scorers/baseline).
 PHONE_FEATURES = ("gop", "margin", "log_ms", "heard_as_said", "said_share", "heard_silence", "accuracy")
 # Phones the heads embed, by index; 0 stands for any other (a classifier's class outside ARPAbet).
-PHONE_CLASSES = ("?",) + tuple(sorted(VOWELS)) + ("B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N",
-                                                  "NG", "P", "R", "S", "SH", "T", "TH", "V", "W", "Y", "Z", "ZH")
+PHONE_CLASSES = ("?",) + tuple(sorted(VOWELS)) + CONSONANTS
+PHONE_CLASS_IDS = {phone: index for index, phone in enumerate(PHONE_CLASSES)}
 SENTENCE_FEATURES = ("closed", "duration_s", "speech_share", "words_per_s", "pauses_per_word", "gop_mean",
                      "heard_share", "asr_probability")
 PAUSE_MS = 150  # a gap between words longer than this is a pause
@@ -78,7 +79,7 @@ def head_inputs(words: Sequence[AlignedWord], heard: Sequence[RecognizedWord | N
             top = phone.heard[0][0] if phone.heard else ""
             phone_rows.append([gop, margin, np.log(max(phone.end_ms - phone.start_ms, 1)), heard_it,
                                dict(phone.heard).get(phone.phone, 0.0), float(top == SILENCE), phone.accuracy])
-            phone_ids.append(PHONE_CLASSES.index(phone.phone) if phone.phone in PHONE_CLASSES else 0)
+            phone_ids.append(PHONE_CLASS_IDS.get(phone.phone, 0))
             phone_owner.append(index)
     word_values = np.array(rows, np.float32).reshape(-1, len(WORD_FEATURES))
 
