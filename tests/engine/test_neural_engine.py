@@ -6,6 +6,7 @@ The encoders are random and the labels invented, so no score here says anything 
 check that every stage runs, batches across utterances, and gives complete, in-range, batch-invariant results.
 """
 import asyncio
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -20,8 +21,9 @@ from saywell.engine.language.lexicon import Lexicon, strip_stress
 from saywell.engine.offline.dataset import load_audio
 from saywell.engine.options import BatchingOptions, EngineOptions
 from saywell.engine.profiles.neural.heads import load_heads
-from saywell.engine.profiles.neural.inputs import WORD_FEATURES
+from saywell.engine.profiles.neural.inputs import SENTENCE_FEATURES, WORD_FEATURES
 from saywell.engine.profiles.neural.plumbing import PHONES, write_random_models
+from saywell.engine.profiles.neural.trees import load_trees
 from saywell.engine.types import AssessmentRequest, EngineError
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -62,6 +64,20 @@ def trained(tmp_path_factory) -> pathlib.Path:
     code = saywell_cli(["train", "--profile", "neural", "--data", str(corpus), "--model-dir", str(folder),
                         "--steps", "40", "--batch-size", "4", "--device", "cpu"])
     assert code == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def heads_only(trained, tmp_path_factory) -> pathlib.Path:
+    """`trained` serving its heads alone: neural.json without its trees. Tests of batching compare with it: a batch
+    moves the stages' outputs by up to ~1e-5 (float sums in another order), and where an input sits on one of the
+    trees' splits that turns into a step of the trees' score (with 12 examples a step is large), so batching is
+    exact for the heads only (tests/engine/test_neural_trees.py covers the trees)."""
+    folder = tmp_path_factory.mktemp("heads-only") / "models"
+    shutil.copytree(trained, folder)
+    config = json.loads((folder / "neural.json").read_text())
+    del config["trees"]
+    (folder / "neural.json").write_text(json.dumps(config))
     return folder
 
 
@@ -128,6 +144,11 @@ def test_the_train_command_writes_heads_a_model_card_and_the_config(trained):
     assert len(heads.members) == meta["ensemble"] == 5 and "5 sets of heads whose scores are averaged" in card
     weights = [m.word_out.weight for m in heads.members]
     assert not any(torch.equal(weights[0], w) for w in weights[1:]), "each set was trained from its own seed"
+    # trees fitted beside the heads, named by the config, described by the card; thresholds of the served scores
+    assert config["trees"] == "trees.npz" and (trained / "trees.npz").is_file()
+    assert meta["trees_share"] == 0.5 and "0.5 x the heads' + 0.5 x the trees'" in card
+    trees, trees_meta = load_trees(trained / "trees.npz")
+    assert trees.share == 0.5 and trees_meta["examples"] == meta["examples"]
 
 
 def test_the_heads_sets_follow_their_seeds(tmp_path):
@@ -173,7 +194,16 @@ def test_flags_grow_with_the_sensitivity(live):
     assert flagged[0] <= flagged[1] <= flagged[2]
 
 
-def test_a_batch_gives_each_utterance_what_it_gets_alone(live):
+def test_a_batch_gives_each_utterance_what_it_gets_alone(heads_only):
+    batching = BatchingOptions(max_batch_size=8, max_wait_ms=50)
+    live = LiveEngine(EngineOptions(profile="neural", model_dir=str(heads_only), device="cpu", asr_batching=batching))
+    try:
+        check_batches_give_what_alone_gives(live)
+    finally:
+        live.close()
+
+
+def check_batches_give_what_alone_gives(live):
     requests = [AssessmentRequest(audio_of(name), TEXTS[name] if closed else "")
                 for name in ("fox", "coffee", "brother", "market_8k") for closed in (True, False)]
     alone = [live.run(live.engine.assess(r)) for r in requests]
@@ -204,15 +234,25 @@ def test_interim_words_are_scored_and_flagged_as_the_open_mode_final_scores_them
     for interim, scored in zip(words, final.words):
         assert interim.phones and [p.phone for p in interim.phones] == [p.phone for p in scored.phones]
         assert interim.needs_improvement == scored.needs_improvement
-        assert np.isclose(interim.accuracy, scored.accuracy, atol=1e-2) and 0 <= interim.accuracy <= 10
-    # What moves the scores that little: interims decode greedily, finals with the beam, so the words' ASR
-    # probabilities (a head input) differ (by up to 0.07 here); every other input is the same.
-    interim_inputs, final_inputs = (live.run(live.engine.analyse(audio, "", (False,), partial=partial))
-                                    .analyses[False].inputs for partial in (True, False))
+        assert 0 <= interim.accuracy <= 10
+    # Interims decode greedily, finals with the beam, so the words' ASR probabilities (a head input) differ (by up
+    # to 0.07 here); every other input is the same, and with the final's probabilities the interim's graph scores
+    # exactly as the final (the trees split on the probability, so a small change in it can move a score a step).
+    interim_graph, final_graph = (live.run(live.engine.analyse(audio, "", (False,), partial=partial))
+                                  for partial in (True, False))
+    interim_inputs, final_inputs = interim_graph.analyses[False].inputs, final_graph.analyses[False].inputs
     probability = [WORD_FEATURES.index("asr_probability")]
     others = [i for i in range(len(WORD_FEATURES)) if i not in probability]
     assert np.allclose(interim_inputs.words[:, others], final_inputs.words[:, others], atol=1e-6)
     assert np.array_equal(interim_inputs.phones, final_inputs.phones)
+    words_with_final_probability = interim_inputs.words.copy()
+    words_with_final_probability[:, probability] = final_inputs.words[:, probability]
+    sentence = interim_inputs.sentence.copy()
+    sentence[SENTENCE_FEATURES.index("asr_probability")] = final_inputs.sentence[SENTENCE_FEATURES.index("asr_probability")]
+    item = live.engine.heads_item(interim_graph.frames, dataclasses.replace(
+        interim_inputs, words=words_with_final_probability, sentence=sentence))
+    scores = live.engine.trees(item, live.run(live.engine._heads.submit(item)))
+    assert np.allclose(scores[0], [[w.accuracy, w.stress, w.total] for w in final.words], atol=1e-4)
     short = live.run(live.engine.provisional_words(AssessmentRequest(audio[:24000])))
     assert short and short[0].text == "the" and all(w.phones for w in short)
 
@@ -246,6 +286,7 @@ def test_info_names_the_profile_and_each_model_with_a_hash(live, trained):
     assert versions["asr"].startswith("whisper-tiny.en")
     assert versions["aligner"].startswith("aligner@") and versions["ssl"].startswith("ssl@")
     assert versions["heads"].startswith("heads.pt@") and len(versions["heads"].split("@")[1]) == 12
+    assert versions["trees"].startswith("trees.npz@") and len(versions["trees"].split("@")[1]) == 12
 
 
 def test_a_hub_id_loads_only_with_allow_download(tmp_path):
@@ -312,8 +353,30 @@ def test_early_stopping_holds_speakers_out_of_the_heads_training_and_keeps_the_b
     (["--stop-share", "1"], "--stop-share must be in"), (["--stop-share", "-0.1"], "--stop-share must be in"),
     (["--check-every", "0"], "--check-every >= 1"), (["--steps", "0"], "--steps must be >= 1"),
     (["--ensemble", "0"], "--ensemble must be >= 1"),
-    (["--ensemble", "2", "--finetune-encoder"], "1 with --finetune-encoder")])
+    (["--ensemble", "2", "--finetune-encoder"], "1 with --finetune-encoder"),
+    (["--trees-share", "1.5"], "--trees-share must be in"), (["--trees-share", "-0.5"], "--trees-share must be in"),
+    (["--trees-share", "0.5", "--finetune-encoder"], "0 with --finetune-encoder")])
 def test_training_settings_out_of_range_are_refused_before_any_work(tmp_path, flags, message):
     with pytest.raises(SystemExit, match=message):
         saywell_cli(["train", "--profile", "neural", "--data", str(tmp_path / "none"), "--model-dir",
                      str(tmp_path / "models"), *flags])
+
+
+def test_training_again_without_trees_serves_the_heads_alone(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    folder = tmp_path / "models"
+    write_random_models(folder)
+    common = ["train", "--profile", "neural", "--data", str(corpus), "--model-dir", str(folder), "--steps", "3",
+              "--batch-size", "4", "--device", "cpu", "--ensemble", "1", "--limit", "3"]
+    assert saywell_cli(common) == 0 and (folder / "trees.npz").is_file()
+    assert json.loads((folder / "neural.json").read_text())["trees"] == "trees.npz"
+    assert saywell_cli([*common, "--trees-share", "0"]) == 0
+    assert not (folder / "trees.npz").exists() and "trees" not in json.loads((folder / "neural.json").read_text())
+    assert "Trees: none" in (folder / "MODEL_CARD.md").read_text()
+    engine = LiveEngine(EngineOptions(profile="neural", model_dir=str(folder), device="cpu"))
+    try:
+        assert "trees" not in engine.engine.info.model_versions
+        result = engine.run(engine.engine.assess(AssessmentRequest(audio_of("fox"), TEXTS["fox"])))
+        assert_complete(result, len(audio_of("fox")) * 1000 // 16000)
+    finally:
+        engine.close()

@@ -1,6 +1,7 @@
 """The neural profile with `--backend triton` against a REAL tritonserver (the one nvidia-pytriton bundles, CPU),
 serving a repository that deploy/triton/export.py exported from the tiny random models that
-test_neural_engine.py trains for a few steps.
+test_neural_engine.py trains for a few steps, served without their trees (numpy, in the engine's process whatever
+the backend; the `heads_only` fixture says why batching tests leave them out).
 
 What it proves: Triton's scores equal the local backend's on the same audio (the Python backend runs the same
 stage code: equal within 1e-4, measured 0.0); a Triton lost mid-way fails the utterance with UnavailableError
@@ -16,7 +17,7 @@ import subprocess
 import time
 
 import pytest
-from test_neural_engine import TEXTS, LiveEngine, audio_of, trained  # noqa: F401 - `trained` is a fixture
+from test_neural_engine import TEXTS, LiveEngine, audio_of, heads_only, trained  # noqa: F401 - fixtures
 
 from saywell.engine.api import create_engine
 from saywell.engine.backends.triton import wire
@@ -44,9 +45,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def repository(trained, tmp_path_factory) -> pathlib.Path:
+def repository(heads_only, tmp_path_factory) -> pathlib.Path:
     folder = tmp_path_factory.mktemp("triton-repository")
-    versions = export_module().export(trained, folder)
+    versions = export_module().export(heads_only, folder)
     assert versions == {stage: 1 for stage in wire.STAGES}
     return folder
 
@@ -71,10 +72,10 @@ def options(folder, url: str, **triton) -> EngineOptions:
 
 
 @pytest.fixture(scope="module")
-def engines(trained, triton):
-    local = LiveEngine(EngineOptions(profile="neural", model_dir=str(trained), device="cpu",
+def engines(heads_only, triton):
+    local = LiveEngine(EngineOptions(profile="neural", model_dir=str(heads_only), device="cpu",
                                      asr_batching=BatchingOptions(max_batch_size=8, max_wait_ms=50)))
-    remote = LiveEngine(options(trained, triton.url, timeout_s=5.0))
+    remote = LiveEngine(options(heads_only, triton.url, timeout_s=5.0))
     yield local, remote
     remote.close()
     local.close()
@@ -120,14 +121,14 @@ def test_triton_scores_equal_the_local_backends_alone_and_batched(engines):
     assert max(size for stage, size in remote.batches if stage == "ssl") >= 2
 
 
-def test_start_is_refused_when_triton_is_unreachable_or_lacks_the_exported_version(trained, triton, tmp_path):
+def test_start_is_refused_when_triton_is_unreachable_or_lacks_the_exported_version(heads_only, triton, tmp_path):
     port = free_port()  # nothing listens there
     with pytest.raises(EngineError, match=rf"Triton at 127\.0\.0\.1:{port} is unreachable"):
-        create_engine(options(trained, f"127.0.0.1:{port}", timeout_s=2.0))
+        create_engine(options(heads_only, f"127.0.0.1:{port}", timeout_s=2.0))
     with pytest.raises(EngineError, match="--triton-url"):
-        create_engine(options(trained, ""))
+        create_engine(options(heads_only, ""))
     other = tmp_path / "other-heads"
-    shutil.copytree(trained, other)
+    shutil.copytree(heads_only, other)
     write_random_heads_into(other, seed=7)
     with pytest.raises(EngineError) as refused:
         create_engine(options(other, triton.url))
@@ -167,7 +168,7 @@ def test_triton_lost_mid_way_fails_utterances_as_unavailable_and_service_resumes
     assert_same(before, after)
 
 
-def test_an_export_into_an_older_repository_brings_the_heads_inputs_up_to_date(trained, repository, tmp_path):
+def test_an_export_into_an_older_repository_brings_the_heads_inputs_up_to_date(heads_only, repository, tmp_path):
     """A repository exported before the heads had a phone level keeps its versions, and a new export gives its
     config this saywell's inputs (the new ones optional, so the older versions' requests still pass)."""
     from google.protobuf import text_format
@@ -181,7 +182,7 @@ def test_an_export_into_an_older_repository_brings_the_heads_inputs_up_to_date(t
     config.write_text(text[:start].rstrip().rstrip(",") + "\n]" + text[text.index("\noutput ["):])
     assert "PHONE_VALUES" not in config.read_text() and "PHONE_SCORES" in config.read_text()
     other = tmp_path / "other-heads"
-    shutil.copytree(trained, other)
+    shutil.copytree(heads_only, other)
     write_random_heads_into(other, seed=8)
     assert export_module().export(other, older)["heads"] == 2
     parsed = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
@@ -190,3 +191,17 @@ def test_an_export_into_an_older_repository_brings_the_heads_inputs_up_to_date(t
                                                 wire.PHONE_LENGTHS)} == dict.fromkeys(
         (wire.PHONE_VALUES, wire.PHONE_IDS, wire.PHONE_OWNER, wire.PHONE_LENGTHS), True)
     assert sorted(parsed.parameters) == ["saywell_v1", "saywell_v2"], "both versions are described"
+
+
+def test_a_triton_backed_engine_blends_the_folders_trees_as_the_local_one_does(trained, triton):
+    """The trees run in the engine's process after the heads, whatever the backend (one utterance at a time)."""
+    local = LiveEngine(EngineOptions(profile="neural", model_dir=str(trained), device="cpu"))
+    remote = LiveEngine(options(trained, triton.url, timeout_s=5.0))
+    try:
+        assert remote.engine.info.model_versions == local.engine.info.model_versions
+        assert remote.engine.info.model_versions["trees"].startswith("trees.npz@")
+        for request in requests():
+            assert_same(local.run(local.engine.assess(request)), remote.run(remote.engine.assess(request)))
+    finally:
+        remote.close()
+        local.close()

@@ -1,5 +1,6 @@
 """The neural profile's model folder: `neural.json` names the ASR, the frame phone classifier (with its phone
-list), the SSL encoder and the heads checkpoint; this module reads it and checks where each model comes from.
+list), the SSL encoder, the heads checkpoint and, when trained, the trees blended with the heads; this module
+reads it and checks where each model comes from.
 
 Two configurations share the format. Faithful MultiPA: `ssl.model` is a wav2vec2-family encoder and
 `aligner.model` a frame classifier over audio (transformers folders or hub ids). Embedded: `ssl.whisper` names a
@@ -53,6 +54,7 @@ class NeuralConfig:
     heads: Path
     trained: dict[str, Any] = field(default_factory=dict)  # what `saywell train` wrote about the heads
     ssl_whisper: str | None = None  # embedded: the Whisper model whose encoder frames are the SSL frames
+    trees: Path | None = None  # gradient-boosted trees blended with the heads' scores (trees.py), when trained
 
     @property
     def embedded(self) -> bool:
@@ -105,7 +107,8 @@ class NeuralConfig:
                                                folder / aligner["head"] if "head" in aligner else None),
                          ssl=model_ref(folder, ssl["model"]) if "model" in ssl else None,
                          heads=folder / data.get("heads", "heads.pt"), trained=dict(data.get("trained", {})),
-                         ssl_whisper=str(ssl["whisper"]) if "whisper" in ssl else None)
+                         ssl_whisper=str(ssl["whisper"]) if "whisper" in ssl else None,
+                         trees=folder / data["trees"] if data.get("trees") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise EngineError(f"{path} is not a valid {FORMAT} config: {type(exc).__name__}: {exc}") from exc
         if data.get("format", FORMAT) != FORMAT:
@@ -136,6 +139,8 @@ class NeuralConfig:
                         "min_frames": self.aligner.min_frames},
             "ssl": {"whisper": self.ssl_whisper} if self.ssl is None else {"model": written(self.ssl)},
             "heads": str(self.heads.relative_to(self.folder))}
+        if self.trees is not None:
+            data["trees"] = str(self.trees.relative_to(self.folder))
         if self.trained:
             data["trained"] = self.trained
         return data

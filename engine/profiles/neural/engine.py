@@ -37,6 +37,7 @@ from saywell.engine.profiles.neural.heads import HeadsItem, HeadsStage, span_fra
 from saywell.engine.profiles.neural.inputs import HeadInputs, head_inputs, heard_words
 from saywell.engine.profiles.neural.phone_head import PhoneHeadStage
 from saywell.engine.profiles.neural.scoring import empty_result, scored_result
+from saywell.engine.profiles.neural.trees import TreesBlend
 from saywell.engine.profiles.neural.whisper_frames import WhisperFramesStage
 from saywell.engine.scorers.flags import threshold_at
 from saywell.engine.stages.asr import AsrRequest, WhisperAsr, plausible, without_loops
@@ -123,6 +124,7 @@ class NeuralEngine:
                               "(--model-dir, engine/profiles/neural/README.md)")
         self.model_stages = model_stages(options.backend, local, options, BACKENDS)
         self.posteriors, self.ssl, self.heads = (self.model_stages[n] for n in ("phone_posteriors", "ssl", "heads"))
+        self.trees = TreesBlend(config.trees)  # numpy, in this process whatever the backend
         self.aligner = FrameAlignmentStage(min_frames=config.aligner.min_frames, device=self.device, name="align")
         torch_batching = dataclasses.replace(options.asr_batching, workers=1)  # one model per stage and device
         self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
@@ -140,6 +142,8 @@ class NeuralEngine:
         sources = self.model_stages.sources
         versions = {"asr": self.asr.version, "aligner": sources["phone_posteriors"], "ssl": sources["ssl"],
                     "heads": sources["heads"]}
+        if self.config.trees is not None:
+            versions["trees"] = file_version(self.config.trees)
         return EngineInfo(profile="neural", backend=self.options.backend, name=ENGINE_NAME,
                           version=importlib.metadata.version("saywell"), scorers=(SCORER,), model_versions=versions,
                           capabilities=Capabilities(phone_diagnosis=True))
@@ -170,10 +174,11 @@ class NeuralEngine:
         await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
         await self._align.submit(FrameAlignItem(log_probs, [self.inventory.id_of("AH")]))
         dims = (await asyncio.to_thread(self.heads.load)).config
-        await self._heads.submit(HeadsItem(frames, np.array([[0, 1]]), np.zeros((1, dims.word_dim), np.float32),
-                                           np.zeros(dims.sentence_dim, np.float32),
-                                           np.zeros((1, dims.phone_dim), np.float32), np.zeros(1, np.int64),
-                                           np.zeros(1, np.int64)))
+        await asyncio.to_thread(self.trees.check, dims.ssl_dim)
+        item = HeadsItem(frames, np.array([[0, 1]]), np.zeros((1, dims.word_dim), np.float32),
+                         np.zeros(dims.sentence_dim, np.float32), np.zeros((1, dims.phone_dim), np.float32),
+                         np.zeros(1, np.int64), np.zeros(1, np.int64))
+        self.trees(item, await self._heads.submit(item))
 
     async def close(self) -> None:
         for scheduler in self.schedulers:
@@ -208,7 +213,8 @@ class NeuralEngine:
         if analysis is None:
             return empty_result(graph.transcript.text, request, SCORER, graph.timings_ms)
         mark = time.perf_counter()
-        scores = await self._heads.submit(self.heads_item(graph.frames, analysis.inputs), priority)
+        item = self.heads_item(graph.frames, analysis.inputs)
+        scores = self.trees(item, await self._heads.submit(item, priority))  # ~1 ms of numpy: inline
         graph.timings_ms["heads"] = (time.perf_counter() - mark) * 1000
         return scored_result(request, graph.transcript.text, analysis.words, analysis.inputs, scores,
                              self.heads.flag_thresholds(), self.posteriors.load().frame_ms, SCORER, graph.timings_ms)

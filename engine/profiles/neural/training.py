@@ -3,8 +3,9 @@ MultiPA does) trained on a corpus in the speechocean762 layout, through the prof
 
 Every utterance runs through the engine's stages once (ASR, phone posteriors, alignment of the reference words
 for closed mode and of the recognised words for open mode, SSL frames); the heads then learn from both modes'
-inputs. Writes heads.pt, the updated neural.json and MODEL_CARD.md into the model folder (and the fine-tuned
-encoder under ssl-finetuned/ when asked).
+inputs, and gradient-boosted trees over the same inputs are fitted to be averaged with them (trees.py). Writes
+heads.pt, trees.npz, the updated neural.json and MODEL_CARD.md into the model folder (and the fine-tuned encoder
+under ssl-finetuned/ when asked, without trees).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from saywell.engine.profiles.neural.encoders import SpeechEncoder, pad_items
 from saywell.engine.profiles.neural.heads import (SENTENCE_ASPECTS, WORD_ASPECTS, HeadsConfig, HeadsEnsemble,
                                                   HeadsItem, PronunciationHeads, collate, save_heads)
 from saywell.engine.profiles.neural.phone_head import save_phone_head, train_phone_head
+from saywell.engine.profiles.neural.trees import SHARE, TREES_FILE, HeadTrees, fit_trees
 from saywell.engine.stages.asr import ENCODER_FRAME_MS
 from saywell.engine.scorers.flags import fit_thresholds
 from saywell.engine.types import EngineError
@@ -88,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=int, default=None,
                    help="sets of heads trained with seeds --seed, --seed+1, ...; their scores are averaged "
                         f"(default {ENSEMBLE}; 1 with --finetune-encoder, which trains one encoder with one set)")
+    p.add_argument("--trees-share", type=float, default=None,
+                   help="share of gradient-boosted trees over the heads' inputs in each word and sentence score "
+                        f"(default {SHARE}; 0: the heads alone, and the only choice with --finetune-encoder, whose "
+                        "frames change after the trees would be fitted)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="heads' learning rate")
     p.add_argument("--encoder-lr", type=float, default=2e-5, help="the SSL encoder's, with --finetune-encoder")
@@ -291,17 +297,20 @@ def held_out_loss(heads: PronunciationHeads | HeadsEnsemble, encoder: SpeechEnco
 
 @torch.no_grad()
 def flag_thresholds(heads: PronunciationHeads | HeadsEnsemble, encoder: SpeechEncoder | None, examples: Sequence[Example],
-                    device: torch.device) -> list[list[float]]:
+                    device: torch.device, trees: HeadTrees | None = None) -> list[list[float]]:
     """Thresholds of word accuracy for each sensitivity (scorers/flags.py) from the trained heads' predictions
-    of the closed-mode words, against "the experts gave less than 10"."""
+    of the closed-mode words (blended with `trees`' as served), against "the experts gave less than 10"."""
     predicted, needs_work = [], []
     closed = [e for e in examples if e.closed]
     for start in range(0, len(closed), 32):
         batch = closed[start:start + 32]
-        words, _, _ = forward(heads, encoder, batch, device)
+        words, sentences, phones = (t.cpu().numpy() for t in forward(heads, encoder, batch, device))
         for row, example in enumerate(batch):
+            scores = (words[row, :len(example.word_targets)], sentences[row], phones[row])
+            if trees is not None:
+                scores = trees.blend(example.item, scores)
             known = ~np.isnan(example.word_targets[:, 0])
-            predicted.extend(words[row, :len(example.word_targets), 0].cpu().numpy()[known])
+            predicted.extend(scores[0][known, 0])
             needs_work.extend(example.word_targets[known, 0] < 10)
     return fit_thresholds(np.array(predicted), np.array(needs_work, bool))
 
@@ -327,12 +336,23 @@ def model_card(report: dict[str, Any]) -> str:
         f"Training: {ensemble_card(report)}, each {report['steps']} AdamW steps, batch {report['batch_size']}, lr "
         f"{report['lr']:g}; MSE on the 0..1 scale. Loss (mean of the sets): first {report['first_loss']:.4f}, last "
         f"{report['last_loss']:.4f} (training data, not a validation score). Flag thresholds (sensitivity, word "
-        f"accuracy): {report['flag_thresholds']}.", "",
+        f"accuracy of the served scores): {report['flag_thresholds']}.", "",
+        trees_card(report), "",
         *stopping_card(report),
         *phone_classifier_card(report.get("phone_classifier")),
         held_out_card(report), "",
         "Tiny random encoders (engine/profiles/neural/plumbing.py) prove the plumbing only: heads trained on "
         "them, or on a handful of utterances, say nothing about pronunciation.", ""])
+
+
+def trees_card(report: dict[str, Any]) -> str:
+    share = report.get("trees_share") or 0
+    if not share:
+        return "Trees: none; the heads' scores are served alone."
+    return (f"Trees ({TREES_FILE}): gradient-boosted trees over the heads' inputs, flattened (each word's numbers, "
+            "its neighbours' GOP, its phones' mean and minimum numbers, the utterance's numbers and the pooled SSL "
+            f"frames on 16 principal components), fitted on the same examples; each word and sentence score is "
+            f"{1 - share:g} x the heads' + {share:g} x the trees'. Phone accuracy is the phone head's alone.")
 
 
 def ensemble_card(report: dict[str, Any]) -> str:
@@ -480,6 +500,11 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
     if args.ensemble < 1 or (args.finetune_encoder and args.ensemble > 1):
         raise SystemExit("saywell train: --ensemble must be >= 1, and 1 with --finetune-encoder (the encoder is "
                          "fine-tuned with one set of heads)")
+    if args.trees_share is None:
+        args.trees_share = 0.0 if args.finetune_encoder else SHARE
+    if not 0 <= args.trees_share <= 1 or (args.finetune_encoder and args.trees_share > 0):
+        raise SystemExit("saywell train: --trees-share must be in [0, 1], and 0 with --finetune-encoder (the trees "
+                         "would be fitted on the frames of the encoder before fine-tuning)")
     corpus = load_corpus(args.data)
     validation: list = []
     if args.validation_fold is not None:
@@ -524,8 +549,18 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
         print(f"heads {member + 1} of {args.ensemble} (seed {args.seed + member}): loss {runs[-1][0][0]:.4f} -> "
               f"{runs[-1][0][-1]:.4f}")
     heads = HeadsEnsemble(members)
-    thresholds = flag_thresholds(heads, encoder, examples, device)
     config = engine.config
+    trees = None
+    if args.trees_share > 0:
+        trees = fit_trees([e.item for e in examples], [e.word_targets for e in examples],
+                          [e.sentence_targets for e in examples], args.trees_share)
+        trees.save(config.folder / TREES_FILE, {"date": datetime.date.today().isoformat(), "examples": len(examples),
+                                                "validation_fold": args.validation_fold, "seed": args.seed})
+        print(f"fitted trees on {len(examples)} examples (share {args.trees_share:g})")
+    else:
+        (config.folder / TREES_FILE).unlink(missing_ok=True)  # a folder trained again without trees
+    config = dataclasses.replace(config, trees=config.folder / TREES_FILE if trees is not None else None)
+    thresholds = flag_thresholds(heads, encoder, examples, device, trees)
     if encoder is not None:
         encoder.model.save_pretrained(config.folder / FINETUNED)
         _copy_preprocessor(config.ssl.location, config.folder / FINETUNED, args.allow_download)
@@ -533,7 +568,7 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
     report = {"date": datetime.date.today().isoformat(), "data": str(args.data), "utterances": len(corpus),
               "failed": len(failures), "examples": len(examples), "device": str(device), "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "encoder_lr": args.encoder_lr, "seed": args.seed,
-              "finetuned_encoder": encoder is not None, "ensemble": args.ensemble,
+              "finetuned_encoder": encoder is not None, "ensemble": args.ensemble, "trees_share": args.trees_share,
               "first_loss": float(np.mean([losses[0] for losses, _ in runs])),
               "last_loss": float(np.mean([losses[-1] for losses, _ in runs])), "flag_thresholds": thresholds,
               "models": {"asr": config.asr, "aligner": config.aligner.version(), "ssl": config.ssl_version()},
