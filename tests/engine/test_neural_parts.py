@@ -81,7 +81,7 @@ def alignment_of(sequence: PhoneSequence, segments) -> FrameAlignment:
     return FrameAlignment(phones=phones, n_frames=segments[-1][1], score=-10.0, frame_ms=10)
 
 
-def test_an_unheard_squeezed_reference_word_is_an_omission_and_costs_completeness():
+def test_an_unheard_squeezed_reference_word_scored_low_is_an_omission_and_costs_completeness():
     sequence = PhoneSequence.of([("DH", "AH0"), ("K", "AE1", "T")], INVENTORY, with_silence=False)
     # "the" squeezed into 2 frames (10 ms a phone), "cat" 30 frames
     alignment = alignment_of(sequence, [(0, 1), (1, 2), (2, 12), (12, 22), (22, 32)])
@@ -96,13 +96,18 @@ def test_an_unheard_squeezed_reference_word_is_an_omission_and_costs_completenes
     assert inputs.phone_owner.tolist() == [0, 0, 1, 1, 1] and inputs.phones.shape == (5, len(PHONE_FEATURES))
     assert [PHONE_CLASSES[i] for i in inputs.phone_ids] == ["DH", "AH", "K", "AE", "T"]
     phone_scores = np.array([0.5, 1.0, 2.0, 0.2, 1.5])
-    result = scored_result(request, "cat", words, inputs, (np.array([[9.0, 9.0, 9.0], [4.0, 9.0, 5.0]]),
+    result = scored_result(request, "cat", words, inputs, (np.array([[3.0, 9.0, 3.0], [4.0, 9.0, 5.0]]),
                            np.array([6.0, 7.0, 8.0, 6.5]), phone_scores), DEFAULT_FLAG_THRESHOLDS, 10, "heads", {})
     the, cat_score = result.words
     assert [p.accuracy for w in result.words for p in w.phones] == phone_scores.tolist(), "the phone head's scores"
     assert the.error_type is WordErrorType.OMISSION and the.accuracy == 0.0 and the.needs_improvement
     assert cat_score.error_type is WordErrorType.MISPRONUNCIATION and cat_score.needs_improvement
     assert result.scores.completeness == 5.0 and result.scores.total == 6.5
+    # the rule alone is not enough: scores that say the squeezed word was said well keep it, and completeness
+    said = scored_result(request, "cat", words, inputs, (np.array([[9.0, 9.0, 9.0], [4.0, 9.0, 5.0]]),
+                         np.array([6.0, 7.0, 8.0, 6.5]), phone_scores), DEFAULT_FLAG_THRESHOLDS, 10, "heads", {})
+    assert said.words[0].error_type is WordErrorType.NONE and said.words[0].accuracy == 9.0
+    assert not said.words[0].needs_improvement and said.scores.completeness == 10.0
     heard_too = head_inputs(words, (RecognizedWord("the", 0, 20), cat), closed=True, duration_ms=320, frame_ms=10)
     assert heard_too.omitted == (False, False)
     assert not any(head_inputs(words, (None, None), closed=False, duration_ms=320, frame_ms=10).omitted)

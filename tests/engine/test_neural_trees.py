@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from saywell.engine.profiles.neural.config import NeuralConfig
+from saywell.engine.profiles.neural.config import NeuralConfig, file_hash
 from saywell.engine.profiles.neural.heads import HeadsItem
 from saywell.engine.profiles.neural.inputs import PHONE_FEATURES, SENTENCE_FEATURES, WORD_FEATURES
 from saywell.engine.profiles.neural.trees import TREES_FORMAT, TreesBlend, fit_trees, load_trees
@@ -81,9 +81,12 @@ def test_saved_trees_load_and_predict_the_same(fitted, tmp_path):
             assert np.array_equal(mine, theirs)
 
 
-def test_trees_of_other_inputs_or_another_encoder_are_refused(fitted, tmp_path):
+def test_trees_of_other_inputs_other_heads_or_another_encoder_are_refused(fitted, tmp_path):
+    heads, other_heads = tmp_path / "heads.pt", tmp_path / "other-heads.pt"
+    heads.write_bytes(b"the heads the trees were fitted beside")
+    other_heads.write_bytes(b"heads trained another time")
     path = tmp_path / "trees.npz"
-    fitted.save(path, {})
+    fitted.save(path, {"heads": file_hash(heads)})
     with np.load(path) as arrays:
         arrays = dict(arrays)
     header = json.loads(str(arrays["header"]))
@@ -92,11 +95,30 @@ def test_trees_of_other_inputs_or_another_encoder_are_refused(fitted, tmp_path):
     np.savez(tmp_path / "older.npz", **{**arrays, "header": np.asarray(json.dumps(header))})
     with pytest.raises(EngineError, match="fitted on other inputs than this saywell builds; train the heads again"):
         load_trees(tmp_path / "older.npz")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip file")
+    with pytest.raises(EngineError, match="is not a readable trees file"):
+        load_trees(tmp_path / "broken.npz")
     with pytest.raises(EngineError, match="there is no such file"):
-        TreesBlend(tmp_path / "missing.npz").check(SSL_DIM)
+        TreesBlend(tmp_path / "missing.npz").check(SSL_DIM, heads)
+    with pytest.raises(EngineError, match=f"fitted beside heads {file_hash(heads)}, and other-heads.pt is"):
+        TreesBlend(path).check(SSL_DIM, other_heads)
     with pytest.raises(EngineError, match=f"fitted on {SSL_DIM}-d SSL frames and the heads read 384-d ones"):
-        TreesBlend(path).check(384)
-    TreesBlend(path).check(SSL_DIM)
+        TreesBlend(path).check(384, heads)
+    TreesBlend(path).check(SSL_DIM, heads)
+
+
+def test_the_trees_pool_word_and_utterance_frames_as_the_heads_do():
+    import torch
+
+    from saywell.engine.profiles.neural.heads import pool
+    from saywell.engine.profiles.neural.trees import pooled_words
+
+    item = corpus(1, 6)[0][0]
+    item = dataclasses.replace(item, spans=np.array([[0, 1], [2, 9], [5, 6], *item.spans[3:]]))
+    words, utterance = pool(torch.from_numpy(item.frames)[None], torch.tensor([len(item.frames)]),
+                            torch.from_numpy(item.spans)[None])
+    assert np.allclose(pooled_words(item), words[0].numpy(), atol=1e-5)
+    assert np.allclose(item.frames.mean(0), utterance[0].numpy(), atol=1e-5)
 
 
 def test_no_trees_leaves_the_heads_scores_as_they_are():

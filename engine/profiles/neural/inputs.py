@@ -55,7 +55,8 @@ def heard_words(words: Sequence[str], recognised: Sequence[RecognizedWord], clos
 
 def is_omitted(word: AlignedWord, heard: RecognizedWord | None, frame_ms: float) -> bool:
     """A reference word the ASR did not hear and the alignment squeezed or placed over silence (the cpu
-    profile's duration rule, with the classifier's silence posterior as a second witness)."""
+    profile's duration rule, with the classifier's silence posterior as a second witness): a candidate omission,
+    reported only when the word's scores agree (scoring.scored_result)."""
     ms_per_phone = (word.end_frame - word.start_frame) * frame_ms / max(len(word.phones), 1)
     return heard is None and (ms_per_phone < OMISSION_MS_PER_PHONE or word.silence_share > SILENT_WORD)
 

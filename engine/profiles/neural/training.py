@@ -27,13 +27,13 @@ from saywell.engine.language.lexicon import strip_stress
 from saywell.engine.language.text import match_reference, normalize_words
 from saywell.engine.options import EngineOptions
 from saywell.engine.profiles.neural.alignment import AlignedWord
-from saywell.engine.profiles.neural.config import CONFIG_NAME, NeuralConfig, model_ref
+from saywell.engine.profiles.neural.config import CONFIG_NAME, NeuralConfig, file_hash, model_ref
 from saywell.engine.profiles.neural.engine import Graph, NeuralEngine
 from saywell.engine.profiles.neural.encoders import SpeechEncoder, pad_items
 from saywell.engine.profiles.neural.heads import (SENTENCE_ASPECTS, WORD_ASPECTS, HeadsConfig, HeadsEnsemble,
                                                   HeadsItem, PronunciationHeads, collate, save_heads)
 from saywell.engine.profiles.neural.phone_head import save_phone_head, train_phone_head
-from saywell.engine.profiles.neural.trees import SHARE, TREES_FILE, HeadTrees, fit_trees
+from saywell.engine.profiles.neural.trees import COMPONENTS, SHARE, TREES_FILE, HeadTrees, fit_trees
 from saywell.engine.stages.asr import ENCODER_FRAME_MS
 from saywell.engine.scorers.flags import fit_thresholds
 from saywell.engine.types import EngineError
@@ -351,7 +351,8 @@ def trees_card(report: dict[str, Any]) -> str:
         return "Trees: none; the heads' scores are served alone."
     return (f"Trees ({TREES_FILE}): gradient-boosted trees over the heads' inputs, flattened (each word's numbers, "
             "its neighbours' GOP, its phones' mean and minimum numbers, the utterance's numbers and the pooled SSL "
-            f"frames on 16 principal components), fitted on the same examples; each word and sentence score is "
+            f"frames on {COMPONENTS} principal components), fitted on every training example (with early stopping, "
+            "the held-out speakers' too); each word and sentence score is "
             f"{1 - share:g} x the heads' + {share:g} x the trees'. Phone accuracy is the phone head's alone.")
 
 
@@ -551,14 +552,10 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
     heads = HeadsEnsemble(members)
     config = engine.config
     trees = None
-    if args.trees_share > 0:
+    if args.trees_share > 0:  # on every example, the --stop-share speakers' too
         trees = fit_trees([e.item for e in examples], [e.word_targets for e in examples],
                           [e.sentence_targets for e in examples], args.trees_share)
-        trees.save(config.folder / TREES_FILE, {"date": datetime.date.today().isoformat(), "examples": len(examples),
-                                                "validation_fold": args.validation_fold, "seed": args.seed})
         print(f"fitted trees on {len(examples)} examples (share {args.trees_share:g})")
-    else:
-        (config.folder / TREES_FILE).unlink(missing_ok=True)  # a folder trained again without trees
     config = dataclasses.replace(config, trees=config.folder / TREES_FILE if trees is not None else None)
     thresholds = flag_thresholds(heads, encoder, examples, device, trees)
     if encoder is not None:
@@ -576,10 +573,17 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
               "phone_classifier": aligner.report if aligner else None, "stop_share": args.stop_share,
               "stopped_at": [stopped[0] for _, stopped in runs] if stop_on else None,
               "stop_loss": [stopped[1] for _, stopped in runs] if stop_on else None}
+    # heads.pt, then the trees that name its hash, then neural.json naming both; a stale trees file goes last
     save_heads(heads.cpu(), config.heads, {**report, "untrained": False})
+    if trees is not None:
+        trees.save(config.folder / TREES_FILE, {"heads": file_hash(config.heads), "date": report["date"],
+                                                "examples": len(examples), "validation_fold": args.validation_fold,
+                                                "seed": args.seed})
     trained = {k: report[k] for k in ("date", "data", "utterances", "steps", "finetuned_encoder", "device",
                                       "validation_fold", "folds", "seed")}
     dataclasses.replace(config, trained=trained).save()
+    if trees is None:
+        (config.folder / TREES_FILE).unlink(missing_ok=True)  # a folder trained again without trees
     (config.folder / "MODEL_CARD.md").write_text(model_card(report))
     print(f"trained {args.ensemble} set(s) of heads on {len(examples)} examples in {args.steps} steps (mean loss {report['first_loss']:.4f} -> "
           f"{report['last_loss']:.4f}); wrote {config.heads.name}, neural.json and MODEL_CARD.md to {config.folder}")

@@ -10,11 +10,13 @@ the utterance's numbers (`SENTENCE_FEATURES`), the mean and minimum of each of i
 (`PHONE_FEATURES`) and its pooled SSL frames projected on 16 principal components. Per utterance they read the
 utterance's numbers, the mean and minimum of the word numbers, the mean of the phone numbers, the word count
 and the pooled utterance frames on 16 principal components. Word stress is a classifier of a stress error, as
-in the cpu profile, reported as the expected label on the 10/5 scale.
+in the cpu profile, reported as 10 - 5 x its probability (the 10/5 scale).
 
-Measured on the fold-0 and fold-4 caches of session 15 (CV, not held-out; engine/profiles/neural/README.md):
-blending at 0.5 raised closed word accuracy PCC 0.624 -> 0.681 and 0.634 -> 0.690, open 0.408 -> 0.460 and
-0.248 -> 0.295, and the sentence aspects by -0.007..+0.066.
+Measured on cached fold-0 and fold-4 examples (CV, not held-out; engine/profiles/neural/README.md, "Trees beside
+the heads"): blending at 0.5 raised closed word accuracy PCC 0.624 -> 0.681 and 0.634 -> 0.690, open 0.408 ->
+0.460 and 0.248 -> 0.295, and the sentence aspects by -0.007..+0.066.
+
+The trees file records the hash of the heads checkpoint it was fitted beside; another heads.pt is refused.
 
 Fitting needs scikit-learn (the `train` extra); serving reads the exported trees with numpy alone.
 """
@@ -22,13 +24,15 @@ from __future__ import annotations
 
 import json
 import threading
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from saywell.engine.profiles.neural.heads import HeadsItem
+from saywell.engine.profiles.neural.config import file_hash
+from saywell.engine.profiles.neural.heads import SENTENCE_ASPECTS, WORD_ASPECTS, HeadsItem
 from saywell.engine.profiles.neural.inputs import PHONE_FEATURES, SENTENCE_FEATURES, WORD_FEATURES
 from saywell.engine.scorers.word_trees import (BOOSTING, EXPERTS, STRESS_ERROR_EXPERTS, STRESS_RIGHT, STRESS_WRONG,
                                                TreeEnsemble, principal_components)
@@ -40,14 +44,17 @@ SHARE = 0.5  # the trees' share of each blended score, as in the cpu profile's w
 COMPONENTS = 16  # principal components of the pooled SSL frames
 SENTENCE_BOOSTING = {**BOOSTING, "min_samples_leaf": 20}  # ~4,000 utterance rows against ~50,000 word rows
 GOP_MEAN = WORD_FEATURES.index("gop_mean")
-WORD_ASPECTS, SENTENCE_ASPECTS = ("accuracy", "stress", "total"), ("accuracy", "fluency", "prosody", "total")
+
+
+def _mean(frames: np.ndarray) -> np.ndarray:
+    """The mean frame, zeros for no frames (as heads.pool counts them)."""
+    return frames.sum(0) / max(len(frames), 1)
 
 
 def pooled_words(item: HeadsItem) -> np.ndarray:
-    """(N, D): each word's mean frame over its span (spans as span_frames makes them: inside, at least one)."""
+    """(N, D): each word's mean frame over its [start, end) span, as heads.pool pools it."""
     frames = np.asarray(item.frames, np.float32)
-    return np.stack([frames[int(s):max(int(e), int(s) + 1)].mean(0) for s, e in item.spans]).reshape(
-        len(item.spans), frames.shape[1])
+    return np.stack([_mean(frames[int(s):int(e)]) for s, e in item.spans]).reshape(len(item.spans), frames.shape[1])
 
 
 def word_numbers(item: HeadsItem) -> np.ndarray:
@@ -80,6 +87,20 @@ class Projection:
         return (rows - self.mean) @ self.components.T
 
 
+def word_features(item: HeadsItem, frames: Projection) -> np.ndarray:
+    return np.hstack([word_numbers(item), frames(pooled_words(item))]).astype(np.float64)
+
+
+def sentence_features(item: HeadsItem, frames: Projection) -> np.ndarray:
+    utterance = _mean(np.asarray(item.frames, np.float32))
+    return np.r_[sentence_numbers(item), frames(utterance)].astype(np.float64)[None]
+
+
+def stress_score(wrong: np.ndarray) -> np.ndarray:
+    """The stress classifier's probability of an error -> the 10/5 scale."""
+    return STRESS_RIGHT - (STRESS_RIGHT - STRESS_WRONG) * wrong
+
+
 @dataclass(frozen=True)
 class HeadTrees:
     words: tuple[TreeEnsemble, TreeEnsemble, TreeEnsemble]  # accuracy, stress (a classifier), total
@@ -92,21 +113,12 @@ class HeadTrees:
     def ssl_dim(self) -> int:
         return int(self.word_frames.mean.shape[0])
 
-    def word_features(self, item: HeadsItem) -> np.ndarray:
-        return np.hstack([word_numbers(item), self.word_frames(pooled_words(item))]).astype(np.float64)
-
-    def sentence_features(self, item: HeadsItem) -> np.ndarray:
-        utterance = np.asarray(item.frames, np.float32).mean(0)
-        return np.r_[sentence_numbers(item), self.utterance_frames(utterance)].astype(np.float64)[None]
-
     def predict(self, item: HeadsItem) -> tuple[np.ndarray, np.ndarray]:
         """Word scores (N, 3) and sentence scores (4,) on 0..10."""
-        x = self.word_features(item)
+        x = word_features(item, self.word_frames)
         accuracy, stress, total = self.words
-        stress_wrong = stress.predict(x)
-        words = np.stack([accuracy.predict(x), STRESS_RIGHT - (STRESS_RIGHT - STRESS_WRONG) * stress_wrong,
-                          total.predict(x)], axis=1)
-        s = self.sentence_features(item)
+        words = np.stack([accuracy.predict(x), stress_score(stress.predict(x)), total.predict(x)], axis=1)
+        s = sentence_features(item, self.utterance_frames)
         sentence = np.array([tree.predict(s)[0] for tree in self.sentence])
         return np.clip(words, 0, 10).astype(np.float32), np.clip(sentence, 0, 10).astype(np.float32)
 
@@ -136,18 +148,25 @@ class HeadTrees:
 def load_trees(path: Path) -> tuple[HeadTrees, dict]:
     if not Path(path).is_file():
         raise EngineError(f"the neural model folder names trees at {path}, and there is no such file: train the "
-                          "heads again, or remove 'trees' from neural.json to serve the heads alone")
-    with np.load(path, allow_pickle=False) as arrays:
-        header = json.loads(str(arrays["header"])) if "header" in arrays else {}
-        if header.get("format") != TREES_FORMAT or tuple(header["word_features"]) != WORD_FEATURES or \
-                tuple(header["sentence_features"]) != SENTENCE_FEATURES or \
-                tuple(header["phone_features"]) != PHONE_FEATURES:
-            raise EngineError(f"{path} was fitted on other inputs than this saywell builds; train the heads again")
-        trees = HeadTrees(
-            tuple(TreeEnsemble.from_arrays(arrays, f"word_{name}") for name in WORD_ASPECTS),  # type: ignore[arg-type]
-            tuple(TreeEnsemble.from_arrays(arrays, f"sentence_{name}") for name in SENTENCE_ASPECTS),
-            Projection(arrays["word_frames.mean"], arrays["word_frames.components"]),
-            Projection(arrays["utterance_frames.mean"], arrays["utterance_frames.components"]), float(header["share"]))
+                          "heads again (--trees-share 0 trains heads served alone)")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            header = json.loads(str(arrays["header"])) if "header" in arrays else {}
+            if header.get("format") != TREES_FORMAT or tuple(header["word_features"]) != WORD_FEATURES or \
+                    tuple(header["sentence_features"]) != SENTENCE_FEATURES or \
+                    tuple(header["phone_features"]) != PHONE_FEATURES:
+                raise EngineError(f"{path} was fitted on other inputs than this saywell builds; train the heads again")
+            trees = HeadTrees(
+                tuple(TreeEnsemble.from_arrays(arrays, f"word_{n}") for n in WORD_ASPECTS),  # type: ignore[arg-type]
+                tuple(TreeEnsemble.from_arrays(arrays, f"sentence_{n}") for n in SENTENCE_ASPECTS),
+                Projection(arrays["word_frames.mean"], arrays["word_frames.components"]),
+                Projection(arrays["utterance_frames.mean"], arrays["utterance_frames.components"]),
+                float(header["share"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise EngineError(f"{path} is not a readable trees file ({type(exc).__name__}: {exc}); train the heads "
+                          "again") from exc
+    if not 0 <= trees.share <= 1:
+        raise EngineError(f"{path}: the trees' share {trees.share} is outside [0, 1]")
     return trees, dict(header["meta"])
 
 
@@ -157,6 +176,7 @@ class TreesBlend:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._trees: HeadTrees | None = None
+        self._meta: dict = {}
         self._lock = threading.Lock()
 
     def load(self) -> HeadTrees | None:
@@ -164,12 +184,19 @@ class TreesBlend:
             return None
         with self._lock:
             if self._trees is None:
-                self._trees = load_trees(self.path)[0]
+                self._trees, self._meta = load_trees(self.path)
             return self._trees
 
-    def check(self, ssl_dim: int) -> None:
+    def check(self, ssl_dim: int, heads: Path) -> None:
+        """Refuses trees fitted beside other heads (`heads`: the checkpoint served) or on other frames."""
         trees = self.load()
-        if trees is not None and trees.ssl_dim != ssl_dim:
+        if trees is None:
+            return
+        fitted_beside = self._meta.get("heads")
+        if fitted_beside != file_hash(heads):
+            raise EngineError(f"{self.path} was fitted beside heads {fitted_beside}, and {heads.name} is "
+                              f"{file_hash(heads)}: train the heads again (both are written together)")
+        if trees.ssl_dim != ssl_dim:
             raise EngineError(f"{self.path} was fitted on {trees.ssl_dim}-d SSL frames and the heads read "
                               f"{ssl_dim}-d ones: train the heads again")
 
@@ -216,15 +243,14 @@ def fit_trees(items: Sequence[HeadsItem], word_targets: Sequence[np.ndarray], se
     word_frames = Projection(*principal_components(np.concatenate([pooled_words(i) for i in items]), COMPONENTS))
     utterance_frames = Projection(*principal_components(
         np.stack([np.asarray(i.frames, np.float32).mean(0) for i in items]), COMPONENTS))
-    unfitted = HeadTrees((), (), word_frames, utterance_frames, share)  # type: ignore[arg-type]
-    x = np.concatenate([unfitted.word_features(i) for i in items])
+    x = np.concatenate([word_features(i, word_frames) for i in items])
     y = np.concatenate(word_targets).astype(np.float64)
     known = ~np.isnan(y).any(axis=1)
     x, y = x[known], y[known]
     errors_heard = (STRESS_RIGHT - y[:, 1]) / (STRESS_RIGHT - STRESS_WRONG) * EXPERTS
     words = (_regressor(x, y[:, 0], BOOSTING), _classifier(x, errors_heard >= STRESS_ERROR_EXPERTS - 1e-3, BOOSTING),
              _regressor(x, y[:, 2], BOOSTING))
-    xs = np.concatenate([unfitted.sentence_features(i) for i in items])
+    xs = np.concatenate([sentence_features(i, utterance_frames) for i in items])
     ys = np.stack(sentence_targets).astype(np.float64)
     sentence = tuple(_regressor(xs, ys[:, j], SENTENCE_BOOSTING) for j in range(len(SENTENCE_ASPECTS)))
     return HeadTrees(words, sentence, word_frames, utterance_frames, share)
