@@ -32,7 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_AUDIO = ROOT / "tests" / "fixtures" / "fox.wav"
 DEFAULT_TEXT = "the quick brown fox jumps over the lazy dog"
 # Whisper (CTranslate2) last: its thread pool keeps spinning a while after a run and would slow torch's.
-STAGES = ("phone_posteriors", "ssl", "align", "heads", "asr")
+STAGES = ("phone_posteriors", "ssl", "align", "heads", "trees", "asr")  # trees: only when the folder has them
 PROBE_INTERVAL_S = 0.2
 MB = 2 ** 20
 
@@ -174,7 +174,18 @@ def stage_items(engine, audio: np.ndarray, text: str) -> dict[str, object]:
                               engine.config.aligner.min_frames)
     return {"asr": AsrRequest(audio), "phone_posteriors": posteriors_input, "ssl": audio,
             "align": FrameAlignItem(log_probs, sequence.ids),
-            "heads": engine.heads_item(closed.frames, closed.analyses[True].inputs)}
+            "heads": engine.heads_item(closed.frames, closed.analyses[True].inputs),
+            "trees": engine.heads_item(closed.frames, closed.analyses[True].inputs)}
+
+
+class TreesStage:
+    """The trees after the heads (numpy, one utterance at a time: a batch is a loop), as a stage to time."""
+
+    def __init__(self, engine) -> None:
+        self.trees = engine.trees.load()
+
+    def run_batch(self, items):
+        return [self.trees.predict(item) for item in items]
 
 
 def measure_stages(args: argparse.Namespace, model_dir: str) -> dict:
@@ -190,10 +201,15 @@ def measure_stages(args: argparse.Namespace, model_dir: str) -> dict:
     items = stage_items(engine, audio, args.text)
     stages = {"asr": engine.asr, "phone_posteriors": engine.posteriors, "ssl": engine.ssl, "align": engine.aligner,
               "heads": engine.heads}
+    if engine.config.trees is not None:
+        stages["trees"] = TreesStage(engine)
     cuda = engine.device.type == "cuda"
     audio_s = len(audio) / 16000
     rows = []
     for name in args.only or STAGES:
+        if name not in stages:
+            print(f"{name}: this model folder has none", file=sys.stderr)
+            continue
         for batch in args.batches:
             work = [items[name]] * batch
             stages[name].run_batch(work)  # warm: kernels, allocator, shapes
