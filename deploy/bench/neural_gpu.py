@@ -172,10 +172,9 @@ def stage_items(engine, audio: np.ndarray, text: str) -> dict[str, object]:
     log_probs = engine.posteriors.run_batch([posteriors_input])[0]
     sequence = phone_sequence(normalize_words(text), engine.lexicon, engine.inventory, len(log_probs),
                               engine.config.aligner.min_frames)
+    heads = engine.heads_item(closed.frames, closed.analyses[True].inputs)
     return {"asr": AsrRequest(audio), "phone_posteriors": posteriors_input, "ssl": audio,
-            "align": FrameAlignItem(log_probs, sequence.ids),
-            "heads": engine.heads_item(closed.frames, closed.analyses[True].inputs),
-            "trees": engine.heads_item(closed.frames, closed.analyses[True].inputs)}
+            "align": FrameAlignItem(log_probs, sequence.ids), "heads": heads, "trees": heads}
 
 
 class TreesStage:

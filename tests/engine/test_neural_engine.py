@@ -162,9 +162,15 @@ def test_the_heads_sets_follow_their_seeds(tmp_path):
                             "--steps", "3", "--batch-size", "4", "--device", "cpu", "--ensemble", "2", "--limit", "3",
                             "--seed", str(seed)]) == 0
         states.append([m.state_dict() for m in load_heads(folder / "heads.pt")[0].members])
-    same = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(states[0], states[1])]
-    other = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(states[0], states[2])]
-    assert same == [True, True] and other == [False, False]
+    # Not bit for bit: which utterances share a batch in the graph depends on timing (a loaded machine), and a
+    # padded batch gives each item its lone result within ~1e-5, so the examples, and the weights after training
+    # on them, may move by that much. Another seed starts from other weights altogether.
+    def largest_difference(a, b):
+        return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+    same = [largest_difference(a, b) for a, b in zip(states[0], states[1])]
+    other = [largest_difference(a, b) for a, b in zip(states[0], states[2])]
+    assert max(same) < 1e-3 and min(other) > 1e-2, (same, other)
 
 
 def test_closed_mode_scores_the_reference_words_with_phones_goodness_and_heard(live):

@@ -100,7 +100,8 @@ def test_an_unheard_squeezed_reference_word_scored_low_is_an_omission_and_costs_
                            np.array([6.0, 7.0, 8.0, 6.5]), phone_scores), DEFAULT_FLAG_THRESHOLDS, 10, "heads", {})
     the, cat_score = result.words
     assert [p.accuracy for w in result.words for p in w.phones] == phone_scores.tolist(), "the phone head's scores"
-    assert the.error_type is WordErrorType.OMISSION and the.accuracy == 0.0 and the.needs_improvement
+    assert the.error_type is WordErrorType.OMISSION and the.accuracy == the.total == 0.0 and the.needs_improvement
+    assert the.stress == 9.0, "an unsaid word keeps its stress score, as the experts rate it"
     assert cat_score.error_type is WordErrorType.MISPRONUNCIATION and cat_score.needs_improvement
     assert result.scores.completeness == 5.0 and result.scores.total == 6.5
     # the rule alone is not enough: scores that say the squeezed word was said well keep it, and completeness

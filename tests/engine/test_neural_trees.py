@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -98,33 +99,44 @@ def test_trees_of_other_inputs_other_heads_or_another_encoder_are_refused(fitted
     (tmp_path / "broken.npz").write_bytes(b"not a zip file")
     with pytest.raises(EngineError, match="is not a readable trees file"):
         load_trees(tmp_path / "broken.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")  # what a crash right after opening the file leaves
+    with pytest.raises(EngineError, match="is not a readable trees file"):
+        load_trees(tmp_path / "empty.npz")
     with pytest.raises(EngineError, match="there is no such file"):
-        TreesBlend(tmp_path / "missing.npz").check(SSL_DIM, heads)
+        TreesBlend(tmp_path / "missing.npz", heads).check(SSL_DIM)
+    # another heads.pt is refused on first use, whether or not the engine was warmed up (saywell eval is not)
+    item = corpus(1, 7)[0][0]
+    scores = (np.ones((len(item.words), 3)), np.ones(4), np.ones(len(item.phones)))
     with pytest.raises(EngineError, match=f"fitted beside heads {file_hash(heads)}, and other-heads.pt is"):
-        TreesBlend(path).check(SSL_DIM, other_heads)
+        TreesBlend(path, other_heads)(item, scores)
+    fitted.save(tmp_path / "unrecorded.npz", {})
+    with pytest.raises(EngineError, match="fitted without recording its heads"):
+        TreesBlend(tmp_path / "unrecorded.npz", heads).check(SSL_DIM)
     with pytest.raises(EngineError, match=f"fitted on {SSL_DIM}-d SSL frames and the heads read 384-d ones"):
-        TreesBlend(path).check(384, heads)
-    TreesBlend(path).check(SSL_DIM, heads)
+        TreesBlend(path, heads).check(384)
+    TreesBlend(path, heads).check(SSL_DIM)
 
 
 def test_the_trees_pool_word_and_utterance_frames_as_the_heads_do():
     import torch
 
     from saywell.engine.profiles.neural.heads import pool
-    from saywell.engine.profiles.neural.trees import pooled_words
+    from saywell.engine.profiles.neural.trees import _mean, pooled_words
 
     item = corpus(1, 6)[0][0]
-    item = dataclasses.replace(item, spans=np.array([[0, 1], [2, 9], [5, 6], *item.spans[3:]]))
+    item = dataclasses.replace(item, spans=np.array([[0, 1], [2, 9], [5, 5], *item.spans[3:]]))  # one empty
     words, utterance = pool(torch.from_numpy(item.frames)[None], torch.tensor([len(item.frames)]),
                             torch.from_numpy(item.spans)[None])
-    assert np.allclose(pooled_words(item), words[0].numpy(), atol=1e-5)
-    assert np.allclose(item.frames.mean(0), utterance[0].numpy(), atol=1e-5)
+    assert np.allclose(pooled_words(item), words[0].numpy(), atol=1e-5) and not pooled_words(item)[2].any()
+    assert np.allclose(_mean(item.frames), utterance[0].numpy(), atol=1e-5)
+    assert not _mean(item.frames[:0]).any() and _mean(item.frames[:0]).shape == (SSL_DIM,)
 
 
 def test_no_trees_leaves_the_heads_scores_as_they_are():
     item = corpus(1, 4)[0][0]
     scores = (np.ones((len(item.words), 3)), np.ones(4), np.ones(len(item.phones)))
-    assert TreesBlend(None)(item, scores) is scores
+    blend = TreesBlend(None, pathlib.Path("heads.pt"))
+    assert not blend.enabled and blend(item, scores) is scores
 
 
 def test_targets_of_one_value_give_trees_of_that_value():

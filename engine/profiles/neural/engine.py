@@ -124,7 +124,7 @@ class NeuralEngine:
                               "(--model-dir, engine/profiles/neural/README.md)")
         self.model_stages = model_stages(options.backend, local, options, BACKENDS)
         self.posteriors, self.ssl, self.heads = (self.model_stages[n] for n in ("phone_posteriors", "ssl", "heads"))
-        self.trees = TreesBlend(config.trees)  # numpy, in this process whatever the backend
+        self.trees = TreesBlend(config.trees, config.heads)  # numpy, in this process whatever the backend
         self.aligner = FrameAlignmentStage(min_frames=config.aligner.min_frames, device=self.device, name="align")
         torch_batching = dataclasses.replace(options.asr_batching, workers=1)  # one model per stage and device
         self._asr = BatchScheduler(self.asr, options.asr_batching, on_batch)
@@ -174,7 +174,7 @@ class NeuralEngine:
         await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
         await self._align.submit(FrameAlignItem(log_probs, [self.inventory.id_of("AH")]))
         dims = (await asyncio.to_thread(self.heads.load)).config
-        await asyncio.to_thread(self.trees.check, dims.ssl_dim, self.config.heads)
+        await asyncio.to_thread(self.trees.check, dims.ssl_dim)
         item = HeadsItem(frames, np.array([[0, 1]]), np.zeros((1, dims.word_dim), np.float32),
                          np.zeros(dims.sentence_dim, np.float32), np.zeros((1, dims.phone_dim), np.float32),
                          np.zeros(1, np.int64), np.zeros(1, np.int64))
@@ -214,7 +214,9 @@ class NeuralEngine:
             return empty_result(graph.transcript.text, request, SCORER, graph.timings_ms)
         mark = time.perf_counter()
         item = self.heads_item(graph.frames, analysis.inputs)
-        scores = await asyncio.to_thread(self.trees, item, await self._heads.submit(item, priority))  # 1-4 ms
+        scores = await self._heads.submit(item, priority)
+        if self.trees.enabled:
+            scores = await asyncio.to_thread(self.trees, item, scores)  # numpy, 1-4 ms: off the event loop
         graph.timings_ms["heads"] = (time.perf_counter() - mark) * 1000
         return scored_result(request, graph.transcript.text, analysis.words, analysis.inputs, scores,
                              self.heads.flag_thresholds(), self.posteriors.load().frame_ms, SCORER, graph.timings_ms)

@@ -37,7 +37,7 @@ class HeadInputs:
     spans_ms: np.ndarray = field(repr=False)  # (N, 2) each word's [start, end) in ms
     words: np.ndarray = field(repr=False)  # (N, len(WORD_FEATURES)) float32
     sentence: np.ndarray = field(repr=False)  # (len(SENTENCE_FEATURES),) float32
-    omitted: tuple[bool, ...]  # closed mode: the word was not said (see is_omitted)
+    omitted: tuple[bool, ...]  # closed mode: a candidate omission (is_omitted; scoring.scored_result decides)
     phones: np.ndarray = field(repr=False)  # (P, len(PHONE_FEATURES)) float32, every word's phones in order
     phone_ids: np.ndarray = field(repr=False)  # (P,) int64 index in PHONE_CLASSES
     phone_owner: np.ndarray = field(repr=False)  # (P,) int64 the word each phone belongs to

@@ -28,9 +28,9 @@ def word_score(word: AlignedWord, omitted: bool, scores: np.ndarray, phone_accur
     had the experts' 2)."""
     start_ms, end_ms = int(round(word.start_frame * frame_ms)), int(round(word.end_frame * frame_ms))
     phones = tuple(dataclasses.replace(p, accuracy=float(a)) for p, a in zip(word.phones, phone_accuracy))
-    if omitted:
-        return WordScore(word.text, start_ms, end_ms, 0.0, 0.0, 0.0, WordErrorType.OMISSION, True, phones)
     accuracy, stress, total = (float(v) for v in scores)
+    if omitted:  # stress keeps its score, as the cpu profile's: the experts rate an unsaid word's stress 10
+        return WordScore(word.text, start_ms, end_ms, 0.0, stress, 0.0, WordErrorType.OMISSION, True, phones)
     error = WordErrorType.MISPRONUNCIATION if accuracy < MISPRONOUNCED_BELOW else WordErrorType.NONE
     return WordScore(word.text, start_ms, end_ms, accuracy, stress, total, error, accuracy < threshold, phones)
 
@@ -38,7 +38,8 @@ def word_score(word: AlignedWord, omitted: bool, scores: np.ndarray, phone_accur
 def scored_result(request: AssessmentRequest, transcript: str, words: Sequence[AlignedWord], inputs: HeadInputs,
                   scores: tuple[np.ndarray, np.ndarray, np.ndarray], flag_thresholds, frame_ms: float, scorer: str,
                   timings_ms: dict[str, float]) -> UtteranceResult:
-    """`scores`: the heads' word scores (N, 3), sentence scores (4,) and phone accuracy (P,) of `words`' phones.
+    """`scores`: the word scores (N, 3) and sentence scores (4,) as served (the heads', blended with the trees'
+    when the folder has them) and the phone head's accuracy (P,) of `words`' phones.
 
     A word is reported omitted when the alignment's rule says so (`inputs.omitted`: the ASR did not hear it and the
     alignment squeezed it or placed it over silence) and its scores agree (accuracy under MISPRONOUNCED_BELOW).

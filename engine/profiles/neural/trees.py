@@ -16,7 +16,8 @@ Measured on cached fold-0 and fold-4 examples (CV, not held-out; engine/profiles
 the heads"): blending at 0.5 raised closed word accuracy PCC 0.624 -> 0.681 and 0.634 -> 0.690, open 0.408 ->
 0.460 and 0.248 -> 0.295, and the sentence aspects by -0.007..+0.066.
 
-The trees file records the hash of the heads checkpoint it was fitted beside; another heads.pt is refused.
+The trees file records the hash of the heads checkpoint it was fitted beside; loading it beside another
+heads.pt is refused.
 
 Fitting needs scikit-learn (the `train` extra); serving reads the exported trees with numpy alone.
 """
@@ -162,21 +163,23 @@ def load_trees(path: Path) -> tuple[HeadTrees, dict]:
                 Projection(arrays["word_frames.mean"], arrays["word_frames.components"]),
                 Projection(arrays["utterance_frames.mean"], arrays["utterance_frames.components"]),
                 float(header["share"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            meta = dict(header["meta"])
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise EngineError(f"{path} is not a readable trees file ({type(exc).__name__}: {exc}); train the heads "
                           "again") from exc
     if not 0 <= trees.share <= 1:
         raise EngineError(f"{path}: the trees' share {trees.share} is outside [0, 1]")
-    return trees, dict(header["meta"])
+    return trees, meta
 
 
 class TreesBlend:
-    """The trees of a model folder, loaded once on first use (thread-safe), or nothing when it has none."""
+    """The trees of a model folder, loaded once on first use (thread-safe) and refused unless fitted beside
+    `heads` (the checkpoint served), or nothing when the folder has none."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, heads: Path) -> None:
         self.path = path
+        self.heads = heads
         self._trees: HeadTrees | None = None
-        self._meta: dict = {}
         self._lock = threading.Lock()
 
     def load(self) -> HeadTrees | None:
@@ -184,18 +187,24 @@ class TreesBlend:
             return None
         with self._lock:
             if self._trees is None:
-                self._trees, self._meta = load_trees(self.path)
+                trees, meta = load_trees(self.path)
+                fitted_beside, served = meta.get("heads"), file_hash(self.heads)
+                if fitted_beside != served:
+                    beside = f"beside heads {fitted_beside}" if fitted_beside else "without recording its heads"
+                    raise EngineError(f"{self.path} was fitted {beside}, and {self.heads.name} is {served}: train "
+                                      "the heads again (both are written together)")
+                self._trees = trees
             return self._trees
 
-    def check(self, ssl_dim: int, heads: Path) -> None:
-        """Refuses trees fitted beside other heads (`heads`: the checkpoint served) or on other frames."""
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def check(self, ssl_dim: int) -> None:
+        """Loads the trees (refusing other heads' trees) and refuses trees fitted on other frames."""
         trees = self.load()
         if trees is None:
             return
-        fitted_beside = self._meta.get("heads")
-        if fitted_beside != file_hash(heads):
-            raise EngineError(f"{self.path} was fitted beside heads {fitted_beside}, and {heads.name} is "
-                              f"{file_hash(heads)}: train the heads again (both are written together)")
         if trees.ssl_dim != ssl_dim:
             raise EngineError(f"{self.path} was fitted on {trees.ssl_dim}-d SSL frames and the heads read "
                               f"{ssl_dim}-d ones: train the heads again")
