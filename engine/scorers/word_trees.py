@@ -93,12 +93,29 @@ def sentence_width(inputs: ModelInputs, encoder_dim: int) -> int:
     return len(inputs.sentence) - 2 * encoder_dim
 
 
+def neighbour_context(gop: np.ndarray) -> np.ndarray:
+    """(N, 3) per word: the number of words, the previous and the next word's GOP (0 at the ends)."""
+    n = len(gop)
+    return np.stack([np.full(n, n, np.float32), np.r_[0.0, gop[:-1]], np.r_[gop[1:], 0.0]], axis=1)
+
+
+def stress_score(wrong: np.ndarray) -> np.ndarray:
+    """The stress classifier's probability of an error -> the expected label on the 10/5 scale."""
+    return STRESS_RIGHT - (STRESS_RIGHT - STRESS_WRONG) * wrong
+
+
+def stress_errors(stress: np.ndarray) -> np.ndarray:
+    """The stress classifier's targets: at least STRESS_ERROR_EXPERTS of five experts heard an error (stress the
+    experts' mean on the 10/5 scale)."""
+    return (STRESS_RIGHT - stress) / (STRESS_RIGHT - STRESS_WRONG) * EXPERTS >= STRESS_ERROR_EXPERTS - 1e-3
+
+
 def flat_features(inputs: ModelInputs) -> np.ndarray:
     """Per word: its scalars, the utterance's length, its neighbours' GOP and the utterance scalars."""
     scalars = inputs.word_scalars
     n = len(scalars)
     gop = scalars[:, NEIGHBOUR_COLUMN]
-    context = np.stack([np.full(n, n, np.float32), np.r_[0.0, gop[:-1]], np.r_[gop[1:], 0.0]], axis=1)
+    context = neighbour_context(gop)
     utterance = inputs.sentence[:sentence_width(inputs, inputs.word_encoder.shape[1])]
     return np.hstack([scalars, context, np.repeat(utterance[None, :], n, axis=0)])
 
@@ -129,7 +146,7 @@ class WordTrees:
     def predict(self, inputs: ModelInputs) -> np.ndarray:
         """(words, 3): accuracy, stress, total on 0..10."""
         x = self.features(inputs)
-        stress = STRESS_RIGHT - (STRESS_RIGHT - STRESS_WRONG) * self.stress.predict(x)
+        stress = stress_score(self.stress.predict(x))
         return np.clip(np.stack([self.accuracy.predict(x), stress, self.total.predict(x)], axis=1), 0.0, 10.0)
 
     def save(self, path: pathlib.Path, meta: dict) -> None:
@@ -181,8 +198,7 @@ def fit_word_trees(inputs: list[ModelInputs], targets: list[np.ndarray], probe: 
     y = np.concatenate(targets)
     known = ~np.isnan(y).any(axis=1)
     x, y = x[known], y[known]
-    errors_heard = (STRESS_RIGHT - y[:, 1]) / (STRESS_RIGHT - STRESS_WRONG) * EXPERTS
-    stress = HistGradientBoostingClassifier(**BOOSTING).fit(x, errors_heard >= STRESS_ERROR_EXPERTS - 1e-3)
+    stress = HistGradientBoostingClassifier(**BOOSTING).fit(x, stress_errors(y[:, 1]))
     return WordTrees(TreeEnsemble.from_sklearn(HistGradientBoostingRegressor(**BOOSTING).fit(x, y[:, 0])),
                      TreeEnsemble.from_sklearn(stress),
                      TreeEnsemble.from_sklearn(HistGradientBoostingRegressor(**BOOSTING).fit(x, y[:, 2])),

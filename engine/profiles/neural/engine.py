@@ -178,7 +178,7 @@ class NeuralEngine:
         item = HeadsItem(frames, np.array([[0, 1]]), np.zeros((1, dims.word_dim), np.float32),
                          np.zeros(dims.sentence_dim, np.float32), np.zeros((1, dims.phone_dim), np.float32),
                          np.zeros(1, np.int64), np.zeros(1, np.int64))
-        self.trees(item, await self._heads.submit(item))
+        await asyncio.to_thread(self.trees, item, await self._heads.submit(item))
 
     async def close(self) -> None:
         for scheduler in self.schedulers:

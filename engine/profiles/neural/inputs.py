@@ -43,6 +43,11 @@ class HeadInputs:
     phone_owner: np.ndarray = field(repr=False)  # (P,) int64 the word each phone belongs to
 
 
+def phones_of_words(values: np.ndarray, owner: np.ndarray, n_words: int) -> list[np.ndarray]:
+    """`values` (per phone, in word order as head_inputs lays them out) cut into each word's phones."""
+    return np.split(values, np.cumsum(np.bincount(owner, minlength=n_words))[:-1])
+
+
 def heard_words(words: Sequence[str], recognised: Sequence[RecognizedWord], closed: bool
                 ) -> tuple[RecognizedWord | None, ...]:
     """Closed mode: the recognised word each reference word was heard as (None: not heard). Open mode: the

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from saywell.engine.profiles.neural.alignment import AlignedWord
-from saywell.engine.profiles.neural.inputs import HeadInputs
+from saywell.engine.profiles.neural.inputs import HeadInputs, phones_of_words
 from saywell.engine.scorers.baseline import MISPRONOUNCED_BELOW
 from saywell.engine.scorers.flags import threshold_at
 from saywell.engine.types import AssessmentRequest, SentenceScores, UtteranceResult, WordErrorType, WordScore
@@ -49,8 +49,9 @@ def scored_result(request: AssessmentRequest, transcript: str, words: Sequence[A
     word_scores, sentence, phone_scores = scores
     threshold = threshold_at(flag_thresholds, request.flag_sensitivity)
     omitted = [rule and float(s[0]) < MISPRONOUNCED_BELOW for rule, s in zip(inputs.omitted, word_scores)]
-    scored = tuple(word_score(w, gone, s, phone_scores[inputs.phone_owner == index], threshold, frame_ms)
-                   for index, (w, gone, s) in enumerate(zip(words, omitted, word_scores)))
+    per_word = phones_of_words(phone_scores, inputs.phone_owner, len(words))
+    scored = tuple(word_score(w, gone, s, phones, threshold, frame_ms)
+                   for w, gone, s, phones in zip(words, omitted, word_scores, per_word))
     completeness = None
     if request.closed:  # the share of reference words said, as the cpu profile reports it
         completeness = 10.0 * (1 - sum(omitted) / len(scored))

@@ -34,9 +34,9 @@ import numpy as np
 
 from saywell.engine.profiles.neural.config import file_hash
 from saywell.engine.profiles.neural.heads import SENTENCE_ASPECTS, WORD_ASPECTS, HeadsItem
-from saywell.engine.profiles.neural.inputs import PHONE_FEATURES, SENTENCE_FEATURES, WORD_FEATURES
-from saywell.engine.scorers.word_trees import (BOOSTING, EXPERTS, STRESS_ERROR_EXPERTS, STRESS_RIGHT, STRESS_WRONG,
-                                               TreeEnsemble, principal_components)
+from saywell.engine.profiles.neural.inputs import PHONE_FEATURES, SENTENCE_FEATURES, WORD_FEATURES, phones_of_words
+from saywell.engine.scorers.word_trees import (BOOSTING, TreeEnsemble, neighbour_context, principal_components,
+                                               stress_errors, stress_score)
 from saywell.engine.types import EngineError
 
 TREES_FORMAT = "saywell-neural-trees/1"
@@ -62,14 +62,12 @@ def word_numbers(item: HeadsItem) -> np.ndarray:
     """(N, ...) the word rows before the frames' components."""
     words = np.asarray(item.words, np.float32)
     n = len(words)
-    gop = words[:, GOP_MEAN]
-    context = np.stack([np.full(n, n, np.float32), np.r_[0.0, gop[:-1]], np.r_[gop[1:], 0.0]], axis=1)
     phones = np.zeros((n, 2 * len(PHONE_FEATURES)), np.float32)
-    for index in range(n):
-        mine = item.phones[item.phone_owner == index]
+    for index, mine in enumerate(phones_of_words(item.phones, item.phone_owner, n)):
         if len(mine):
             phones[index] = np.r_[mine.mean(0), mine.min(0)]
-    return np.hstack([words, context, np.repeat(np.asarray(item.sentence, np.float32)[None], n, 0), phones])
+    return np.hstack([words, neighbour_context(words[:, GOP_MEAN]),
+                      np.repeat(np.asarray(item.sentence, np.float32)[None], n, 0), phones])
 
 
 def sentence_numbers(item: HeadsItem) -> np.ndarray:
@@ -95,11 +93,6 @@ def word_features(item: HeadsItem, frames: Projection) -> np.ndarray:
 def sentence_features(item: HeadsItem, frames: Projection) -> np.ndarray:
     utterance = _mean(np.asarray(item.frames, np.float32))
     return np.r_[sentence_numbers(item), frames(utterance)].astype(np.float64)[None]
-
-
-def stress_score(wrong: np.ndarray) -> np.ndarray:
-    """The stress classifier's probability of an error -> the 10/5 scale."""
-    return STRESS_RIGHT - (STRESS_RIGHT - STRESS_WRONG) * wrong
 
 
 @dataclass(frozen=True)
@@ -256,8 +249,7 @@ def fit_trees(items: Sequence[HeadsItem], word_targets: Sequence[np.ndarray], se
     y = np.concatenate(word_targets).astype(np.float64)
     known = ~np.isnan(y).any(axis=1)
     x, y = x[known], y[known]
-    errors_heard = (STRESS_RIGHT - y[:, 1]) / (STRESS_RIGHT - STRESS_WRONG) * EXPERTS
-    words = (_regressor(x, y[:, 0], BOOSTING), _classifier(x, errors_heard >= STRESS_ERROR_EXPERTS - 1e-3, BOOSTING),
+    words = (_regressor(x, y[:, 0], BOOSTING), _classifier(x, stress_errors(y[:, 1]), BOOSTING),
              _regressor(x, y[:, 2], BOOSTING))
     xs = np.concatenate([sentence_features(i, utterance_frames) for i in items])
     ys = np.stack(sentence_targets).astype(np.float64)
