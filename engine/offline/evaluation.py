@@ -20,10 +20,12 @@ import asyncio
 import json
 import pathlib
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from saywell.engine.offline.conditions import CONDITIONS, degrade
 from saywell.engine.offline.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio,
                                             load_corpus, select, speaker_folds)
 from saywell.engine.language.lexicon import strip_stress
@@ -96,14 +98,16 @@ def phone_report(c: Collected) -> dict:
                                                              "pairing": c.phone_pairing}
 
 
-async def _evaluate_one(engine, utterance: LabeledUtterance, mode: str):
+async def _evaluate_one(engine, utterance: LabeledUtterance, mode: str, condition: str = "clean"):
     audio = load_audio(utterance.audio_path)
-    request = AssessmentRequest(audio=audio, reference_text=utterance.text if mode == "closed" else "")
+    heard = degrade(audio, condition, seed=zlib.crc32(utterance.utt.encode()))
+    request = AssessmentRequest(audio=heard, reference_text=utterance.text if mode == "closed" else "")
     result = await engine.assess(request)
     spans = None
     if mode == "open" or len(result.words) != len(utterance.words):
         from saywell.engine.language.text import normalize_words
 
+        # The labelled words' times come from the clean recording: a condition must not move the yardstick.
         alignment = await engine.align(audio, normalize_words(utterance.text))
         frame_ms = alignment.frame_ms  # pocketsphinx: 10 ms; the neural profile's aligner 20 ms (or 10)
         spans = [(round(w.start_frame * frame_ms), round(w.end_frame * frame_ms)) for w in alignment.words]
@@ -250,7 +254,8 @@ def build_report(c: Collected, mode: str, n_utterances: int, failed: int, second
     return report
 
 
-async def run_engine(utterances: list[LabeledUtterance], mode: str, options: EngineOptions):
+async def run_engine(utterances: list[LabeledUtterance], mode: str, options: EngineOptions,
+                     condition: str = "clean"):
     from tqdm import tqdm
 
     from saywell.engine.api import create_engine
@@ -265,7 +270,7 @@ async def run_engine(utterances: list[LabeledUtterance], mode: str, options: Eng
     async def guarded(u: LabeledUtterance):
         async with gate:
             try:
-                return u, await _evaluate_one(engine, u, mode)
+                return u, await _evaluate_one(engine, u, mode, condition)
             except (EngineError, OSError, RuntimeError) as exc:
                 return u, exc
 
@@ -330,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default="",
                         help="the profile's model folder (neural: neural.json; default: its packaged one)")
     parser.add_argument("--device", default="auto", help="torch profiles' device: auto, cuda or cpu")
+    parser.add_argument("--condition", choices=CONDITIONS, default="clean",
+                        help="recording condition applied to each utterance before the engine hears it "
+                             "(engine/offline/conditions.py; seeded per utterance; default: clean)")
     parser.add_argument("--report", required=True, help="JSON report path")
     parser.add_argument("--plot", default=None, help="PNG of predicted vs human scores")
     parser.add_argument("--predictions", default=None,
@@ -344,11 +352,12 @@ def main(argv: list[str] | None = None) -> int:
                                             model_dir=args.model_dir, device=args.device), args.target_asr_model)
     if args.scorer:
         options = replace(options, default_scorer=args.scorer)
-    outcomes, threshold = asyncio.run(run_engine(chosen, args.mode, options))
+    outcomes, threshold = asyncio.run(run_engine(chosen, args.mode, options, args.condition))
     seconds = time.perf_counter() - started
     audio_s = sum(o[3] for _, o in outcomes if not isinstance(o, BaseException))
     c, failed = collect(outcomes, args.mode, lowest_scores(corpus))
     report = build_report(c, args.mode, len(chosen), failed, seconds, audio_s, threshold)
+    report["condition"] = args.condition
     pathlib.Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     if args.predictions:
         write_predictions(c.records, args.predictions)

@@ -505,7 +505,8 @@ def test_eval_main_writes_the_report_and_predictions(tmp_path, monkeypatch):
                      "prosodic": 7 + i % 2, "total": 6 + i, "completeness": 10, "words": words})
     (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    async def fake_run_engine(utterances, mode, options):
+    async def fake_run_engine(utterances, mode, options, condition):
+        assert condition == "clean"
         outcomes = []
         for n, u in enumerate(utterances):
             if n == len(utterances) - 1:
@@ -522,7 +523,7 @@ def test_eval_main_writes_the_report_and_predictions(tmp_path, monkeypatch):
     assert evaluation.main(["--data", str(tmp_path), "--mode", "closed", "--report", str(report_path),
                             "--predictions", str(predictions_path)]) == 0
     report = json.loads(report_path.read_text())
-    assert report["n_utterances"] == 4 and report["n_failed"] == 1
+    assert report["n_utterances"] == 4 and report["n_failed"] == 1 and report["condition"] == "clean"
     assert report["phone"]["n_phones"] == 15 and report["phone"]["pairing"]["unpaired_words"]["failed_utterance"] == 2
     assert report["phone"]["pcc"] > 0.9
     assert report["phone_detection"]["threshold"] == 1.0
