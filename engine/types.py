@@ -49,6 +49,7 @@ class RecognizedWord:
     start_ms: int
     end_ms: int
     probability: float = 1.0
+    ends_sentence: bool = False  # the recogniser closed a sentence after it (".", "?" or "!")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ is served. Features are plain name -> float dicts; the scorer picks the names it
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,7 +178,15 @@ def utterance_features(alignment: Alignment, transcript: Transcript, prosody: Pr
     """`reference`: the words aligned when they are not the recognised ones (the reference text, or the words
     of `target`, a second ASR's transcript, in open mode)."""
     words = word_features(alignment, transcript, prosody, reference, target)
-    aligned = alignment.words
+    return UtteranceFeatures(words=words, sentence=sentence_features(words, transcript.words, prosody,
+                                                                     reference is not None))
+
+
+def sentence_features(words: tuple[WordFeatures, ...], heard: Sequence[RecognizedWord], prosody: ProsodyTrack,
+                      has_reference: bool) -> dict[str, float]:
+    """The utterance-level numbers of `words` (the aligned words' features), `heard` being what the recognising
+    ASR heard over the same stretch."""
+    aligned = tuple(w.word for w in words)
     sentence: dict[str, float] = {}
     sentence.update(_pause_stats(aligned))
     sentence.update(_rate_stats(aligned))
@@ -186,12 +196,30 @@ def utterance_features(alignment: Alignment, transcript: Transcript, prosody: Pr
         "gop_mean": float(gops.mean()),
         "gop_p10": float(np.percentile(gops, 10)),
         "gop_low_word_share": float((gops < LOW_GOP).mean()),
-        "asr_probability": float(np.mean([w.probability for w in transcript.words])) if transcript.words else 0.0,
+        "asr_probability": float(np.mean([w.probability for w in heard])) if heard else 0.0,
         "n_words": float(len(words)),
         "loop_agreement": float(np.mean([w.values["loop_agreement"] for w in words])) if words else 0.0,
     })
     sentence["asr_char_distance"] = float(np.mean([w.values["asr_char_distance"] for w in words])) if words else 0.0
-    if reference is not None:
+    if has_reference:
         sentence["ref_recognized_share"] = float(np.mean([w.recognized for w in words])) if words else 0.0
-        sentence["asr_extra_words"] = max(len(transcript.words) - sum(w.recognized for w in words), 0) / max(len(words), 1)
-    return UtteranceFeatures(words=words, sentence=sentence)
+        sentence["asr_extra_words"] = max(len(heard) - sum(w.recognized for w in words), 0) / max(len(words), 1)
+    return sentence
+
+
+def windowed_features(features: UtteranceFeatures, transcript: Transcript, prosody: ProsodyTrack,
+                      has_reference: bool, windows: Sequence[tuple[int, int]],
+                      starts: Sequence[int]) -> tuple[UtteranceFeatures, ...]:
+    """A long utterance's sentence-sized windows (features/windows.py; `windows`: [first, last) words, `starts`:
+    the frame each window's stretch of audio starts at) as utterances of their own. Each has its words' features
+    and sentence numbers over its own stretch (the recognised words whose middle falls in it), and its words'
+    times moved to the stretch's start: the scorer reads them against the stretch's own encoder frames."""
+    parts = []
+    for (first, last), start, end in zip(windows, starts, [*starts[1:], None]):
+        words = features.words[first:last]
+        lo, hi = start * FRAME_MS, float("inf") if end is None else end * FRAME_MS
+        heard = [w for w in transcript.words if lo <= (w.start_ms + w.end_ms) / 2 < hi]
+        sentence = sentence_features(words, heard, prosody, has_reference)
+        moved = tuple(dataclasses.replace(w, word=w.word.moved(-start)) for w in words)
+        parts.append(UtteranceFeatures(words=moved, sentence=sentence))
+    return tuple(parts)

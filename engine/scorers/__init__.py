@@ -23,6 +23,10 @@ class ScoreJob:
     encoder: np.ndarray | None = field(default=None, repr=False)  # the recogniser's encoder frames
     single_asr: bool = False  # open-mode features without a target ASR's words
     words_only: bool = False
+    # A long utterance's sentence-sized windows (features/windows.py), each an utterance of its own with the
+    # encoder frames of its own stretch of audio: a scorer that can scores each window's sentence and reports
+    # their mean weighted by words. Empty: one window.
+    windows: tuple[tuple[UtteranceFeatures, np.ndarray], ...] = field(default=(), repr=False)
 
 
 ScoreResult = tuple[SentenceScores, tuple[WordScore, ...]] | tuple[WordScore, ...]

@@ -13,6 +13,7 @@ import numpy as np
 from saywell.engine.features.model_inputs import LEGACY_SENTENCE_SCALARS, LEGACY_WORD_SCALARS, build_inputs
 from saywell.engine.features.phone_probe import with_probe_scalars
 from saywell.engine.features.utterance import UtteranceFeatures
+from saywell.engine.features.windows import weighted_sentence
 from saywell.engine.scorers import ScoreJob
 from saywell.engine.scorers.baseline import MISPRONOUNCED_BELOW, is_omitted, phone_scores
 from saywell.engine.scorers.flags import threshold_at
@@ -169,8 +170,24 @@ class TrainedScorer:
             closed = job.closed and not job.words_only
             pending.append((index, (job.features, job.encoder, "closed" if closed else "open",
                                     job.single_asr and not closed)))
-        for (index, _), predicted in zip(pending, self._predict_many([request for _, request in pending])):
-            results[index] = predicted if isinstance(predicted, Exception) else self._scores(jobs[index], *predicted)
+        # A long utterance's windows ride in the same forward pass; each gives its own sentence scores.
+        windows = [(index, (part, encoder, *request[2:])) for index, request in pending
+                   for part, encoder in jobs[index].windows]
+        predictions = self._predict_many([request for _, request in pending + windows])
+        by_job: dict[int, list] = {}
+        for (index, _), predicted in zip(windows, predictions[len(pending):]):
+            by_job.setdefault(index, []).append(predicted)
+        for (index, _), predicted in zip(pending, predictions):
+            parts = by_job.get(index, [])
+            failed = next((p for p in [predicted, *parts] if isinstance(p, Exception)), None)
+            if failed is not None:
+                results[index] = failed
+                continue
+            if parts:
+                words, _, meta = predicted
+                sentence = weighted_sentence([p[1] for p in parts], [len(w.words) for w, _ in jobs[index].windows])
+                predicted = (words, sentence, meta)
+            results[index] = self._scores(jobs[index], *predicted)
         return results
 
     def _scores(self, job: ScoreJob, word_preds: np.ndarray, sentence: np.ndarray, meta: dict):

@@ -80,6 +80,13 @@ class AlignedWord:
         frames = sum(p.n_frames for p in self.phones)
         return sum(p.gop * p.n_frames for p in self.phones) / frames if frames else 0.0
 
+    def moved(self, frames: int) -> "AlignedWord":
+        """The word and its phones `frames` later (earlier when negative)."""
+        phones = tuple(dataclasses.replace(p, start_frame=p.start_frame + frames, end_frame=p.end_frame + frames)
+                       for p in self.phones)
+        return dataclasses.replace(self, start_frame=self.start_frame + frames, end_frame=self.end_frame + frames,
+                                   phones=phones)
+
 
 @dataclass(frozen=True)
 class Alignment:
@@ -101,13 +108,7 @@ class Alignment:
     def joined(parts: Sequence[tuple[int, "Alignment"]], n_frames: int) -> "Alignment":
         """One alignment from alignments of consecutive stretches of audio, each with its start frame (all
         parts share one frame length)."""
-        def moved_word(word: AlignedWord, by: int) -> AlignedWord:
-            phones = tuple(dataclasses.replace(p, start_frame=p.start_frame + by, end_frame=p.end_frame + by)
-                           for p in word.phones)
-            return dataclasses.replace(word, start_frame=word.start_frame + by, end_frame=word.end_frame + by,
-                                       phones=phones)
-
-        words = tuple(moved_word(w, start) for start, part in parts for w in part.words)
+        words = tuple(w.moved(start) for start, part in parts for w in part.words)
         loop = tuple((phone, a + start, b + start) for start, part in parts for phone, a, b in part.loop_phones)
         frame_ms = parts[0][1].frame_ms if parts else FRAME_MS
         if any(part.frame_ms != frame_ms for _, part in parts):

@@ -267,6 +267,18 @@ def encoder_frames(model, audio: np.ndarray) -> np.ndarray:
     return mel_encoder_frames(model, log_mel(model, audio))
 
 
+ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "vs", "etc", "mt"})
+
+
+def ends_sentence(raw: str) -> bool:
+    """Whisper closed a sentence after this token-word: a full stop (not an abbreviation's, not an ellipsis, which
+    marks trailing off), a question or an exclamation mark."""
+    token = raw.strip().rstrip("\"')")
+    if token.endswith(("?", "!")):
+        return True
+    return token.endswith(".") and not token.endswith("..") and token[:-1].lower() not in ABBREVIATIONS
+
+
 def _split_normalized(raw: str, start_s: float, end_s: float, probability: float) -> list[RecognizedWord]:
     """One Whisper token-word may normalise to several words ("1990"); they share its span evenly."""
     parts = normalize_words(raw)
@@ -274,5 +286,7 @@ def _split_normalized(raw: str, start_s: float, end_s: float, probability: float
         return []
     start_ms, end_ms = int(round(start_s * 1000)), int(round(end_s * 1000))
     step = max(end_ms - start_ms, 0) / len(parts)
+    closes = ends_sentence(raw)
     return [RecognizedWord(text=p, start_ms=int(start_ms + i * step), end_ms=int(start_ms + (i + 1) * step),
-                           probability=float(probability)) for i, p in enumerate(parts)]
+                           probability=float(probability), ends_sentence=closes and i == len(parts) - 1)
+            for i, p in enumerate(parts)]

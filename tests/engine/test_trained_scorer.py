@@ -171,3 +171,28 @@ def test_one_batch_scores_like_each_utterance_alone(engine):
                 [sentence_b.accuracy, sentence_b.fluency, sentence_b.prosody, sentence_b.total], atol=1e-4)
         assert [w.text for w in batched] == [w.text for w in single] and batched
         np.testing.assert_allclose([w.accuracy for w in batched], [w.accuracy for w in single], atol=1e-4)
+
+
+def test_a_long_utterance_is_scored_like_its_sentences(engine, monkeypatch):
+    """Three fixtures joined with 0.6 s pauses (23 words) get the sentence scores of the three assessed alone,
+    averaged by words: the scorer sees sentence-sized windows, each with the encoder frames of its own stretch.
+    Scored whole, the same audio lands far lower: its pauses between sentences read as hesitations, and
+    Whisper's frames past the first seconds carry positions the scorer never saw."""
+    names = ("fox", "coffee", "brother")
+    texts = ("the quick brown fox jumps over the lazy dog", "i would like a cup of coffee please",
+             "my brother is ten years old")
+    parts = [sf.read(FIXTURES / f"{name}.wav", dtype="float32")[0] for name in names]
+    gap = np.zeros(9600, np.float32)
+    audio = np.concatenate([np.concatenate([p, gap]) for p in parts])
+    aspects = ("accuracy", "fluency", "prosody", "total")
+    for reference in ("", " ".join(texts)):
+        alone = [assess(engine, part, text if reference else "") for part, text in zip(parts, texts)]
+        sizes = [len(a.words) for a in alone]
+        expected = np.average([[getattr(a.scores, k) for k in aspects] for a in alone], axis=0, weights=sizes)
+        joined = assess(engine, audio, reference)
+        assert len(joined.words) == sum(sizes) == 23
+        np.testing.assert_allclose([getattr(joined.scores, k) for k in aspects], expected, atol=0.15)
+        monkeypatch.setattr(engine, "_windows", lambda *args: asyncio.sleep(0, result=()))
+        whole = assess(engine, audio, reference)
+        monkeypatch.undo()
+        assert all(getattr(whole.scores, k) < e - 0.4 for k, e in zip(aspects, expected)), whole.scores

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saywell.engine.features.windows import sentence_ends, sentence_windows, window_bounds
 from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
 from saywell.engine.profiles.cpu.scoring import ScoreItem, ScoringStage
@@ -29,8 +30,8 @@ from saywell.engine.stages.asr import MIN_TARGET_SAMPLES, AsrRequest, WhisperAsr
 from saywell.engine.stages.base import AlignItem
 from saywell.engine.stages.process_stage import ProcessStage
 from saywell.engine.stages.scheduler import BACKGROUND, BatchScheduler
-from saywell.engine.types import (AssessmentRequest, Capabilities, EngineError, EngineInfo, InputError, SentenceScores,
-                                  Transcript, UtteranceResult, WordScore)
+from saywell.engine.types import (SAMPLE_RATE, AssessmentRequest, Capabilities, EngineError, EngineInfo, InputError,
+                                  SentenceScores, Transcript, UtteranceResult, WordScore)
 
 ENGINE_NAME = "saywell-cpu"
 
@@ -209,12 +210,32 @@ class CpuEngine:
         mark = time.perf_counter()
         scored = request if span is None else dataclasses.replace(
             request, reference_text=" ".join(words[span[0]:span[1]]))
+        windows = await self._windows(scored, request.audio, alignment, target or transcript)
         scores, word_scores, scorer_name = await self._score.submit(
-            ScoreItem(request.audio, transcript, alignment, scored, partial=False, target=target))
+            ScoreItem(request.audio, transcript, alignment, scored, partial=False, target=target, windows=windows))
         if span is not None:
             scores, word_scores = with_unread(scores, word_scores, words, span, request.duration_ms)
         timings["score"] = (time.perf_counter() - mark) * 1000
         return UtteranceResult(shown, request.reference_text, scores, word_scores, scorer_name, timings)
+
+    async def _windows(self, request: AssessmentRequest, audio: np.ndarray, alignment: Alignment,
+                       heard: Transcript) -> tuple:
+        """A long utterance's sentence-sized windows for the scorer (features/windows.py; `heard`: the words whose
+        sentence ends cut it): each window's words, first frame and the recogniser's encoder frames of its own
+        stretch of audio, encoded on its own. Whisper's frames carry their position, and the scorer learnt from
+        utterances that start at frame 0. () when the utterance is one window, or its scorer reads no encoder
+        frames (it then scores the whole)."""
+        spans = [(w.start_frame, w.end_frame) for w in alignment.words]
+        ms = [(a * alignment.frame_ms, b * alignment.frame_ms) for a, b in spans]
+        windows = sentence_windows(spans, sentence_ends(ms, heard.words))
+        if len(windows) < 2 or not self._needs_encoder(request):
+            return ()
+        starts = [int(start) for start, _ in window_bounds(spans, windows, alignment.frame_at(len(audio)))]
+        per_frame = SAMPLE_RATE * alignment.frame_ms // 1000
+        stretches = [audio[start * per_frame:None if end is None else end * per_frame]
+                     for start, end in zip(starts, [*starts[1:], None])]
+        encoded = await asyncio.gather(*(self._asr.submit(AsrRequest(s, encoder_only=True)) for s in stretches))
+        return tuple(zip(windows, starts, [e.encoder for e in encoded]))
 
     async def _align_read_span(self, request: AssessmentRequest, words: list[str], transcript: Transcript,
                                phones) -> tuple[tuple[int, int], Alignment]:
@@ -286,8 +307,9 @@ class CpuEngine:
             empty = SentenceScores(0.0, 0.0, 0.0, 0.0, None)
             return UtteranceResult(shown, "", empty, (), request.scorer or self.options.default_scorer, {})
         alignment = Alignment.joined(parts, n_frames=parts[0][1].frame_at(len(request.audio)))
+        windows = await self._windows(request, request.audio, alignment, target or transcript)
         scores, word_scores, scorer_name = await self._score.submit(
-            ScoreItem(request.audio, transcript, alignment, request, partial=False, target=target))
+            ScoreItem(request.audio, transcript, alignment, request, partial=False, target=target, windows=windows))
         timings = {"segments": len(segments), "score": (time.perf_counter() - started) * 1000}
         return UtteranceResult(shown, "", scores, word_scores, scorer_name, timings)
 

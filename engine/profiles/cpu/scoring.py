@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from saywell.engine.features.prosody import extract_prosody
-from saywell.engine.features.utterance import utterance_features
+from saywell.engine.features.utterance import utterance_features, windowed_features
 from saywell.engine.language.text import normalize_words
 from saywell.engine.scorers import ScoreJob
 from saywell.engine.stages.alignment import Alignment
@@ -22,6 +22,8 @@ class ScoreItem:
     request: AssessmentRequest
     partial: bool  # interim words only, scored as recognised words
     target: Transcript | None = None  # open mode with a target ASR: the words aligned and scored
+    # A long utterance's sentence-sized windows: ([first, last) words, first frame, that stretch's encoder frames)
+    windows: tuple[tuple[tuple[int, int], int, np.ndarray], ...] = ()
 
 
 class ScoringStage:
@@ -76,9 +78,14 @@ class ScoringStage:
             reference = [w.text for w in item.target.words]
         else:
             reference = None
-        features = utterance_features(item.alignment, item.transcript, extract_prosody(item.audio), reference,
-                                      item.target)
+        prosody = extract_prosody(item.audio)
+        features = utterance_features(item.alignment, item.transcript, prosody, reference, item.target)
+        windows = ()
+        if item.windows and not item.partial:
+            parts = windowed_features(features, item.transcript, prosody, reference is not None,
+                                      [w for w, _, _ in item.windows], [start for _, start, _ in item.windows])
+            windows = tuple(zip(parts, [encoder for _, _, encoder in item.windows]))
         # Open-mode features without a target ASR's words (interim decodes, or an engine without a target)
         # are scored by the model fitted on such features.
         return ScoreJob(features, closed, request.flag_sensitivity, item.transcript.encoder,
-                        single_asr=item.target is None, words_only=item.partial)
+                        single_asr=item.target is None, words_only=item.partial, windows=windows)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from saywell.engine.stages.alignment import Alignment
-from saywell.engine.types import AssessmentRequest, EngineError, Transcript, UtteranceResult
+from saywell.engine.types import AssessmentRequest, EngineError, RecognizedWord, Transcript, UtteranceResult
 
 log = logging.getLogger(__name__)
 Spawn = Callable[[Coroutine], asyncio.Task]
@@ -36,15 +36,24 @@ def joined_transcript(segments: Sequence[Segment], target: bool = False) -> Tran
     """The segments' recognised (or, with `target`, target) transcripts as one, times from the utterance start."""
     parts = [(s.start, s.target if target else s.transcript) for s in segments]
     parts = [(start, t) for start, t in parts if t is not None]
-    words = tuple(dataclasses.replace(w, start_ms=w.start_ms + start // 16, end_ms=w.end_ms + start // 16)
-                  for start, t in parts for w in t.words)
     # A stretch with no words may still be transcribed as punctuation ("."): joining it gave "China. ."
-    texts = [t.text.strip() for _, t in parts if any(ch.isalnum() for ch in t.text)]
-    # Whisper ends each segment with a full stop; a cut inside a sentence ("jumps." + "over the lazy dog.") gave
-    # "jumps. over": a stop before a part that goes on in lower case is the cut's, not the speaker's.
-    texts = [text[:-1] if text.endswith(".") and following[:1].islower() else text
-             for text, following in zip(texts, texts[1:] + [""])]
-    return Transcript(text=" ".join(texts), words=words)
+    spoken = [t for _, t in parts if any(ch.isalnum() for ch in t.text)]
+    following = {id(t): after.text.strip() for t, after in zip(spoken, spoken[1:])}
+
+    def cut_mid_sentence(t: Transcript) -> bool:
+        """Whisper ends each segment with a full stop; a cut inside a sentence ("jumps." + "over the lazy dog.")
+        gave "jumps. over": a stop before a part that goes on in lower case is the cut's, not the speaker's."""
+        return t.text.strip().endswith(".") and following.get(id(t), "")[:1].islower()
+
+    words: list[RecognizedWord] = []
+    for start, t in parts:
+        moved = [dataclasses.replace(w, start_ms=w.start_ms + start // 16, end_ms=w.end_ms + start // 16)
+                 for w in t.words]
+        if moved and cut_mid_sentence(t):
+            moved[-1] = dataclasses.replace(moved[-1], ends_sentence=False)
+        words += moved
+    texts = [t.text.strip()[:-1] if cut_mid_sentence(t) else t.text.strip() for t in spoken]
+    return Transcript(text=" ".join(texts), words=tuple(words))
 
 
 def drop(job: asyncio.Future | None) -> None:

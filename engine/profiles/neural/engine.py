@@ -13,10 +13,12 @@ import functools
 import importlib.metadata
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from saywell.engine.backends import ModelStages, model_stages
+from saywell.engine.features.windows import sentence_ends, sentence_windows, weighted_sentence, window_bounds
 from saywell.engine.language.lexicon import Lexicon
 from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
@@ -34,7 +36,7 @@ from saywell.engine.profiles.neural.encoders import (
     load_ssl_encoder,
 )
 from saywell.engine.profiles.neural.heads import HeadsItem, HeadsStage, span_frames
-from saywell.engine.profiles.neural.inputs import HeadInputs, head_inputs, heard_words
+from saywell.engine.profiles.neural.inputs import HeadInputs, head_inputs, heard_words, window_inputs
 from saywell.engine.profiles.neural.phone_head import PhoneHeadStage
 from saywell.engine.profiles.neural.scoring import empty_result, scored_result
 from saywell.engine.profiles.neural.trees import TreesBlend
@@ -51,6 +53,7 @@ from saywell.engine.types import (
     Capabilities,
     EngineError,
     EngineInfo,
+    RecognizedWord,
     Transcript,
     UtteranceResult,
     WordScore,
@@ -213,13 +216,41 @@ class NeuralEngine:
         if analysis is None:
             return empty_result(graph.transcript.text, request, SCORER, graph.timings_ms)
         mark = time.perf_counter()
-        item = self.heads_item(graph.frames, analysis.inputs)
-        scores = await self._heads.submit(item, priority)
-        if self.trees.enabled:
-            scores = await asyncio.to_thread(self.trees, item, scores)  # numpy, 1-4 ms: off the event loop
+        windows = [] if partial else await self.window_items(request.audio, analysis.inputs, graph.transcript.words,
+                                                             priority)
+        if windows:  # a long utterance is scored as its windows (one batch): words, phones, sentence by words
+            parts = await asyncio.gather(*(self._scores(window, priority) for window in windows))
+            sentence = weighted_sentence([p[1] for p in parts], [len(w.words) for w in windows])
+            scores = (np.concatenate([p[0] for p in parts]), sentence.astype(np.float32),
+                      np.concatenate([p[2] for p in parts]))
+        else:
+            scores = await self._scores(self.heads_item(graph.frames, analysis.inputs), priority)
         graph.timings_ms["heads"] = (time.perf_counter() - mark) * 1000
         return scored_result(request, graph.transcript.text, analysis.words, analysis.inputs, scores,
                              self.heads.flag_thresholds(), self.posteriors.load().frame_ms, SCORER, graph.timings_ms)
+
+    async def _scores(self, item: HeadsItem, priority: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scores = await self._heads.submit(item, priority)
+        if self.trees.enabled:
+            scores = await asyncio.to_thread(self.trees, item, scores)  # numpy, 1-4 ms: off the event loop
+        return scores
+
+    async def window_items(self, audio: np.ndarray, inputs: HeadInputs, heard: Sequence[RecognizedWord],
+                           priority: int) -> list[HeadsItem]:
+        """A long utterance's sentence-sized windows (features/windows.py) as utterances of their own: their
+        words, sentence numbers over their stretch, and SSL frames of their stretch encoded on its own. Whisper's
+        frames carry their position: frames cut from the middle of a long encoding are unlike any utterance's
+        the heads were trained on (a window of 8 words scored 6.6 so, and 8.8 as a recording of its own). [] when
+        the utterance is one window. `heard`: the recognised words, whose sentence ends cut it."""
+        spans = [tuple(span) for span in inputs.spans_ms.tolist()]
+        windows = sentence_windows(spans, sentence_ends(spans, heard))
+        if len(windows) < 2:
+            return []
+        bounds = window_bounds(spans, windows, len(audio) * 1000 / SAMPLE_RATE)
+        stretches = [audio[int(start * SAMPLE_RATE / 1000):int(end * SAMPLE_RATE / 1000)] for start, end in bounds]
+        frames = await asyncio.gather(*(self._ssl.submit(stretch, priority) for stretch in stretches))
+        return [self.heads_item(f, window_inputs(inputs, first, last, start_ms, end_ms))
+                for f, (first, last), (start_ms, end_ms) in zip(frames, windows, bounds)]
 
     def heads_item(self, frames: np.ndarray, inputs: HeadInputs) -> HeadsItem:
         spans = span_frames(inputs.spans_ms, self.ssl.load().frame_ms, len(frames))

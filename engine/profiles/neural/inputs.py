@@ -88,16 +88,31 @@ def head_inputs(words: Sequence[AlignedWord], heard: Sequence[RecognizedWord | N
             phone_ids.append(PHONE_CLASS_IDS.get(phone.phone, 0))
             phone_owner.append(index)
     word_values = np.array(rows, np.float32).reshape(-1, len(WORD_FEATURES))
+    omitted = tuple(closed and is_omitted(w, h, frame_ms) for w, h in zip(words, heard))
+    return HeadInputs(spans, word_values, sentence_numbers(word_values, spans, closed, duration_ms), omitted,
+                      np.array(phone_rows, np.float32).reshape(-1, len(PHONE_FEATURES)),
+                      np.array(phone_ids, np.int64), np.array(phone_owner, np.int64))
 
+
+def sentence_numbers(word_values: np.ndarray, spans: np.ndarray, closed: bool, duration_ms: float) -> np.ndarray:
+    """SENTENCE_FEATURES of words with these WORD_FEATURES rows and spans (ms), in `duration_ms` of audio."""
     def mean_of(feature: str) -> float:
-        return float(word_values[:, WORD_FEATURES.index(feature)].mean()) if len(words) else 0.0
+        return float(word_values[:, WORD_FEATURES.index(feature)].mean()) if len(word_values) else 0.0
 
     gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
     duration_s = max(duration_ms, 1) / 1000
-    sentence = np.array([float(closed), duration_s, float((spans[:, 1] - spans[:, 0]).sum()) / max(duration_ms, 1),
-                         len(words) / duration_s, sum(g > PAUSE_MS for g in gaps) / max(len(words), 1),
-                         mean_of("gop_mean"), mean_of("asr_heard"), mean_of("asr_probability")], np.float32)
-    omitted = tuple(closed and is_omitted(w, h, frame_ms) for w, h in zip(words, heard))
-    return HeadInputs(spans, word_values, sentence, omitted,
-                      np.array(phone_rows, np.float32).reshape(-1, len(PHONE_FEATURES)),
-                      np.array(phone_ids, np.int64), np.array(phone_owner, np.int64))
+    n = len(word_values)
+    return np.array([float(closed), duration_s, float((spans[:, 1] - spans[:, 0]).sum()) / max(duration_ms, 1),
+                     n / duration_s, sum(g > PAUSE_MS for g in gaps) / max(n, 1),
+                     mean_of("gop_mean"), mean_of("asr_heard"), mean_of("asr_probability")], np.float32)
+
+
+def window_inputs(inputs: HeadInputs, first: int, last: int, start_ms: float, end_ms: float) -> HeadInputs:
+    """Words first..last-1 of `inputs` as an utterance of their own spanning [start_ms, end_ms) of the audio
+    (features/windows.py): spans from start_ms, their phones, and sentence numbers over the window alone."""
+    spans = inputs.spans_ms[first:last] - int(round(start_ms))
+    words = inputs.words[first:last]
+    keep = (inputs.phone_owner >= first) & (inputs.phone_owner < last)
+    return HeadInputs(spans, words, sentence_numbers(words, spans, bool(inputs.sentence[0]), end_ms - start_ms),
+                      inputs.omitted[first:last], inputs.phones[keep], inputs.phone_ids[keep],
+                      inputs.phone_owner[keep] - first)
