@@ -6,11 +6,12 @@ between sentences read as hesitations, and Whisper's encoder frames past the fir
 training utterance had. Three same-speaker validation utterances joined into one (about 19 words) were scored
 1.2-2.3 points below the experts' scores of the parts, in both profiles and modes.
 
-So an utterance of more than LONGEST_WHOLE words is cut into windows: after the recogniser's sentence ends, and a
-run still longer than MAX_WINDOW_WORDS at its longest pause. Each window is scored as an utterance of its own
+So an utterance of more than LONGEST_WHOLE words is cut into windows after the recogniser's sentence ends (a run
+longer than any training utterance also at its longest pause). Each window is scored as an utterance of its own
 (the profile encodes its stretch of audio again), and the utterance's sentence scores are the windows' mean
-weighted by words. The cpu profile keeps each word's scores from the whole utterance; the neural profile, whose
-word heads read the encoder frames, takes them from the windows. On the joined utterances the bias fell to
+weighted by words. The cpu profile keeps each word's scores from the whole utterance (and its baseline scorer,
+which reads no encoder frames, scores the whole); the neural profile takes its words' scores from the windows
+too, since its heads read nothing but the window's frames and numbers. On the joined utterances the bias fell to
 -0.3..-0.8, at a cost in ranking: fluency, prosody and total PCC fell by 0.01-0.12 (README.md, "Long turns,
 native speakers, recording conditions"). Utterances of up to LONGEST_WHOLE words, every speechocean762 one among
 them, are scored whole as before.
@@ -23,9 +24,15 @@ import numpy as np
 
 from saywell.engine.types import RecognizedWord
 
-LONGEST_WHOLE = 12  # speechocean762's utterances have at most 10 words: none of them is ever cut
-MAX_WINDOW_WORDS = 12  # a run of words longer than this without a sentence end is cut at its longest pause
+LONGEST_WHOLE = 12  # speechocean762's utterances have at most 10 reference words: closed mode never cuts one
 MIN_WINDOW_WORDS = 4  # no window shorter than this (a training sentence has 4 or more words in 95% of cases)
+# A run of words without a sentence end is cut at its longest pause only past both of these: longer than any
+# training utterance (20.4 s; 99% are under 12.5 s) and than LONGEST_WHOLE words. Shorter runs are left whole:
+# in open mode a learner's garbled speech can come out of the ASR as 13-44 words in 5-15 s (15 of validation
+# fold 0's 500 utterances), which the scorers learnt to score whole. (A few of those still hold a sentence end
+# and are cut: validation fold 0's open-mode PCCs moved by under 0.004.)
+LONGEST_RUN_MS = 20_000
+MAX_WINDOW_WORDS = LONGEST_WHOLE
 
 
 def sentence_ends(spans: Sequence[tuple[float, float]], heard: Sequence[RecognizedWord]) -> list[bool]:
@@ -43,38 +50,41 @@ def sentence_ends(spans: Sequence[tuple[float, float]], heard: Sequence[Recogniz
 
 
 def sentence_windows(spans: Sequence[tuple[float, float]], ends: Sequence[bool] = (),
-                     max_words: int = MAX_WINDOW_WORDS, min_words: int = MIN_WINDOW_WORDS) -> list[tuple[int, int]]:
-    """[first, last) word indices of each window over words timed by `spans` (start, end), in order; `ends`:
-    which words close a sentence (sentence_ends).
+                     min_words: int = MIN_WINDOW_WORDS) -> list[tuple[int, int]]:
+    """[first, last) word indices of each window over words timed by `spans` (start, end in ms), in order;
+    `ends`: which words close a sentence (sentence_ends).
 
     An utterance of up to LONGEST_WHOLE words is one window. A longer one is cut after each sentence end that
-    leaves at least `min_words` words on both sides (a shorter sentence stays with its neighbour), and a run
-    still longer than `max_words` at its longest gap between words. Cutting at the longest pauses alone would
-    take a hesitant learner's hesitations out of the windows (measured: fluency PCC 0.80 -> 0.72 on joined
-    validation utterances); sentence ends are where a rater hears one sentence stop and the next begin."""
-    if max_words < 2 * min_words - 1:
-        raise ValueError(f"max_words ({max_words}) must be at least 2 * min_words - 1 ({2 * min_words - 1})")
+    leaves at least `min_words` words on both sides (a shorter sentence stays with its neighbour); a run without
+    one that is still longer than LONGEST_RUN_MS and MAX_WINDOW_WORDS is cut at its longest gap between words.
+    Cutting at the longest pauses alone would take a hesitant learner's hesitations out of the windows (measured:
+    fluency PCC 0.80 -> 0.72 on joined validation utterances); sentence ends are where a rater hears one sentence
+    stop and the next begin."""
+    if min_words < 1:
+        raise ValueError(f"min_words must be >= 1, got {min_words}")
+    if ends and len(ends) != len(spans):
+        raise ValueError(f"{len(ends)} sentence ends for {len(spans)} words")
     if len(spans) <= LONGEST_WHOLE:
         return [(0, len(spans))]
     ends = list(ends) or [False] * len(spans)
-    return _split(spans, ends, 0, len(spans), max_words, min_words)
+    return _split(spans, ends, 0, len(spans), min_words)
 
 
-def _split(spans, ends, first: int, last: int, max_words: int, min_words: int) -> list[tuple[int, int]]:
+def _split(spans, ends, first: int, last: int, min_words: int) -> list[tuple[int, int]]:
     cuts = range(first + min_words, last - min_words + 1)  # a cut at k: words [first, k) and [k, last)
 
     def gap(k: int) -> float:
         return spans[k][0] - spans[k - 1][1]
 
     at_ends = [k for k in cuts if ends[k - 1]]
+    too_long = last - first > MAX_WINDOW_WORDS and spans[last - 1][1] - spans[first][0] > LONGEST_RUN_MS
     if at_ends:
         cut = max(at_ends, key=lambda k: (gap(k), -abs(2 * k - first - last)))
-    elif last - first > max_words:
+    elif too_long and cuts:
         cut = max(cuts, key=lambda k: (gap(k), -abs(2 * k - first - last)))
     else:
         return [(first, last)]
-    return _split(spans, ends, first, cut, max_words, min_words) + _split(spans, ends, cut, last, max_words,
-                                                                         min_words)
+    return _split(spans, ends, first, cut, min_words) + _split(spans, ends, cut, last, min_words)
 
 
 def window_bounds(spans: Sequence[tuple[float, float]], windows: Sequence[tuple[int, int]],

@@ -52,7 +52,8 @@ def _mu_law(audio: np.ndarray, mu: int = 255) -> np.ndarray:
 
 
 def degrade(audio: np.ndarray, condition: str, seed: int = 0) -> np.ndarray:
-    """`audio` (float32, 16 kHz, mono) as heard under `condition`; same length, float32, within [-1, 1]."""
+    """`audio` (float32, 16 kHz, mono) as heard under `condition`: the same array for "clean", otherwise a new
+    one of the same length, float32, within [-1, 1]."""
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
     if condition == "clean":

@@ -103,11 +103,15 @@ def fetch(cache: pathlib.Path = DEFAULT_CACHE) -> None:
             raise SystemExit(f"{path}: SHA-256 mismatch; delete it and fetch again")
         with tarfile.open(path) as tar:
             for clip in clips:
-                data = tar.extractfile(clip.member).read()
+                member = tar.extractfile(clip.member)
+                if member is None:
+                    raise SystemExit(f"{archive[0]}: {clip.member} is not a file in it")
+                data = member.read()
                 if clip.member.endswith(".raw"):
                     audio = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
                 else:
-                    audio, rate = sf.read(io.BytesIO(data), dtype="float32")
+                    audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+                    audio = audio.mean(axis=1)
                     if rate != 16000:
                         raise SystemExit(f"{clip.member}: {rate} Hz, expected 16000")
                 sf.write(str(cache / f"{clip.name}.wav"), audio, 16000, subtype="PCM_16")

@@ -178,12 +178,11 @@ class TrainedScorer:
         for (index, _), predicted in zip(windows, predictions[len(pending):]):
             by_job.setdefault(index, []).append(predicted)
         for (index, _), predicted in zip(pending, predictions):
-            parts = by_job.get(index, [])
-            failed = next((p for p in [predicted, *parts] if isinstance(p, Exception)), None)
-            if failed is not None:
-                results[index] = failed
+            if isinstance(predicted, Exception):
+                results[index] = predicted
                 continue
-            if parts:
+            parts = by_job.get(index, [])
+            if parts and not any(isinstance(p, Exception) for p in parts):  # else: the whole's sentence scores
                 words, _, meta = predicted
                 sentence = weighted_sentence([p[1] for p in parts], [len(w.words) for w, _ in jobs[index].windows])
                 predicted = (words, sentence, meta)

@@ -191,9 +191,10 @@ def test_open_mode_scores_the_recognised_words(live):
     assert_complete(result, len(audio) // 16)
 
 
-def test_a_long_utterance_is_scored_as_its_sentence_sized_windows(live):
+def test_a_long_utterance_is_scored_as_its_sentence_sized_windows(heads_only):
     """Three fixtures joined (23 words): each window is scored as an utterance of its own, its SSL frames encoded
-    from its own stretch of audio; the words and phones are the windows', the sentence their mean by words."""
+    from its own stretch of audio; the words and phones are the windows', the sentence their mean by words. (The
+    folder without trees: a batch moves stage outputs by ~1e-5, which a tree split can turn into a step.)"""
     from saywell.engine.features.windows import sentence_ends, sentence_windows, window_bounds
     from saywell.engine.language.text import normalize_words
     from saywell.engine.stages.scheduler import URGENT
@@ -202,36 +203,43 @@ def test_a_long_utterance_is_scored_as_its_sentence_sized_windows(live):
     gap = np.zeros(9600, np.float32)
     audio = np.concatenate([np.concatenate([audio_of(n), gap]) for n in names])
     text = " ".join(TEXTS[n] for n in names)
-    result = live.run(live.engine.assess(AssessmentRequest(audio, reference_text=text)))
+    live = LiveEngine(EngineOptions(profile="neural", model_dir=str(heads_only), device="cpu"))
+    try:
+        result = live.run(live.engine.assess(AssessmentRequest(audio, reference_text=text)))
+
+        async def by_hand():
+            graph = await live.engine.analyse(audio, text, (True,))
+            inputs, heard = graph.analyses[True].inputs, graph.transcript.words
+            windows = await live.engine.window_items(audio, inputs, heard, URGENT)
+            spans = [tuple(span) for span in inputs.spans_ms.tolist()]
+            cuts = sentence_windows(spans, sentence_ends(spans, heard))
+            bounds = [(int(a), int(b)) for a, b in window_bounds(spans, cuts, len(audio) // 16)]
+            alone = [await live.engine._ssl.submit(audio[a * 16:b * 16]) for a, b in bounds]
+            short = await live.engine.analyse(audio_of("fox"), TEXTS["fox"], (True,))
+            unwindowed = await live.engine.window_items(audio_of("fox"), short.analyses[True].inputs,
+                                                        short.transcript.words, URGENT)
+            return (cuts, windows, alone, [await live.engine._scores(w, URGENT) for w in windows],
+                    [w.ends_sentence for w in heard], unwindowed)
+
+        cuts, windows, alone, parts, ends, unwindowed = live.run(by_hand())
+    finally:
+        live.close()
     assert [w.text for w in result.words] == normalize_words(text)
     assert_complete(result, len(audio) // 16)
-
-    async def by_hand():
-        graph = await live.engine.analyse(audio, text, (True,))
-        inputs, heard = graph.analyses[True].inputs, graph.transcript.words
-        windows = await live.engine.window_items(audio, inputs, heard, URGENT)
-        spans = [tuple(span) for span in inputs.spans_ms.tolist()]
-        cuts = sentence_windows(spans, sentence_ends(spans, heard))
-        bounds = window_bounds(spans, cuts, len(audio) / 16)
-        alone = [await live.engine._ssl.submit(audio[int(a * 16):int(b * 16)]) for a, b in bounds]
-        return inputs, cuts, windows, alone, [await live.engine._scores(w, URGENT) for w in windows]
-
-    # (random encoders align anywhere: the windows are whatever the aligned words' pauses give)
-    inputs, cuts, windows, alone, parts = live.run(by_hand())
+    assert sum(ends) >= 2  # Whisper closed the joined sentences
+    # (random encoders align anywhere: the windows are whatever the aligned words and sentence ends give)
     assert len(windows) >= 2 and [len(w.words) for w in windows] == [b - a for a, b in cuts]
     for window, frames in zip(windows, alone):  # each window's frames: its stretch encoded on its own
-        np.testing.assert_allclose(window.frames, frames, atol=1e-5)
-    shares = [len(w.words) for w in windows]
-    expected = np.average([p[1] for p in parts], axis=0, weights=shares)
+        np.testing.assert_allclose(window.frames, frames, atol=1e-4)
+    expected = np.average([p[1] for p in parts], axis=0, weights=[len(w.words) for w in windows])
     s = result.scores
     np.testing.assert_allclose([s.accuracy, s.fluency, s.prosody, s.total], expected, atol=1e-4)
-    said = [i for i, w in enumerate(result.words) if not w.error_type.name == "OMISSION"]
+    said = [i for i, w in enumerate(result.words) if w.error_type.name != "OMISSION"]
     words = np.concatenate([p[0] for p in parts])
     np.testing.assert_allclose([result.words[i].accuracy for i in said], words[said, 0], atol=1e-4)
     np.testing.assert_allclose([p.accuracy for w in result.words for p in w.phones],
                                np.concatenate([p[2] for p in parts]), atol=1e-4)
-    assert inputs.words.shape[0] == 23 and not live.run(live.engine.window_items(audio_of("fox"), live.run(
-        live.engine.analyse(audio_of("fox"), TEXTS["fox"], (True,))).analyses[True].inputs, (), URGENT))
+    assert unwindowed == []  # nine words: scored whole
 
 
 def test_flags_grow_with_the_sensitivity(live):

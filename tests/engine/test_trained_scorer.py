@@ -1,5 +1,6 @@
 """The shipped trained scorer: loads lazily, scores real (synthesized) speech within sane ranges."""
 import asyncio
+import dataclasses
 import pathlib
 
 import numpy as np
@@ -196,3 +197,30 @@ def test_a_long_utterance_is_scored_like_its_sentences(engine, monkeypatch):
         whole = assess(engine, audio, reference)
         monkeypatch.undo()
         assert all(getattr(whole.scores, k) < e - 0.4 for k, e in zip(aspects, expected)), whole.scores
+
+
+def test_windows_give_their_sentences_mean_by_words_and_a_window_that_fails_leaves_the_whole(engine):
+    from saywell.engine.features.prosody import extract_prosody
+    from saywell.engine.features.utterance import utterance_features
+    from saywell.engine.scorers import ScoreJob
+    from saywell.engine.stages.asr import AsrRequest
+
+    scorer = engine.scoring.scorers["trained"]
+    parts = []
+    for name, text in (("fox", "the quick brown fox jumps over the lazy dog"),
+                       ("brother", "my brother is ten years old")):
+        audio = sf.read(FIXTURES / f"{name}.wav", dtype="float32")[0]
+        transcript = engine.asr.run_batch([AsrRequest(audio, with_encoder=True)])[0]
+        words = text.split()
+        parts.append((utterance_features(engine.aligner.align(audio, words), transcript, extract_prosody(audio),
+                                          words), transcript.encoder))
+    (fox, fox_encoder), (brother, brother_encoder) = parts
+    alone = [scorer.score_batch([ScoreJob(f, True, 0.5, e)])[0][0] for f, e in parts]
+    whole = ScoreJob(fox, True, 0.5, fox_encoder)
+    windowed = scorer.score_batch([dataclasses.replace(whole, windows=tuple(parts))])[0]
+    aspects = ("accuracy", "fluency", "prosody", "total")
+    expected = np.average([[getattr(a, k) for k in aspects] for a in alone], axis=0, weights=[9, 6])
+    np.testing.assert_allclose([getattr(windowed[0], k) for k in aspects], expected, atol=1e-4)
+    assert [w.text for w in windowed[1]] == [w.word.text for w in fox.words]  # the words stay the whole's
+    failing = scorer.score_batch([dataclasses.replace(whole, windows=((fox, None), (brother, brother_encoder)))])[0]
+    assert failing[0] == scorer.score_batch([whole])[0][0]

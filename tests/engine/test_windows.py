@@ -5,8 +5,8 @@ import pytest
 from saywell.engine.features.prosody import ProsodyTrack
 from saywell.engine.features.utterance import (UtteranceFeatures, WordFeatures, sentence_features,
                                                windowed_features)
-from saywell.engine.features.windows import (LONGEST_WHOLE, MAX_WINDOW_WORDS, MIN_WINDOW_WORDS, sentence_ends,
-                                             sentence_windows, weighted_sentence, window_bounds)
+from saywell.engine.features.windows import (LONGEST_RUN_MS, LONGEST_WHOLE, MAX_WINDOW_WORDS, MIN_WINDOW_WORDS,
+                                             sentence_ends, sentence_windows, weighted_sentence, window_bounds)
 from saywell.engine.stages.asr import ends_sentence
 from saywell.engine.stages.alignment import AlignedPhone, AlignedWord
 from saywell.engine.types import RecognizedWord, Transcript
@@ -42,9 +42,11 @@ def test_a_sentence_shorter_than_four_words_stays_with_its_neighbour():
     assert all(b - a >= MIN_WINDOW_WORDS for a, b in windows)
 
 
-def test_a_run_on_sentence_longer_than_twelve_words_is_cut_at_its_longest_pause():
+def test_a_run_on_sentence_longer_than_any_training_utterance_is_cut_at_its_longest_pause():
     gaps = [50] * 8 + [700] + [50] * 9  # 19 words, one sentence
-    assert sentence_windows(timed(gaps), [i == 18 for i in range(19)]) == [(0, 9), (9, 19)]
+    ends = [i == 18 for i in range(19)]
+    assert sentence_windows(timed(gaps), ends) == [(0, 19)]  # 6.6 s
+    assert sentence_windows(timed(gaps, word_ms=1200), ends) == [(0, 9), (9, 19)]  # 23.6 s
 
 
 def test_sentence_ends_map_to_the_words_nearest_in_time():
@@ -61,38 +63,34 @@ def test_the_recogniser_closes_a_sentence_at_a_stop_a_question_or_an_exclamation
     assert ends_sentence(raw) is closes
 
 
-def test_a_long_utterance_is_cut_at_its_longest_pauses_into_windows_of_at_most_twelve_words():
-    # three 7-word sentences, 600 ms and 900 ms pauses between them, short gaps inside
-    gaps = [40] * 6 + [600] + [60] * 6 + [900] + [50] * 6
-    windows = sentence_windows(timed(gaps))
-    assert windows == [(0, 7), (7, 14), (14, 21)]
-    assert all(MIN_WINDOW_WORDS <= b - a <= MAX_WINDOW_WORDS for a, b in windows)
+def test_a_long_run_without_a_sentence_end_stays_whole_unless_it_outlasts_every_training_utterance():
+    gaps = [40] * 6 + [600] + [60] * 6 + [900] + [50] * 6  # 21 words, no sentence end
+    assert sentence_windows(timed(gaps)) == [(0, 21)]  # 7.8 s: a garbled learner's 21 words are scored whole
+    windows = sentence_windows(timed(gaps, word_ms=1000))  # 22.5 s: cut at the longest pause
+    assert windows == [(0, 14), (14, 21)]
+    assert LONGEST_RUN_MS == 20_000
 
 
-def test_no_window_is_shorter_than_four_words_even_where_the_longest_pause_is_near_an_end():
-    gaps = [2000, 1500] + [50] * 11  # 14 words, the longest pauses after the first and second words
-    windows = sentence_windows(timed(gaps))
-    assert windows[0][0] == 0 and windows[-1][1] == 14
-    assert all(b - a >= MIN_WINDOW_WORDS for a, b in windows)
-    assert [a for a, _ in windows[1:]] == [b for _, b in windows[:-1]]  # contiguous
+def test_a_sentence_end_too_near_an_edge_does_not_cut():
+    ends = [i in (0, 1, 13) for i in range(14)]  # sentences of one and one word, then twelve
+    assert sentence_windows(timed([2000, 1500] + [50] * 11), ends) == [(0, 14)]
 
 
-def test_fluent_speech_without_pauses_is_cut_near_the_middle():
-    assert sentence_windows(timed([50] * 19)) == [(0, 10), (10, 20)]
+def test_fluent_speech_outlasting_every_training_utterance_is_cut_near_the_middle():
+    assert sentence_windows(timed([50] * 19, word_ms=1200)) == [(0, 10), (10, 20)]
 
 
 def test_windows_cover_every_word_once_for_any_length():
     rng = np.random.default_rng(0)
     for n in range(13, 80):
-        windows = sentence_windows(timed(list(rng.integers(0, 800, n - 1))))
+        spans = timed(list(rng.integers(0, 800, n - 1)), word_ms=int(rng.integers(200, 900)))
+        windows = sentence_windows(spans, list(rng.random(n) < 0.2))
         assert windows[0][0] == 0 and windows[-1][1] == n
         assert all(b1 == a2 for (_, b1), (a2, _) in zip(windows, windows[1:]))
-        assert all(MIN_WINDOW_WORDS <= b - a <= MAX_WINDOW_WORDS for a, b in windows)
-
-
-def test_window_sizes_that_cannot_be_met_are_refused():
-    with pytest.raises(ValueError, match="max_words"):
-        sentence_windows(timed([50] * 20), max_words=6, min_words=4)
+        assert all(b - a >= MIN_WINDOW_WORDS for a, b in windows)
+        for a, b in windows:  # a window past both limits is one that cannot be cut into two of 4 words
+            outlasting = b - a > MAX_WINDOW_WORDS and spans[b - 1][1] - spans[a][0] > LONGEST_RUN_MS
+            assert not outlasting or b - a < 2 * MIN_WINDOW_WORDS
 
 
 def test_windows_meet_in_the_middle_of_the_pause_between_them():
@@ -120,7 +118,8 @@ def test_a_window_is_an_utterance_of_its_own_with_its_words_moved_to_its_start()
     prosody = ProsodyTrack(np.full(600, 120.0), np.full(600, 60.0))
     transcript = Transcript("", heard)
     whole = UtteranceFeatures(words, sentence_features(words, heard, prosody, False))
-    windows = sentence_windows([(w.word.start_frame, w.word.end_frame) for w in words])
+    ends = [i == 6 for i in range(14)]  # the recogniser closed a sentence after the seventh word
+    windows = sentence_windows([(w.word.start_frame * 10, w.word.end_frame * 10) for w in words], ends)
     assert windows == [(0, 7), (7, 14)]
     first = [int(start) for start, _ in window_bounds([(w.word.start_frame, w.word.end_frame) for w in words],
                                                       windows, 600)]
@@ -138,3 +137,29 @@ def test_moving_a_word_moves_its_phones():
     phone = AlignedPhone("AH", "AH1", 12, 20, -5.0, -5.0, 0.0, ("AH",))
     moved = AlignedWord("a", 10, 20, (phone,)).moved(-10)
     assert (moved.start_frame, moved.end_frame, moved.phones[0].start_frame, moved.phones[0].end_frame) == (0, 10, 2, 10)
+
+
+def test_a_stop_the_segment_cut_made_is_not_a_sentence_end_but_the_speakers_is():
+    from saywell.engine.profiles.cpu.segments import Segment, joined_transcript
+
+    def segment(start_s: float, text: str, words: list[tuple[str, bool]]) -> Segment:
+        heard = tuple(RecognizedWord(w, i * 300, i * 300 + 250, ends_sentence=end) for i, (w, end) in enumerate(words))
+        return Segment(int(start_s * 16000), 32000, Transcript(text, heard), None)
+
+    joined = joined_transcript([segment(0, "The fox jumps.", [("the", False), ("fox", False), ("jumps", True)]),
+                                segment(2, "over the dog.", [("over", False), ("the", False), ("dog", True)]),
+                                segment(4, "It ran.", [("it", False), ("ran", True)])])
+    assert joined.text == "The fox jumps over the dog. It ran."
+    assert [w.ends_sentence for w in joined.words] == [False, False, False, False, False, True, False, True]
+
+
+def test_a_token_that_normalises_to_several_words_closes_the_sentence_on_its_last():
+    from saywell.engine.stages.asr import _split_normalized
+
+    words = _split_normalized(" 1990.", 1.0, 2.0, 0.9)
+    assert len(words) > 1 and [w.ends_sentence for w in words] == [False] * (len(words) - 1) + [True]
+
+
+def test_sentence_windows_refuse_ends_that_do_not_match_the_words():
+    with pytest.raises(ValueError, match="3 sentence ends for 14 words"):
+        sentence_windows(timed([50] * 13), [True, False, True])

@@ -225,16 +225,19 @@ class CpuEngine:
         stretch of audio, encoded on its own. Whisper's frames carry their position, and the scorer learnt from
         utterances that start at frame 0. () when the utterance is one window, or its scorer reads no encoder
         frames (it then scores the whole)."""
-        spans = [(w.start_frame, w.end_frame) for w in alignment.words]
-        ms = [(a * alignment.frame_ms, b * alignment.frame_ms) for a, b in spans]
-        windows = sentence_windows(spans, sentence_ends(ms, heard.words))
+        frame_ms = alignment.frame_ms
+        spans = [(w.start_frame * frame_ms, w.end_frame * frame_ms) for w in alignment.words]
+        windows = sentence_windows(spans, sentence_ends(spans, heard.words))
         if len(windows) < 2 or not self._needs_encoder(request):
             return ()
-        starts = [int(start) for start, _ in window_bounds(spans, windows, alignment.frame_at(len(audio)))]
+        bounds = window_bounds(spans, windows, len(audio) * 1000 / SAMPLE_RATE)
+        starts = [int(start // frame_ms) for start, _ in bounds]
         per_frame = SAMPLE_RATE * alignment.frame_ms // 1000
         stretches = [audio[start * per_frame:None if end is None else end * per_frame]
                      for start, end in zip(starts, [*starts[1:], None])]
         encoded = await asyncio.gather(*(self._asr.submit(AsrRequest(s, encoder_only=True)) for s in stretches))
+        if any(e.encoder is None or not len(e.encoder) for e in encoded):  # a stretch too short to encode
+            return ()
         return tuple(zip(windows, starts, [e.encoder for e in encoded]))
 
     async def _align_read_span(self, request: AssessmentRequest, words: list[str], transcript: Transcript,

@@ -61,6 +61,7 @@ from saywell.engine.types import (
 
 ENGINE_NAME = "saywell-neural"
 SCORER = "heads"
+MIN_WINDOW_SAMPLES = SAMPLE_RATE // 2  # a window's stretch shorter than this is not encoded on its own
 # Where the model stages (phone_posteriors, ssl, heads) may run. Whisper and the Viterbi stay in this process
 # whatever the backend: CTranslate2 is no Triton backend here, and the Viterbi is cheap and needs the words.
 BACKENDS = ("local", "triton")
@@ -218,7 +219,7 @@ class NeuralEngine:
         mark = time.perf_counter()
         windows = [] if partial else await self.window_items(request.audio, analysis.inputs, graph.transcript.words,
                                                              priority)
-        if windows:  # a long utterance is scored as its windows (one batch): words, phones, sentence by words
+        if windows:  # a long utterance is scored as its windows: words, phones, and sentence averaged by words
             parts = await asyncio.gather(*(self._scores(window, priority) for window in windows))
             sentence = weighted_sentence([p[1] for p in parts], [len(w.words) for w in windows])
             scores = (np.concatenate([p[0] for p in parts]), sentence.astype(np.float32),
@@ -238,16 +239,20 @@ class NeuralEngine:
     async def window_items(self, audio: np.ndarray, inputs: HeadInputs, heard: Sequence[RecognizedWord],
                            priority: int) -> list[HeadsItem]:
         """A long utterance's sentence-sized windows (features/windows.py) as utterances of their own: their
-        words, sentence numbers over their stretch, and SSL frames of their stretch encoded on its own. Whisper's
-        frames carry their position: frames cut from the middle of a long encoding are unlike any utterance's
-        the heads were trained on (a window of 8 words scored 6.6 so, and 8.8 as a recording of its own). [] when
-        the utterance is one window. `heard`: the recognised words, whose sentence ends cut it."""
+        words, sentence numbers over their stretch, and SSL frames of their stretch encoded on its own. The
+        embedded configuration's Whisper frames carry their position: frames cut from the middle of a long
+        encoding are unlike any utterance's the heads were trained on (a window of 8 words scored 6.6 so, and
+        8.8 as a recording of its own). [] when the utterance is one window, or a window's stretch is too short
+        to encode. `heard`: the recognised words, whose sentence ends cut it."""
         spans = [tuple(span) for span in inputs.spans_ms.tolist()]
         windows = sentence_windows(spans, sentence_ends(spans, heard))
         if len(windows) < 2:
             return []
-        bounds = window_bounds(spans, windows, len(audio) * 1000 / SAMPLE_RATE)
-        stretches = [audio[int(start * SAMPLE_RATE / 1000):int(end * SAMPLE_RATE / 1000)] for start, end in bounds]
+        bounds = [(int(start), int(end)) for start, end in
+                  window_bounds(spans, windows, len(audio) * 1000 // SAMPLE_RATE)]
+        stretches = [audio[start * SAMPLE_RATE // 1000:end * SAMPLE_RATE // 1000] for start, end in bounds]
+        if any(len(stretch) < MIN_WINDOW_SAMPLES for stretch in stretches):
+            return []
         frames = await asyncio.gather(*(self._ssl.submit(stretch, priority) for stretch in stretches))
         return [self.heads_item(f, window_inputs(inputs, first, last, start_ms, end_ms))
                 for f, (first, last), (start_ms, end_ms) in zip(frames, windows, bounds)]

@@ -110,9 +110,10 @@ def sentence_numbers(word_values: np.ndarray, spans: np.ndarray, closed: bool, d
 def window_inputs(inputs: HeadInputs, first: int, last: int, start_ms: float, end_ms: float) -> HeadInputs:
     """Words first..last-1 of `inputs` as an utterance of their own spanning [start_ms, end_ms) of the audio
     (features/windows.py): spans from start_ms, their phones, and sentence numbers over the window alone."""
-    spans = inputs.spans_ms[first:last] - int(round(start_ms))
+    spans = inputs.spans_ms[first:last] - int(start_ms)
     words = inputs.words[first:last]
     keep = (inputs.phone_owner >= first) & (inputs.phone_owner < last)
-    return HeadInputs(spans, words, sentence_numbers(words, spans, bool(inputs.sentence[0]), end_ms - start_ms),
+    closed = bool(inputs.sentence[SENTENCE_FEATURES.index("closed")])
+    return HeadInputs(spans, words, sentence_numbers(words, spans, closed, end_ms - start_ms),
                       inputs.omitted[first:last], inputs.phones[keep], inputs.phone_ids[keep],
                       inputs.phone_owner[keep] - first)
