@@ -144,24 +144,33 @@ def test_the_scoring_stage_asks_for_the_single_asr_model_exactly_when_no_target_
     assert scorer.calls == [("words", True), ("words", False), ("final", False), ("final", True)]
 
 
+FIXTURE_TEXTS = (("fox", "the quick brown fox jumps over the lazy dog"), ("brother", "my brother is ten years old"))
+
+
+def fixture_features(engine, name: str, text: str):
+    """A fixture's closed-mode features and encoder frames, through the engine's own stages."""
+    from saywell.engine.features.prosody import extract_prosody
+    from saywell.engine.features.utterance import utterance_features
+    from saywell.engine.stages.asr import AsrRequest
+
+    audio = sf.read(FIXTURES / f"{name}.wav", dtype="float32")[0]
+    transcript = engine.asr.run_batch([AsrRequest(audio, with_encoder=True)])[0]
+    words = text.split()
+    return (utterance_features(engine.aligner.align(audio, words), transcript, extract_prosody(audio), words),
+            transcript.encoder)
+
+
 def test_one_batch_scores_like_each_utterance_alone(engine):
     """score_batch runs one padded forward pass for utterances of different lengths and both modes; each
     result equals scoring that utterance alone."""
-    from saywell.engine.features.prosody import extract_prosody
-    from saywell.engine.features.utterance import utterance_features
     from saywell.engine.scorers import ScoreJob
-    from saywell.engine.stages.asr import AsrRequest
 
     scorer = engine.scoring.scorers["trained"]
     jobs = []
-    for name, text in (("fox", "the quick brown fox jumps over the lazy dog"),
-                       ("brother", "my brother is ten years old")):
-        audio = sf.read(FIXTURES / f"{name}.wav", dtype="float32")[0]
-        transcript = engine.asr.run_batch([AsrRequest(audio, with_encoder=True)])[0]
-        words = text.lower().split()
-        features = utterance_features(engine.aligner.align(audio, words), transcript, extract_prosody(audio), words)
-        jobs += [ScoreJob(features, True, 0.5, transcript.encoder),
-                 ScoreJob(features, False, 0.5, transcript.encoder, single_asr=True, words_only=True)]
+    for name, text in FIXTURE_TEXTS:
+        features, encoder = fixture_features(engine, name, text)
+        jobs += [ScoreJob(features, True, 0.5, encoder),
+                 ScoreJob(features, False, 0.5, encoder, single_asr=True, words_only=True)]
     together = scorer.score_batch(jobs)
     alone = [scorer.score_batch([job])[0] for job in jobs]
     for job, batched, single in zip(jobs, together, alone):
@@ -200,20 +209,10 @@ def test_a_long_utterance_is_scored_like_its_sentences(engine, monkeypatch):
 
 
 def test_windows_give_their_sentences_mean_by_words_and_a_window_that_fails_leaves_the_whole(engine):
-    from saywell.engine.features.prosody import extract_prosody
-    from saywell.engine.features.utterance import utterance_features
     from saywell.engine.scorers import ScoreJob
-    from saywell.engine.stages.asr import AsrRequest
 
     scorer = engine.scoring.scorers["trained"]
-    parts = []
-    for name, text in (("fox", "the quick brown fox jumps over the lazy dog"),
-                       ("brother", "my brother is ten years old")):
-        audio = sf.read(FIXTURES / f"{name}.wav", dtype="float32")[0]
-        transcript = engine.asr.run_batch([AsrRequest(audio, with_encoder=True)])[0]
-        words = text.split()
-        parts.append((utterance_features(engine.aligner.align(audio, words), transcript, extract_prosody(audio),
-                                          words), transcript.encoder))
+    parts = [fixture_features(engine, name, text) for name, text in FIXTURE_TEXTS]
     (fox, fox_encoder), (brother, brother_encoder) = parts
     alone = [scorer.score_batch([ScoreJob(f, True, 0.5, e)])[0][0] for f, e in parts]
     whole = ScoreJob(fox, True, 0.5, fox_encoder)
