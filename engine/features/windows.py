@@ -7,14 +7,14 @@ training utterance had. Three same-speaker validation utterances joined into one
 1.2-2.3 points below the experts' scores of the parts, in both profiles and modes.
 
 So an utterance of more than LONGEST_WHOLE words is cut into windows after the recogniser's sentence ends (a run
-longer than any training utterance also at its longest pause). Each window is scored as an utterance of its own
+longer than 95% of the training utterances also at its longest pause). Each window is scored as an utterance of its own
 (the profile encodes its stretch of audio again), and the utterance's sentence scores are the windows' mean
 weighted by words. The cpu profile keeps each word's scores from the whole utterance (and its baseline scorer,
 which reads no encoder frames, scores the whole); the neural profile takes its words' scores from the windows
-too, since its heads read nothing but the window's frames and numbers. On the joined utterances the bias fell to
--0.3..-0.8, at a cost in ranking: fluency, prosody and total PCC fell by 0.01-0.12 (README.md, "Long turns,
-native speakers, recording conditions"). Utterances of up to LONGEST_WHOLE words, every speechocean762 one among
-them, are scored whole as before.
+too, since its heads read nothing but the window's frames and numbers. On the joined utterances the bias fell
+from -1.2..-2.3 to -0.4..-0.9, at a cost in ranking: accuracy PCC moved by -0.04..+0.01, fluency, prosody and
+total by -0.03..-0.13 (README.md, "Long turns, native speakers, recording conditions"). Utterances of up to
+LONGEST_WHOLE words, every speechocean762 one in closed mode among them, are scored whole as before.
 """
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ from saywell.engine.types import RecognizedWord
 
 LONGEST_WHOLE = 12  # speechocean762's utterances have at most 10 reference words: closed mode never cuts one
 MIN_WINDOW_WORDS = 4  # no window shorter than this (a training sentence has 4 or more words in 95% of cases)
-# A run of words without a sentence end is cut at its longest pause only past both of these: longer than any
-# training utterance (20.4 s; 99% are under 12.5 s) and than LONGEST_WHOLE words. Shorter runs are left whole:
-# in open mode a learner's garbled speech can come out of the ASR as 13-44 words in 5-15 s (15 of validation
-# fold 0's 500 utterances), which the scorers learnt to score whole. (A few of those still hold a sentence end
-# and are cut: validation fold 0's open-mode PCCs moved by under 0.004.)
-LONGEST_RUN_MS = 20_000
+# A run of words without a sentence end is cut at its longest pause only past both LONGEST_WHOLE words and
+# LONGEST_RUN_MS, longer than 95% of the training utterances (8.1 s; 99% are under 12.5 s). In open mode a
+# learner's garbled speech can come out of the ASR as 13-44 words in 5-15 s (15 of validation fold 0's 500
+# utterances), which the scorers learnt to score whole: cutting every run over 12 words cost that fold's open-mode
+# sentence PCCs 0.010-0.019; with this limit they moved by -0.003..+0.001 (words +0.009).
+LONGEST_RUN_MS = 8_000
 MAX_WINDOW_WORDS = LONGEST_WHOLE
 
 
