@@ -111,25 +111,35 @@ def word(text: str, start: int, end: int, gop: float) -> WordFeatures:
 
 
 def test_a_window_is_an_utterance_of_its_own_with_its_words_moved_to_its_start():
-    # frames of 10 ms: words of 300 ms, 20 ms apart, a 1 s pause after the seventh
+    # frames of 10 ms: words of 300 ms, 20 ms apart, a 1 s pause after the seventh; the voice an octave higher
+    # after the pause, and the recogniser's times 50 ms late, with an "um" early in the pause
     starts = [i * 32 + (100 if i >= 7 else 0) for i in range(14)]
     words = tuple(word(f"w{i}", s, s + 30, -float(i)) for i, s in enumerate(starts))
-    heard = tuple(RecognizedWord(f"w{i}", s * 10, (s + 30) * 10, 0.5 + i / 100) for i, s in enumerate(starts))
-    prosody = ProsodyTrack(np.full(600, 120.0), np.full(600, 60.0))
+    heard = tuple(RecognizedWord(f"w{i}", s * 10 + 50, (s + 30) * 10 + 50, 0.5 + i / 100)
+                  for i, s in enumerate(starts))
+    um = RecognizedWord("um", (starts[6] + 35) * 10, (starts[6] + 45) * 10, 0.1)
+    heard = heard[:7] + (um,) + heard[7:]
+    pitch = np.where(np.arange(600) < starts[7] - 20, 120.0, 240.0)
+    prosody = ProsodyTrack(pitch, np.full(600, 60.0))
     transcript = Transcript("", heard)
     whole = UtteranceFeatures(words, sentence_features(words, heard, prosody, False))
     ends = [i == 6 for i in range(14)]  # the recogniser closed a sentence after the seventh word
-    windows = sentence_windows([(w.word.start_frame * 10, w.word.end_frame * 10) for w in words], ends)
+    spans_ms = [(w.word.start_frame * 10, w.word.end_frame * 10) for w in words]
+    windows = sentence_windows(spans_ms, ends)
     assert windows == [(0, 7), (7, 14)]
-    first = [int(start) for start, _ in window_bounds([(w.word.start_frame, w.word.end_frame) for w in words],
-                                                      windows, 600)]
+    bounds = window_bounds(spans_ms, windows, 6000)
+    first = [int(start // 10) for start, _ in bounds]
     parts = windowed_features(whole, transcript, prosody, False, windows, first)
     assert [len(p.words) for p in parts] == [7, 7]
-    for part, (a, b), start in zip(parts, windows, first):
-        assert part.sentence == sentence_features(words[a:b], heard[a:b], prosody, False)
+    for part, (a, b), start, (lo, hi) in zip(parts, windows, first, bounds):
+        inside = [h for h in heard if lo <= (h.start_ms + h.end_ms) / 2 < hi]  # by time, not by index
+        assert part.sentence == sentence_features(words[a:b], inside, prosody, False)
         assert part.sentence["n_words"] == 7 and part.sentence["longest_pause_ms"] == 0.0  # no pause inside
         assert [w.word.start_frame for w in part.words] == [s - start for s in starts[a:b]]
         assert [p.start_frame for w in part.words for p in w.word.phones] == [s - start for s in starts[a:b]]
+    assert parts[0].sentence["asr_probability"] < np.mean([h.probability for h in heard[:7]])  # the "um"'s 0.1
+    # pitch read where the words were said, before their times moved: an octave (12 semitones) apart
+    assert parts[1].sentence["pitch_median_st"] - parts[0].sentence["pitch_median_st"] == pytest.approx(12, abs=0.01)
     assert whole.sentence["longest_pause_ms"] > 900  # the whole utterance holds the pause between the two
 
 
