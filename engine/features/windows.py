@@ -12,8 +12,8 @@ longer than 95% of the training utterances also at its longest pause). Each wind
 weighted by words. The cpu profile keeps each word's scores from the whole utterance (and its baseline scorer,
 which reads no encoder frames, scores the whole); the neural profile takes its words' scores from the windows
 too, since its heads read nothing but the window's frames and numbers. On the joined utterances the bias fell
-from -1.2..-2.3 to -0.4..-0.9, at a cost in ranking: accuracy PCC moved by -0.04..+0.01, fluency, prosody and
-total by -0.03..-0.13 (README.md, "Long turns, native speakers, recording conditions"). Utterances of up to
+from -1.2..-2.3 to -0.3..-0.8, at a cost in ranking: accuracy PCC moved by -0.06..+0.00, fluency, prosody and
+total by -0.14..+0.01 (README.md, "Long turns, native speakers, recording conditions"). Utterances of up to
 LONGEST_WHOLE words, every speechocean762 one in closed mode among them, are scored whole as before.
 """
 from __future__ import annotations
@@ -32,7 +32,6 @@ MIN_WINDOW_WORDS = 4  # no window shorter than this (a training sentence has 4 o
 # utterances), which the scorers learnt to score whole: cutting every run over 12 words cost that fold's open-mode
 # sentence PCCs 0.010-0.019; with this limit they moved by -0.003..+0.001 (words +0.009).
 LONGEST_RUN_MS = 8_000
-MAX_WINDOW_WORDS = LONGEST_WHOLE
 
 
 def sentence_ends(spans: Sequence[tuple[float, float]], heard: Sequence[RecognizedWord]) -> list[bool]:
@@ -56,7 +55,7 @@ def sentence_windows(spans: Sequence[tuple[float, float]], ends: Sequence[bool] 
 
     An utterance of up to LONGEST_WHOLE words is one window. A longer one is cut after each sentence end that
     leaves at least `min_words` words on both sides (a shorter sentence stays with its neighbour); a run without
-    one that is still longer than LONGEST_RUN_MS and MAX_WINDOW_WORDS is cut at its longest gap between words.
+    one that is still longer than LONGEST_RUN_MS and LONGEST_WHOLE words is cut at its longest gap between words.
     Cutting at the longest pauses alone would take a hesitant learner's hesitations out of the windows (measured:
     fluency PCC 0.80 -> 0.72 on joined validation utterances); sentence ends are where a rater hears one sentence
     stop and the next begin."""
@@ -77,7 +76,7 @@ def _split(spans, ends, first: int, last: int, min_words: int) -> list[tuple[int
         return spans[k][0] - spans[k - 1][1]
 
     at_ends = [k for k in cuts if ends[k - 1]]
-    too_long = last - first > MAX_WINDOW_WORDS and spans[last - 1][1] - spans[first][0] > LONGEST_RUN_MS
+    too_long = last - first > LONGEST_WHOLE and spans[last - 1][1] - spans[first][0] > LONGEST_RUN_MS
     if at_ends:
         cut = max(at_ends, key=lambda k: (gap(k), -abs(2 * k - first - last)))
     elif too_long and cuts:
@@ -85,6 +84,14 @@ def _split(spans, ends, first: int, last: int, min_words: int) -> list[tuple[int
     else:
         return [(first, last)]
     return _split(spans, ends, first, cut, min_words) + _split(spans, ends, cut, last, min_words)
+
+
+def plan_windows(spans: Sequence[tuple[float, float]], heard: Sequence[RecognizedWord],
+                 end: float) -> tuple[list[tuple[int, int]], list[tuple[float, float]]]:
+    """The windows of words timed by `spans` (ms), cut after `heard`'s sentence ends, and their stretches of an
+    utterance `end` ms long (window_bounds); ([], []) when it is one window."""
+    windows = sentence_windows(spans, sentence_ends(spans, heard))
+    return (windows, window_bounds(spans, windows, end)) if len(windows) > 1 else ([], [])
 
 
 def window_bounds(spans: Sequence[tuple[float, float]], windows: Sequence[tuple[int, int]],
@@ -97,5 +104,4 @@ def window_bounds(spans: Sequence[tuple[float, float]], windows: Sequence[tuple[
 
 def weighted_sentence(scores: Sequence[np.ndarray], words: Sequence[int]) -> np.ndarray:
     """The windows' sentence scores, averaged with each window weighted by its number of `words`."""
-    weights = np.asarray(words, dtype=np.float64)
-    return (np.asarray(scores, dtype=np.float64) * weights[:, None]).sum(axis=0) / weights.sum()
+    return np.average(np.asarray(scores, dtype=np.float64), axis=0, weights=np.asarray(words, dtype=np.float64))

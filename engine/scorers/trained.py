@@ -92,9 +92,11 @@ class TrainedScorer:
             network_inputs = with_probe_scalars(inputs, trees[0].probe)
         return network, meta, trees, inputs, network_inputs
 
-    def _predict_many(self, requests: list[tuple]) -> list[tuple | Exception]:
+    def _predict_many(self, requests: list[tuple], blended: int | None = None) -> list[tuple | Exception]:
         """(features, encoder, mode, single_asr) each -> (word predictions, sentence predictions, meta): one
-        padded forward pass per checkpoint for all the requests that use it."""
+        padded forward pass per checkpoint for all the requests that use it. Only the first `blended` requests
+        (default: all) get the word trees blended into their word predictions; the rest are wanted for their
+        sentence scores alone (a long utterance's windows)."""
         import torch
 
         from saywell.engine.scorers.network import pad_batch
@@ -125,7 +127,7 @@ class TrainedScorer:
                 continue
             _, meta, trees, inputs, _ = item
             words, sentence = outputs[index]
-            if trees is not None:
+            if trees is not None and (blended is None or index < blended):
                 features, encoder = requests[index][:2]
                 names = (tuple(trees[1]["word_scalars"]), tuple(trees[1]["sentence_scalars"]))
                 same = names == (tuple(meta.get("word_scalars", ())), tuple(meta.get("sentence_scalars", ())))
@@ -173,7 +175,7 @@ class TrainedScorer:
         # A long utterance's windows ride in the same forward pass; each gives its own sentence scores.
         windows = [(index, (part, encoder, *request[2:])) for index, request in pending
                    for part, encoder in jobs[index].windows]
-        predictions = self._predict_many([request for _, request in pending + windows])
+        predictions = self._predict_many([request for _, request in pending + windows], blended=len(pending))
         by_job: dict[int, list] = {}
         for (index, _), predicted in zip(windows, predictions[len(pending):]):
             by_job.setdefault(index, []).append(predicted)

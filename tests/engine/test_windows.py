@@ -5,7 +5,7 @@ import pytest
 from saywell.engine.features.prosody import ProsodyTrack
 from saywell.engine.features.utterance import (UtteranceFeatures, WordFeatures, sentence_features,
                                                windowed_features)
-from saywell.engine.features.windows import (LONGEST_RUN_MS, LONGEST_WHOLE, MAX_WINDOW_WORDS, MIN_WINDOW_WORDS,
+from saywell.engine.features.windows import (LONGEST_RUN_MS, LONGEST_WHOLE, MIN_WINDOW_WORDS,
                                              sentence_ends, sentence_windows, weighted_sentence, window_bounds)
 from saywell.engine.stages.asr import ends_sentence
 from saywell.engine.stages.alignment import AlignedPhone, AlignedWord
@@ -89,7 +89,7 @@ def test_windows_cover_every_word_once_for_any_length():
         assert all(b1 == a2 for (_, b1), (a2, _) in zip(windows, windows[1:]))
         assert all(b - a >= MIN_WINDOW_WORDS for a, b in windows)
         for a, b in windows:  # a window past both limits is one that cannot be cut into two of 4 words
-            outlasting = b - a > MAX_WINDOW_WORDS and spans[b - 1][1] - spans[a][0] > LONGEST_RUN_MS
+            outlasting = b - a > LONGEST_WHOLE and spans[b - 1][1] - spans[a][0] > LONGEST_RUN_MS
             assert not outlasting or b - a < 2 * MIN_WINDOW_WORDS
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywell.engine.features.windows import sentence_ends, sentence_windows, window_bounds
+from saywell.engine.features.windows import plan_windows
 from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
 from saywell.engine.profiles.cpu.scoring import ScoreItem, ScoringStage
@@ -227,12 +227,11 @@ class CpuEngine:
         frames (it then scores the whole)."""
         frame_ms = alignment.frame_ms
         spans = [(w.start_frame * frame_ms, w.end_frame * frame_ms) for w in alignment.words]
-        windows = sentence_windows(spans, sentence_ends(spans, heard.words))
-        if len(windows) < 2 or not self._needs_encoder(request):
+        windows, bounds = plan_windows(spans, heard.words, len(audio) * 1000 / SAMPLE_RATE)
+        if not windows or not self._needs_encoder(request):
             return ()
-        bounds = window_bounds(spans, windows, len(audio) * 1000 / SAMPLE_RATE)
         starts = [int(start // frame_ms) for start, _ in bounds]
-        per_frame = SAMPLE_RATE * alignment.frame_ms // 1000
+        per_frame = SAMPLE_RATE * frame_ms // 1000
         stretches = [audio[start * per_frame:None if end is None else end * per_frame]
                      for start, end in zip(starts, [*starts[1:], None])]
         encoded = await asyncio.gather(*(self._asr.submit(AsrRequest(s, encoder_only=True)) for s in stretches))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from saywell.engine.backends import ModelStages, model_stages
-from saywell.engine.features.windows import sentence_ends, sentence_windows, weighted_sentence, window_bounds
+from saywell.engine.features.windows import plan_windows, weighted_sentence
 from saywell.engine.language.lexicon import Lexicon
 from saywell.engine.language.text import normalize_words
 from saywell.engine.options import EngineOptions
@@ -245,11 +245,10 @@ class NeuralEngine:
         8.8 as a recording of its own). [] when the utterance is one window, or a window's stretch is too short
         to encode. `heard`: the recognised words, whose sentence ends cut it."""
         spans = [tuple(span) for span in inputs.spans_ms.tolist()]
-        windows = sentence_windows(spans, sentence_ends(spans, heard))
-        if len(windows) < 2:
+        windows, bounds = plan_windows(spans, heard, len(audio) * 1000 // SAMPLE_RATE)
+        if not windows:
             return []
-        bounds = [(int(start), int(end)) for start, end in
-                  window_bounds(spans, windows, len(audio) * 1000 // SAMPLE_RATE)]
+        bounds = [(int(start), int(end)) for start, end in bounds]
         stretches = [audio[start * SAMPLE_RATE // 1000:end * SAMPLE_RATE // 1000] for start, end in bounds]
         if any(len(stretch) < MIN_WINDOW_SAMPLES for stretch in stretches):
             return []
