@@ -17,7 +17,7 @@ import numpy as np
 
 from saywell.engine.api import create_engine
 from saywell.engine.features import windows
-from saywell.engine.offline.dataset import load_audio, load_corpus, speaker_folds
+from saywell.engine.offline.dataset import choice_folds, load_audio, load_corpus
 from saywell.engine.options import EngineOptions
 from saywell.engine.types import AssessmentRequest
 
@@ -27,7 +27,7 @@ ASPECTS = ("accuracy", "fluency", "prosody", "total")
 def turns(data: str, fold: int, join: int, limit: int, seed: int = 762) -> list[list]:
     """Consecutive utterances (by id) of each speaker of the fold, `join` at a time, speakers in order."""
     by_speaker: dict[str, list] = {}
-    for u in sorted(speaker_folds(load_corpus(data), 5, seed)[fold], key=lambda u: u.utt):
+    for u in sorted(choice_folds(load_corpus(data), 5, seed)[fold], key=lambda u: u.utt):
         by_speaker.setdefault(u.speaker, []).append(u)
     groups = [us[i:i + join] for _, us in sorted(by_speaker.items()) for i in range(0, len(us) - join + 1, join)]
     return groups[:limit]

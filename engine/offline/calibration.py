@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from saywell.engine.features.utterance import UtteranceFeatures, utterance_features
-from saywell.engine.offline.dataset import LabeledUtterance, load_audio, load_corpus, select, speaker_folds
+from saywell.engine.offline.dataset import LabeledUtterance, choice_folds, load_audio, load_corpus, select
 from saywell.engine.scorers.flags import fit_thresholds
 from saywell.engine.stages.process_stage import start_parent_watch
 from saywell.engine.weights import cache_dir
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fit on the training-fold utterances whose features are already cached")
     args = parser.parse_args(argv)
     corpus = load_corpus(args.data)
-    folds = speaker_folds(corpus, args.folds, args.seed)
+    folds = choice_folds(corpus, args.folds, args.seed)  # never the confirmation speakers
     train = [u for i, fold in enumerate(folds) if i != args.validation_fold for u in fold]
     if args.from_cache:
         extracted, failures = cached_features(train), []

@@ -10,7 +10,7 @@ import numpy as np
 from saywell.engine.features.model_inputs import SENTENCE_SCALARS, WORD_SCALARS
 from saywell.engine.features.phone_probe import PhoneProbe, with_probe_scalars
 from saywell.engine.offline.items import TrainingItem, matched_words, recognised_word_labels, split_by_speaker
-from saywell.engine.scorers.flags import fit_thresholds, threshold_for_precision
+from saywell.engine.scorers.flags import DEFAULT_SENSITIVITY, fit_thresholds, threshold_at, threshold_for_precision
 from saywell.engine.scorers.network import (SENTENCE_TARGETS, WORD_TARGETS, MultiTaskScorer, NetworkConfig, pad_batch,
                                             save_network)
 from saywell.engine.scorers.word_trees import WordTrees, fit_probe, fit_word_trees, word_trees_path
@@ -204,12 +204,10 @@ def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int,
                 for s in range(seeds)]
         trees = fit_trees(train, probe) if with_trees else None
         threshold = float(np.mean([_stop_threshold(m, trees, stop, labels, probe) for m, _ in runs]))
-        predictions = [predict(m, network_view(test, probe)) for m, _ in runs]
-        words = blend_words([np.mean([p[0][n] for p in predictions], axis=0) for n in range(len(test))], trees,
-                            test)
-        sentences = np.mean([p[1] for p in predictions], axis=0)
+        fitted = FittedScorer([m for m, _ in runs], [e for _, e in runs], trees, probe, len(train), len(stop))
+        words, sentences = fitted.predict(test)
         metrics = fold_metrics(test, words, sentences, labels, threshold)
-        metrics.update({"n_test": len(test), "epochs": [e for _, e in runs], "flag_threshold": threshold})
+        metrics.update({"n_test": len(test), "epochs": fitted.best_epochs, "flag_threshold": threshold})
         per_fold.append(metrics)
         out_of_fold[k] = [(labelled_word_predictions(i, w)[:, 0], labels[i.utt][:, 0]) for i, w in zip(test, words)]
     return {"folds": per_fold, "summary": summarize(per_fold), "out_of_fold": out_of_fold}
@@ -226,32 +224,70 @@ def summarize(per_fold: list[dict]) -> dict:
     return summary
 
 
-def out_of_fold_thresholds(result: dict, exclude_fold: int) -> list[list[float]]:
-    """Flag thresholds from the out-of-fold predictions of the training folds: thousands of words, not a few."""
+def out_of_fold_thresholds(result: dict, exclude_fold: int | None) -> list[list[float]]:
+    """Flag thresholds from the out-of-fold predictions of the training folds (every fold but `exclude_fold`):
+    thousands of words, not a few."""
     pairs = [p for k, rows in result["out_of_fold"].items() if k != exclude_fold for p in rows]
     predicted = np.concatenate([p for p, _ in pairs])
     return fit_thresholds(predicted, np.concatenate([t for _, t in pairs]) < 10)
 
 
-def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode: str, thresholds: list,
-              seeds: int = 1, with_trees: bool = True, target_asr: str | None = None) -> dict:
-    """The shipped checkpoint: `seeds` networks (an ensemble, like the cross-validation's) on all of train_all,
-    and the word trees beside it (`word_trees_path(path)`), fitted on the same speakers."""
+@dataclasses.dataclass(frozen=True)
+class FittedScorer:
+    """The networks of an ensemble, the word trees and the phone probe, fitted as the shipped checkpoint is."""
+    models: list
+    best_epochs: list[int]
+    trees: WordTrees | None
+    probe: PhoneProbe | None
+    train_utterances: int
+    stop_utterances: int
+
+    def predict(self, items: list[TrainingItem]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per item its word scores (networks averaged, blended with the trees) and the sentence scores."""
+        predictions = [predict(m, network_view(items, self.probe)) for m in self.models]
+        words = blend_words([np.mean([p[0][n] for p in predictions], axis=0) for n in range(len(items))],
+                            self.trees, items)
+        return words, np.mean([p[1] for p in predictions], axis=0)
+
+
+def fit_scorer(train_all: list[TrainingItem], epochs: int, seed: int, seeds: int = 1,
+               with_trees: bool = True) -> FittedScorer:
+    """`seeds` networks (an ensemble, like the cross-validation's) on all of train_all, early-stopped on a share of
+    its speakers, and the word trees fitted on the same speakers as the networks."""
     train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed)
     probe = fit_probe([i.inputs for i in train_all]) if with_trees else None
     runs = [train_network(network_view(train, probe), network_view(stop, probe), epochs, seed + 100 * s)
             for s in range(seeds)]
-    models, epoch = [m for m, _ in runs], [e for _, e in runs]
-    meta = {"version": f"trained-{mode}-{datetime.date.today().isoformat()}", "mode": mode, "best_epoch": epoch,
-            "flag_thresholds": thresholds, "train_utterances": len(train), "stop_utterances": len(stop),
+    trees = fit_trees(train, probe) if with_trees else None
+    return FittedScorer([m for m, _ in runs], [e for _, e in runs], trees, probe, len(train), len(stop))
+
+
+def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode: str, thresholds: list,
+              seeds: int = 1, with_trees: bool = True, target_asr: str | None = None) -> tuple[dict, FittedScorer]:
+    """The shipped checkpoint (`fit_scorer`), and the word trees beside it (`word_trees_path(path)`)."""
+    fitted = fit_scorer(train_all, epochs, seed, seeds, with_trees)
+    meta = {"version": f"trained-{mode}-{datetime.date.today().isoformat()}", "mode": mode,
+            "best_epoch": fitted.best_epochs, "flag_thresholds": thresholds,
+            "train_utterances": fitted.train_utterances, "stop_utterances": fitted.stop_utterances,
             "seed": seed, "word_scalars": list(WORD_SCALARS), "sentence_scalars": list(SENTENCE_SCALARS),
-            "target_asr": target_asr if mode == "open" else None, "phone_probe": probe is not None}
+            "target_asr": target_asr if mode == "open" else None, "phone_probe": fitted.probe is not None}
     if with_trees:
         meta["tree_share"] = TREE_SHARE
-        fit_trees(train, probe).save(word_trees_path(path), {"mode": mode, "word_scalars": list(WORD_SCALARS),
-                                                      "sentence_scalars": list(SENTENCE_SCALARS)})
-    save_network(models, path, meta)
-    return meta
+        fitted.trees.save(word_trees_path(path), {"mode": mode, "word_scalars": list(WORD_SCALARS),
+                                                  "sentence_scalars": list(SENTENCE_SCALARS)})
+    save_network(fitted.models, path, meta)
+    return meta, fitted
+
+
+def confirmation_metrics(fitted: FittedScorer, items: list[TrainingItem], thresholds: list) -> dict:
+    """The fitted scorer on the confirmation speakers' items (`dataset.confirmation_speakers`), flags at the
+    default sensitivity of `thresholds`. Look at it only to confirm a change chosen on cross-validation."""
+    labels = {i.utt: i.labels for i in items if i.label_spans is not None}
+    test = [i for i in items if i.utt in labels]
+    words, sentences = fitted.predict(test)
+    threshold = threshold_at(thresholds, DEFAULT_SENSITIVITY)
+    return fold_metrics(test, words, sentences, labels, threshold) | {
+        "n_test": len(test), "speakers": len({i.speaker for i in test}), "flag_threshold": threshold}
 
 
 TARGETS_TEXT = {"stress-experts": "the official scores, except word stress, which is the mean of the five experts",
@@ -264,7 +300,9 @@ def model_card(report: dict) -> str:
              f"{report['failed']} failed feature extraction), {report['folds']} speaker-disjoint folds (seed "
              f"{report['seed']}). Shipped checkpoints are trained on every fold except fold "
              f"{report['validation_fold']}, which stays a validation fold for `saywell eval --fold "
-             f"{report['validation_fold']}`.", "",
+             f"{report['validation_fold']}`. Cross-validation leaves out the "
+             f"{report.get('confirmation_utterances_left_out', 0)} utterances of the confirmation speakers (half of "
+             "fold 0's speakers, `saywell eval --confirmation`), kept out of every choice.", "",
              f"Features: the engine's own stages with the server's default decoding (Whisper {report['asr']} "
              f"greedy on a 10 s window; open mode's target ASR: {report['target_asr'] or 'none'}). Per word: "
              "pocketsphinx GOP statistics, phone-loop agreement and phone edit distance, timing and pauses, "

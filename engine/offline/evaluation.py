@@ -27,7 +27,8 @@ import numpy as np
 
 from saywell.engine.offline.conditions import CONDITIONS, degrade
 from saywell.engine.offline.dataset import (SENTENCE_ASPECTS, WORD_ASPECTS, LabeledUtterance, load_audio,
-                                            load_corpus, select, speaker_folds)
+                                            confirmation_speakers, load_corpus, select, speaker_folds,
+                                            without_speakers)
 from saywell.engine.language.lexicon import strip_stress
 from saywell.engine.offline.items import recognised_word_labels
 from saywell.engine.offline.phone_metrics import UNPAIRED_REASONS, phone_detection_report, phone_pairs
@@ -324,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=None,
                         help="evaluate only this speaker-disjoint fold (of --folds); default: all utterances")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--confirmation", action="store_true",
+                        help="evaluate only the confirmation speakers (half of fold 0 of the default split, "
+                             "dataset.confirmation_speakers), kept out of every choice; without it they are left out")
     parser.add_argument("--profile", default="cpu", help="engine profile to evaluate (default: cpu)")
     parser.add_argument("--asr-model", default="tiny.en",
                         help="recogniser: packaged name, CTranslate2 folder or hub id")
@@ -345,7 +349,16 @@ def main(argv: list[str] | None = None) -> int:
                              "each labelled word and (closed mode) each labelled phone")
     args = parser.parse_args(argv)
     corpus = load_corpus(args.data)
-    chosen = speaker_folds(corpus, args.folds, args.seed)[args.fold] if args.fold is not None else corpus
+    if args.confirmation and args.fold is not None:
+        parser.error("--confirmation and --fold exclude each other: the confirmation speakers are part of fold 0 of "
+                     "the default split")
+    held, left_out = confirmation_speakers(corpus), 0
+    if args.confirmation:
+        chosen = [u for u in corpus if u.speaker in held]
+    else:
+        chosen = speaker_folds(corpus, args.folds, args.seed)[args.fold] if args.fold is not None else corpus
+        left_out = len({u.speaker for u in chosen} & held)
+        chosen = without_speakers(chosen, held)
     chosen = select(chosen, args.limit, args.seed)
     started = time.perf_counter()
     options = with_target_asr(EngineOptions(profile=args.profile, asr=AsrOptions(model=args.asr_model),
@@ -358,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     c, failed = collect(outcomes, args.mode, lowest_scores(corpus))
     report = build_report(c, args.mode, len(chosen), failed, seconds, audio_s, threshold)
     report["condition"] = args.condition
+    report["speakers"] = {"confirmation_only": args.confirmation, "count": len({u.speaker for u in chosen}),
+                          "confirmation_speakers_left_out": left_out}
     pathlib.Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     if args.predictions:
         write_predictions(c.records, args.predictions)

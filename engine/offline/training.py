@@ -20,8 +20,10 @@ import sys
 
 from saywell.engine.offline.analysis import Analyser, cache_folder
 from saywell.engine.offline.analysis import load as load_analysis
-from saywell.engine.offline.cross_validation import cross_validate, fit_final, model_card, out_of_fold_thresholds
-from saywell.engine.offline.dataset import LabeledUtterance, load_audio, load_corpus, load_expert_means, speaker_folds
+from saywell.engine.offline.cross_validation import (confirmation_metrics, cross_validate, fit_final, fit_scorer,
+                                                     model_card, out_of_fold_thresholds)
+from saywell.engine.offline.dataset import (LabeledUtterance, choice_folds, confirmation_speakers, load_audio,
+                                            load_corpus, load_expert_means, speaker_folds)
 from saywell.engine.offline.items import TARGET_CHOICES, training_items
 from saywell.engine.options import EngineOptions, with_target_asr
 from saywell.engine.scorers.trained import SINGLE_ASR_SUFFIX, checkpoint_name
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if chosen.profile == "neural":  # the neural profile trains its own heads, from the same corpus layout
         from saywell.engine.profiles.neural.training import main as train_neural
 
-        return train_neural(rest, load_corpus, load_audio, split=speaker_folds, phone_targets=phone_frame_targets)
+        return train_neural(rest, load_corpus, load_audio, split=speaker_folds, phone_targets=phone_frame_targets,
+                            held_out=confirmation_speakers)
     if chosen.profile == "lmm":  # LoRA adapters on a speech LLM, from the same corpus layout
         from saywell.engine.profiles.lmm.training import main as train_lmm
 
@@ -146,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", choices=tuple(TARGET_CHOICES), default="stress-experts",
                         help="which aspects train on the mean of the five experts rather than the official "
                              "floored medians: word stress only (default), all, or none")
+    parser.add_argument("--cv-only", action="store_true",
+                        help="cross-validate only (e.g. with another --seed: other folds and network seeds) and "
+                             "write cv-seed<SEED>.json to --out; no checkpoint is written")
+    parser.add_argument("--confirm", action="store_true",
+                        help="also score the confirmation speakers (dataset.confirmation_speakers), which every "
+                             "fold leaves out: with the shipped models, or with --cv-only with models fitted on "
+                             "every cross-validation speaker. Only to confirm a change chosen on cross-validation")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,25 +167,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.cached_only:
         corpus = [u for u in corpus if (analysis_folder(engine) / f"{u.utt}.pkl").exists()]
     records, failures = extract_inputs(corpus, args.jobs, engine)
-    folds = speaker_folds(corpus, args.folds, args.seed)
+    folds = choice_folds(corpus, args.folds, args.seed)  # the confirmation speakers are in none
+    confirmation = [u for u in corpus if u.speaker in confirmation_speakers(corpus)]
     experts = load_expert_means(args.data) if args.targets != "official" else None
     report = {"date": datetime.date.today().isoformat(), "utterances": len(corpus), "failed": len(failures),
               "targets": args.targets, "seeds": args.seeds, "asr": engine.asr.model,
               "target_asr": engine.target_asr.model if engine.target_asr else None,
-              "folds": args.folds, "seed": args.seed, "validation_fold": args.validation_fold, "modes": {}}
+              "folds": args.folds, "seed": args.seed, "validation_fold": args.validation_fold,
+              "confirmation_utterances_left_out": len(confirmation), "modes": {}}
     written = []
     for mode in args.modes.split(","):
         fold_items = [training_items(fold, records, mode, experts, args.targets) for fold in folds]
         result = cross_validate(fold_items, args.epochs, args.seed, args.seeds)
-        thresholds = out_of_fold_thresholds(result, args.validation_fold)
+        # With --cv-only the confirmation models train on every fold, so their thresholds use every fold's
+        # out-of-fold predictions; the shipped models' leave out the validation fold's.
+        thresholds = out_of_fold_thresholds(result, None if args.cv_only else args.validation_fold)
+        if args.cv_only:
+            del result["out_of_fold"]
+            report["modes"][mode] = result
+            if args.confirm:
+                fitted = fit_scorer([i for f in fold_items for i in f], args.epochs, args.seed, args.seeds)
+                result["confirmation"] = confirmation_metrics(
+                    fitted, training_items(confirmation, records, mode, experts, args.targets), thresholds)
+            print(f"{mode}: {json.dumps(result['summary'])}")
+            continue
         del result["out_of_fold"]
         report["modes"][mode] = result
         train = [i for k, f in enumerate(fold_items) if k != args.validation_fold for i in f]
         written.append(checkpoint_name(mode, single_asr))
-        meta = fit_final(train, args.epochs, args.seed, out / written[-1], mode, thresholds, args.seeds,
-                         target_asr=report["target_asr"])
+        meta, fitted = fit_final(train, args.epochs, args.seed, out / written[-1], mode, thresholds, args.seeds,
+                                 target_asr=report["target_asr"])
         report["modes"][mode]["shipped"] = meta
+        if args.confirm:
+            result["confirmation"] = confirmation_metrics(
+                fitted, training_items(confirmation, records, mode, experts, args.targets), thresholds)
         print(f"{mode}: {json.dumps(report['modes'][mode]['summary'])}")
+    if args.cv_only:
+        name = f"cv-seed{args.seed}{SINGLE_ASR_SUFFIX if single_asr else ''}.json"
+        (out / name).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {name} to {out} (cross-validation only, {len(failures)} failed)")
+        return 0
     suffix = SINGLE_ASR_SUFFIX if single_asr else ""
     written += [f"cv{suffix}.json", f"MODEL_CARD{suffix}.md"]
     (out / written[-2]).write_text(json.dumps(report, indent=1) + "\n")

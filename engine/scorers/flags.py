@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 SENSITIVITY_PRECISION = ((0.0, 0.97), (0.5, 0.90), (1.0, 0.70))
+DEFAULT_SENSITIVITY = 0.5  # engine.types.AssessmentConfig's default
 MIN_FLAGGED = 10  # a threshold must flag at least this many training words to count
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from saywell.engine.offline.dataset import LabeledUtterance, LabeledWord, load_audio, load_corpus, select, speaker_folds
+from saywell.engine.offline.dataset import (LabeledUtterance, LabeledWord, choice_folds, confirmation_speakers,
+                                            load_audio, load_corpus, select, speaker_folds)
 from saywell.engine.offline.evaluation import (build_report, collect, correlation_report, flag_report,
                                                recognised_word_report, word_predictions, write_predictions)
 from saywell.engine.offline.phone_metrics import (PHONE_FLAG_BELOW, best_f1_threshold, detection_scores,
@@ -150,6 +151,22 @@ def test_speaker_folds_are_reproducible():
     assert ids(speaker_folds(corpus, seed=7)) != ids(speaker_folds(corpus, seed=8))  # the seed matters
 
 
+def test_confirmation_speakers_are_half_of_fold_zero_and_in_no_choice_fold():
+    corpus = utterances(125, 2)
+    held = confirmation_speakers(corpus)
+    fold_zero = {u.speaker for u in speaker_folds(corpus, 5, 762)[0]}
+    assert len(held) == 12 and held < fold_zero
+    assert confirmation_speakers(list(reversed(corpus))) == held  # not the order the corpus is listed in
+    for seed in (762, 1, 2):
+        folds = choice_folds(corpus, 5, seed)
+        assert not held & {u.speaker for fold in folds for u in fold}
+        assert sum(len(f) for f in folds) == len(corpus) - 2 * len(held)
+    # the default split keeps its folds: only fold 0 loses the confirmation speakers
+    plain, chosen = speaker_folds(corpus, 5, 762), choice_folds(corpus, 5, 762)
+    assert chosen[1:] == plain[1:]
+    assert {u.speaker for u in chosen[0]} == fold_zero - held
+
+
 def test_select_is_a_seeded_sample():
     corpus = utterances(10, 3)
     assert select(corpus, None, 0) is corpus
@@ -247,6 +264,9 @@ def test_real_speechocean762_train():
     assert [len(s) for s in speakers] == [25] * 5
     assert len(set().union(*speakers)) == 125  # disjoint: 5 x 25 distinct speakers
     assert sum(len(f) for f in folds) == 2500
+    held = confirmation_speakers(corpus)
+    assert len(held) == 12 and held < speakers[0]
+    assert sum(u.speaker in held for u in corpus) == 240
     assert all(len(u.words) == len(u.text.split()) for u in corpus)
     assert all(w.phones and len(w.phones) == len(w.phones_accuracy) for u in corpus for w in u.words)
 
@@ -530,3 +550,40 @@ def test_eval_main_writes_the_report_and_predictions(tmp_path, monkeypatch):
     lines = [json.loads(line) for line in predictions_path.read_text().splitlines()]
     assert len(lines) == 4 and sum("error" in line for line in lines) == 1
     assert all(len(line["words"]) == 2 for line in lines)
+
+
+def test_eval_leaves_the_confirmation_speakers_out_unless_asked_for_them(tmp_path, monkeypatch):
+    from saywell.engine.offline import evaluation
+
+    (tmp_path / "audio").mkdir()
+    fox, rate = sf.read(FIXTURES / "fox.wav", dtype="float32")
+    rows = []
+    for s in range(10):  # 10 speakers: fold 0 of the default split has 2, one of them a confirmation speaker
+        for i in range(2):
+            utt = f"{s:04d}{i:05d}"
+            sf.write(tmp_path / "audio" / f"{utt}.wav", fox[:rate // 2], rate)
+            rows.append({"utt": utt, "speaker": f"{s:04d}", "text": "WE", "accuracy": 5 + i, "fluency": 8,
+                         "prosodic": 7, "total": 6 + i, "completeness": 10,
+                         "words": [{"text": "WE", "accuracy": 10, "stress": 10, "total": 10}]})
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    heard: list[set[str]] = []
+
+    async def fake_run_engine(utterances, mode, options, condition):
+        heard.append({u.speaker for u in utterances})
+        return [(u, RuntimeError("not run")) for u in utterances], 7.0
+
+    monkeypatch.setattr(evaluation, "run_engine", fake_run_engine)
+    corpus = load_corpus(tmp_path)
+    held = confirmation_speakers(corpus)
+    assert len(held) == 1
+    report = tmp_path / "r.json"
+    base = ["--data", str(tmp_path), "--mode", "closed", "--report", str(report)]
+    evaluation.main(base + ["--confirmation"])
+    assert heard[-1] == held and json.loads(report.read_text())["speakers"]["confirmation_only"] is True
+    evaluation.main(base + ["--fold", "0"])
+    assert heard[-1] == {u.speaker for u in speaker_folds(corpus)[0]} - held
+    assert json.loads(report.read_text())["speakers"]["confirmation_speakers_left_out"] == 1
+    evaluation.main(base)
+    assert heard[-1] == {u.speaker for u in corpus} - held
+    with pytest.raises(SystemExit):
+        evaluation.main(base + ["--confirmation", "--fold", "0"])

@@ -1,11 +1,13 @@
 """The trained scorer's pieces on small synthetic data: inputs, network round trip, training, CV metrics."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from saywell.engine.features.model_inputs import SENTENCE_SCALARS, TIMING_SCALARS, WORD_SCALARS, build_inputs
 from saywell.engine.features.utterance import UtteranceFeatures, WordFeatures
-from saywell.engine.offline.cross_validation import (fold_metrics, labelled_word_predictions, predict,
+from saywell.engine.offline.cross_validation import (confirmation_metrics, fit_scorer, fold_metrics, labelled_word_predictions, predict,
                                                      recognised_word_metrics, train_network)
 from saywell.engine.offline.items import (UNMATCHED_RECOGNISED_LABELS, TrainingItem, overlap_targets,
                                           recognised_word_labels, split_by_speaker)
@@ -155,3 +157,19 @@ def test_network_outputs_stay_in_range_for_extreme_inputs():
                             torch.zeros(1, model.config.sentence_dim))
     assert torch.isfinite(words).all() and ((words >= 0) & (words <= 10)).all()
     assert ((sentence >= 0) & (sentence <= 10)).all()
+
+
+def test_confirmation_metrics_score_a_fitted_scorer_on_speakers_it_never_saw():
+    seen, unseen = synthetic_items(120, seed=1), synthetic_items(36, seed=2)
+    unseen = [dataclasses.replace(i, utt=f"c{k}", speaker=f"confirm{k % 3}") for k, i in enumerate(unseen)]
+    fitted = fit_scorer(seen, epochs=30, seed=4, seeds=2, with_trees=False)
+    assert len(fitted.models) == 2 and fitted.train_utterances + fitted.stop_utterances == len(seen)
+    table = [[0.0, 3.0], [0.5, 6.0], [1.0, 8.0]]
+    metrics = confirmation_metrics(fitted, unseen, table)
+    assert metrics["n_test"] == 36 and metrics["speakers"] == 3
+    assert metrics["flag_threshold"] == 6.0  # the default sensitivity's threshold
+    assert metrics["word_accuracy"] > 0.8 and metrics["sentence_accuracy"] > 0.5
+    words, _ = fitted.predict(unseen)
+    predicted = np.concatenate([w[:, 0] for w in words])
+    needs = np.concatenate([i.labels[:, 0] for i in unseen]) < 10
+    assert metrics["flag_recall"] == pytest.approx((predicted < 6.0)[needs].mean())

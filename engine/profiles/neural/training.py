@@ -481,9 +481,11 @@ def neural_engine(args: argparse.Namespace, model_dir: str | Path) -> NeuralEngi
 
 
 def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Callable[[Path], np.ndarray],
-         split: Callable | None = None, phone_targets: Callable | None = None) -> int:
-    """`load_corpus` and `load_audio` read the speechocean762 layout, `split` deals speaker-disjoint folds and
-    `phone_targets` gives the embedded phone classifier's training frames (saywell.engine.offline)."""
+         split: Callable | None = None, phone_targets: Callable | None = None,
+         held_out: Callable | None = None) -> int:
+    """`load_corpus` and `load_audio` read the speechocean762 layout, `split` deals speaker-disjoint folds,
+    `phone_targets` gives the embedded phone classifier's training frames and `held_out` names the corpus's
+    confirmation speakers, which neither training nor the validation fold's report sees (saywell.engine.offline)."""
     args = build_parser().parse_args(list(argv))
     if args.embedded and (split is None or phone_targets is None):
         raise SystemExit("saywell train: --embedded needs the cpu profile's analyses (run it as `saywell train`)")
@@ -507,13 +509,15 @@ def main(argv: Sequence[str], load_corpus: Callable[[str], list], load_audio: Ca
         raise SystemExit("saywell train: --trees-share must be in [0, 1], and 0 with --finetune-encoder (the trees "
                          "would be fitted on the frames of the encoder before fine-tuning)")
     corpus = load_corpus(args.data)
+    held = held_out(corpus) if held_out is not None else frozenset()
     validation: list = []
     if args.validation_fold is not None:
         if split is None or not 0 <= args.validation_fold < args.folds:
             raise SystemExit(f"saywell train: --validation-fold must be in 0..{args.folds - 1}")
-        folds = split(corpus, args.folds, args.seed)
-        validation = folds[args.validation_fold]
+        folds = split(corpus, args.folds, args.seed)  # dealt before the confirmation speakers leave
+        validation = [u for u in folds[args.validation_fold] if u.speaker not in held]
         corpus = [u for k, fold in enumerate(folds) if k != args.validation_fold for u in fold]
+    corpus = [u for u in corpus if u.speaker not in held]
     if args.limit:
         corpus = random.Random(args.seed).sample(corpus, min(args.limit, len(corpus)))
         validation = validation[:args.limit]
