@@ -10,6 +10,7 @@ import numpy as np
 from saywell.engine.features.model_inputs import SENTENCE_SCALARS, WORD_SCALARS
 from saywell.engine.features.phone_probe import PhoneProbe, with_probe_scalars
 from saywell.engine.offline.items import TrainingItem, matched_words, recognised_word_labels, split_by_speaker
+from saywell.engine.scorers.equating import fit_equating
 from saywell.engine.scorers.flags import DEFAULT_SENSITIVITY, fit_thresholds, threshold_at, threshold_for_precision
 from saywell.engine.scorers.network import (SENTENCE_TARGETS, WORD_TARGETS, MultiTaskScorer, NetworkConfig, pad_batch,
                                             save_network)
@@ -195,6 +196,7 @@ def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int,
     labels = {i.utt: i.labels for fold in fold_items for i in fold if i.label_spans is not None}
     per_fold = []
     out_of_fold: dict[int, list] = {}
+    out_of_fold_sentences: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for k in tqdm(range(len(fold_items)), desc="cross-validation", unit="fold"):
         train_all = [i for j, f in enumerate(fold_items) if j != k for i in f]
         train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed + k)
@@ -210,7 +212,9 @@ def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int,
         metrics.update({"n_test": len(test), "epochs": fitted.best_epochs, "flag_threshold": threshold})
         per_fold.append(metrics)
         out_of_fold[k] = [(labelled_word_predictions(i, w)[:, 0], labels[i.utt][:, 0]) for i, w in zip(test, words)]
-    return {"folds": per_fold, "summary": summarize(per_fold), "out_of_fold": out_of_fold}
+        out_of_fold_sentences[k] = (sentences, np.stack([i.sentence_labels for i in test]))
+    return {"folds": per_fold, "summary": summarize(per_fold), "out_of_fold": out_of_fold,
+            "out_of_fold_sentences": out_of_fold_sentences}
 
 
 def summarize(per_fold: list[dict]) -> dict:
@@ -250,6 +254,13 @@ class FittedScorer:
         return words, np.mean([p[1] for p in predictions], axis=0)
 
 
+def out_of_fold_equating(result: dict, exclude_fold: int | None) -> list[dict]:
+    """The sentence scores' equating (engine/scorers/equating.py), fitted on the out-of-fold predictions of every
+    fold but `exclude_fold`."""
+    kept = [pair for k, pair in result["out_of_fold_sentences"].items() if k != exclude_fold]
+    return fit_equating(np.concatenate([p for p, _ in kept]), np.concatenate([t for _, t in kept]), SENTENCE_TARGETS)
+
+
 def fit_scorer(train_all: list[TrainingItem], epochs: int, seed: int, seeds: int = 1,
                with_trees: bool = True) -> FittedScorer:
     """`seeds` networks (an ensemble, like the cross-validation's) on all of train_all, early-stopped on a share of
@@ -263,11 +274,12 @@ def fit_scorer(train_all: list[TrainingItem], epochs: int, seed: int, seeds: int
 
 
 def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode: str, thresholds: list,
-              seeds: int = 1, with_trees: bool = True, target_asr: str | None = None) -> tuple[dict, FittedScorer]:
+              seeds: int = 1, with_trees: bool = True, target_asr: str | None = None,
+              equating: list[dict] | None = None) -> tuple[dict, FittedScorer]:
     """The shipped checkpoint (`fit_scorer`), and the word trees beside it (`word_trees_path(path)`)."""
     fitted = fit_scorer(train_all, epochs, seed, seeds, with_trees)
     meta = {"version": f"trained-{mode}-{datetime.date.today().isoformat()}", "mode": mode,
-            "best_epoch": fitted.best_epochs, "flag_thresholds": thresholds,
+            "best_epoch": fitted.best_epochs, "flag_thresholds": thresholds, "sentence_equating": equating,
             "train_utterances": fitted.train_utterances, "stop_utterances": fitted.stop_utterances,
             "seed": seed, "word_scalars": list(WORD_SCALARS), "sentence_scalars": list(SENTENCE_SCALARS),
             "target_asr": target_asr if mode == "open" else None, "phone_probe": fitted.probe is not None}

@@ -21,7 +21,7 @@ import sys
 from saywell.engine.offline.analysis import Analyser, cache_folder
 from saywell.engine.offline.analysis import load as load_analysis
 from saywell.engine.offline.cross_validation import (confirmation_metrics, cross_validate, fit_final, fit_scorer,
-                                                     model_card, out_of_fold_thresholds)
+                                                     model_card, out_of_fold_equating, out_of_fold_thresholds)
 from saywell.engine.offline.dataset import (LabeledUtterance, choice_folds, confirmation_speakers, load_audio,
                                             load_corpus, load_expert_means, speaker_folds)
 from saywell.engine.offline.items import TARGET_CHOICES, training_items
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         # out-of-fold predictions; the shipped models' leave out the validation fold's.
         thresholds = out_of_fold_thresholds(result, None if args.cv_only else args.validation_fold)
         if args.cv_only:
-            del result["out_of_fold"]
+            del result["out_of_fold"], result["out_of_fold_sentences"]
             report["modes"][mode] = result
             if args.confirm:
                 fitted = fit_scorer([i for f in fold_items for i in f], args.epochs, args.seed, args.seeds)
@@ -191,12 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                     fitted, training_items(confirmation, records, mode, experts, args.targets), thresholds)
             print(f"{mode}: {json.dumps(result['summary'])}")
             continue
-        del result["out_of_fold"]
+        equating = out_of_fold_equating(result, args.validation_fold)
+        del result["out_of_fold"], result["out_of_fold_sentences"]
         report["modes"][mode] = result
         train = [i for k, f in enumerate(fold_items) if k != args.validation_fold for i in f]
         written.append(checkpoint_name(mode, single_asr))
         meta, fitted = fit_final(train, args.epochs, args.seed, out / written[-1], mode, thresholds, args.seeds,
-                                 target_asr=report["target_asr"])
+                                 target_asr=report["target_asr"], equating=equating)
         report["modes"][mode]["shipped"] = meta
         if args.confirm:
             result["confirmation"] = confirmation_metrics(

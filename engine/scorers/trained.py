@@ -16,6 +16,7 @@ from saywell.engine.features.utterance import UtteranceFeatures
 from saywell.engine.features.windows import weighted_sentence
 from saywell.engine.scorers import ScoreJob
 from saywell.engine.scorers.baseline import MISPRONOUNCED_BELOW, is_omitted, phone_scores
+from saywell.engine.scorers.equating import equate
 from saywell.engine.scorers.flags import threshold_at
 from saywell.engine.types import FRAME_MS, EngineError, SentenceScores, WordErrorType, WordScore
 from saywell.engine.weights import PACKAGED_DATA
@@ -200,7 +201,8 @@ class TrainedScorer:
         if job.closed:
             omitted = sum(w.error_type is WordErrorType.OMISSION for w in words)
             completeness = 10.0 * (1 - omitted / len(words))
-        accuracy, fluency, prosody, total = (float(v) for v in sentence)
+        # Checkpoints since session 17 spread their sentence scores like the experts' (scorers/equating.py).
+        accuracy, fluency, prosody, total = (float(v) for v in equate(sentence, meta.get("sentence_equating")))
         return SentenceScores(accuracy, fluency, prosody, total, completeness), words
 
     def _one(self, job: ScoreJob):

@@ -225,3 +225,29 @@ def test_windows_give_their_sentences_mean_by_words_and_a_window_that_fails_leav
     alone_whole = scorer.score_batch([whole])[0][0]  # (padded in a batch with the windows: ~1e-6 apart)
     np.testing.assert_allclose([getattr(failing[0], k) for k in aspects], [getattr(alone_whole, k) for k in aspects],
                                atol=1e-4)
+
+
+def test_a_checkpoints_equating_table_maps_its_sentence_scores(engine):
+    """A checkpoint's `sentence_equating` (scorers/equating.py) maps the network's sentence scores linearly and
+    clips them to the scale; word scores are left alone."""
+    from saywell.engine.scorers import ScoreJob
+    from saywell.engine.scorers.equating import equate
+
+    features, encoder = fixture_features(engine, *FIXTURE_TEXTS[0])
+    job = ScoreJob(features, True, 0.5, encoder)
+    plain = TrainedScorer()
+    network, meta = plain.network("closed")
+    aspects = ("accuracy", "fluency", "prosody", "total")
+    table = [{"aspect": a, "from_mean": 7.0, "from_sd": 1.0, "to_mean": 7.5, "to_sd": s}
+             for a, s in zip(aspects, (1.2, 1.5, 0.5, 30.0))]
+    stretched = TrainedScorer()
+    stretched._networks[("closed", False)] = (network, {**meta, "sentence_equating": table})
+    (before, words_before), (after, words_after) = plain.score_batch([job])[0], stretched.score_batch([job])[0]
+    raw = [getattr(before, k) for k in aspects]
+    if meta.get("sentence_equating"):  # a shipped table: undo it to find the network's own scores
+        raw = [m["from_mean"] + m["from_sd"] * (v - m["to_mean"]) / m["to_sd"]
+               for v, m in zip(raw, meta["sentence_equating"])]
+    expected = equate(np.array(raw), table)
+    np.testing.assert_allclose([getattr(after, k) for k in aspects], expected, atol=1e-4)
+    assert expected[3] in (0.0, 10.0)  # a thirty-fold stretch lands on the scale's edge
+    assert [w.accuracy for w in words_after] == [w.accuracy for w in words_before]
