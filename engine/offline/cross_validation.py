@@ -339,6 +339,11 @@ def model_card(report: dict) -> str:
              "vowel the lexicon stresses sound the most stressed of the word's vowels). Their stress is a "
              "classifier of \"at least two of the five experts heard a stress error\", reported as the expected "
              "label on the 10/5 scale.", "",
+             "Sentence scores are equated to the experts' spread (`sentence_equating` in the checkpoint, "
+             "`engine/scorers/equating.py`): a linear map taking the mean and standard deviation of the training "
+             "folds' out-of-fold predictions to those of the experts' scores, so the top of the scale is not pulled "
+             "toward the middle. Correlations below are the network's before the map, which leaves them unchanged "
+             "but for the clip to 0..10.", "",
              "## Cross-validation, CV (Pearson correlation, mean ± std over folds; not a test-split result)", "",
              "| mode | " + " | ".join(f"sent. {t}" for t in SENTENCE_TARGETS) + " | "
              + " | ".join(f"word {t}" for t in WORD_TARGETS) + " | flag precision | flag recall |",
@@ -349,6 +354,20 @@ def model_card(report: dict) -> str:
                  [f"sentence_{t}" for t in SENTENCE_TARGETS] + [f"word_{t}" for t in WORD_TARGETS]
                  + ["flag_precision", "flag_recall"]]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    confirmed = {mode: result["confirmation"] for mode, result in report["modes"].items() if "confirmation" in result}
+    if confirmed:
+        lines += ["", "## Confirmation speakers (the shipped models; not CV, not the test split)", "",
+                  f"The {next(iter(confirmed.values()))['n_test']} utterances of the "
+                  f"{next(iter(confirmed.values()))['speakers']} confirmation speakers, which no fold and no shipped "
+                  "model trains on (`dataset.confirmation_speakers`); flags at the default sensitivity.", "",
+                  "| mode | " + " | ".join(f"sent. {t}" for t in SENTENCE_TARGETS) + " | "
+                  + " | ".join(f"word {t}" for t in WORD_TARGETS) + " | flag precision | flag recall |",
+                  "|---|" + "---|" * (len(SENTENCE_TARGETS) + len(WORD_TARGETS) + 2)]
+        for mode, metrics in confirmed.items():
+            cells = [f"{metrics[k]:.3f}" if metrics.get(k) is not None else "—" for k in
+                     [f"sentence_{t}" for t in SENTENCE_TARGETS] + [f"word_{t}" for t in WORD_TARGETS]
+                     + ["flag_precision", "flag_recall"]]
+            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     if "open" in report["modes"] and report["modes"]["open"]["summary"].get("recognised_word_accuracy"):
         s = report["modes"]["open"]["summary"]
         lines += ["", "Open mode's word columns the way MultiPA's evaluation counts them (the protocol behind its "

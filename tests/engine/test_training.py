@@ -173,3 +173,22 @@ def test_confirmation_metrics_score_a_fitted_scorer_on_speakers_it_never_saw():
     predicted = np.concatenate([w[:, 0] for w in words])
     needs = np.concatenate([i.labels[:, 0] for i in unseen]) < 10
     assert metrics["flag_recall"] == pytest.approx((predicted < 6.0)[needs].mean())
+
+
+def test_the_model_card_says_what_is_cv_and_what_the_confirmation_speakers_gave():
+    from saywell.engine.offline.cross_validation import SENTENCE_TARGETS, WORD_TARGETS, model_card
+
+    keys = [f"sentence_{t}" for t in SENTENCE_TARGETS] + [f"word_{t}" for t in WORD_TARGETS]
+    summary = {k: {"mean": 0.8, "std": 0.02} for k in keys} | {"flag_precision": None, "flag_recall": None}
+    confirmation = {k: 0.612 for k in keys} | {"flag_precision": 0.9, "flag_recall": None, "n_test": 240,
+                                               "speakers": 12}
+    report = {"date": "2026-12-05", "utterances": 2500, "failed": 0, "seed": 762, "folds": 5, "validation_fold": 0,
+              "asr": "tiny.en", "target_asr": "base", "seeds": 3, "targets": "stress-experts",
+              "confirmation_utterances_left_out": 240,
+              "modes": {"closed": {"summary": summary, "confirmation": confirmation}}}
+    card = model_card(report)
+    assert "## Cross-validation, CV" in card and "leaves out the 240 utterances" in card
+    section = card.split("## Confirmation speakers")[1]
+    assert "240 utterances of the 12 confirmation speakers" in section
+    assert "| closed | 0.612 |" in section and "| 0.900 | — |" in section
+    assert "equated" in card
