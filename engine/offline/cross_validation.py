@@ -357,17 +357,16 @@ def model_card(report: dict) -> str:
     confirmed = {mode: result["confirmation"] for mode, result in report["modes"].items() if "confirmation" in result}
     if confirmed:
         lines += ["", "## Confirmation speakers (the shipped models; not CV, not the test split)", "",
-                  f"The {next(iter(confirmed.values()))['n_test']} utterances of the "
-                  f"{next(iter(confirmed.values()))['speakers']} confirmation speakers, which no fold and no shipped "
-                  "model trains on (`dataset.confirmation_speakers`); flags at the default sensitivity.", "",
-                  "| mode | " + " | ".join(f"sent. {t}" for t in SENTENCE_TARGETS) + " | "
+                  "The confirmation speakers' utterances, which no fold and no shipped model trains on "
+                  "(`dataset.confirmation_speakers`); flags at the default sensitivity.", "",
+                  "| mode | speakers | utterances | " + " | ".join(f"sent. {t}" for t in SENTENCE_TARGETS) + " | "
                   + " | ".join(f"word {t}" for t in WORD_TARGETS) + " | flag precision | flag recall |",
-                  "|---|" + "---|" * (len(SENTENCE_TARGETS) + len(WORD_TARGETS) + 2)]
+                  "|---|" + "---|" * (len(SENTENCE_TARGETS) + len(WORD_TARGETS) + 4)]
         for mode, metrics in confirmed.items():
             cells = [f"{metrics[k]:.3f}" if metrics.get(k) is not None else "—" for k in
                      [f"sentence_{t}" for t in SENTENCE_TARGETS] + [f"word_{t}" for t in WORD_TARGETS]
                      + ["flag_precision", "flag_recall"]]
-            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+            lines.append(f"| {mode} | {metrics['speakers']} | {metrics['n_test']} | " + " | ".join(cells) + " |")
     if "open" in report["modes"] and report["modes"]["open"]["summary"].get("recognised_word_accuracy"):
         s = report["modes"]["open"]["summary"]
         lines += ["", "Open mode's word columns the way MultiPA's evaluation counts them (the protocol behind its "

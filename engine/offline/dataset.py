@@ -135,12 +135,19 @@ def without_speakers(utterances: list[LabeledUtterance], speakers: frozenset[str
     return [u for u in utterances if u.speaker not in speakers]
 
 
-def choice_folds(utterances: list[LabeledUtterance], n_folds: int = 5, seed: int = 762
-                 ) -> list[list[LabeledUtterance]]:
-    """`speaker_folds` of the whole corpus with the confirmation speakers taken out afterwards: the folds keep their
-    speakers whatever the confirmation set is (fold 0 of the default split loses half its speakers)."""
-    held = confirmation_speakers(utterances)
+def choice_folds(utterances: list[LabeledUtterance], n_folds: int = 5, seed: int = 762,
+                 held: frozenset[str] | None = None) -> list[list[LabeledUtterance]]:
+    """`speaker_folds` with the confirmation speakers taken out afterwards: the folds keep their speakers whatever
+    the confirmation set is (fold 0 of the default split loses half its speakers). `held`: the confirmation
+    speakers of the whole corpus, when `utterances` is only part of it (a sample would draw others)."""
+    held = confirmation_speakers(utterances) if held is None else held
     return [without_speakers(fold, held) for fold in speaker_folds(utterances, n_folds, seed)]
+
+
+def load_choice_corpus(root: str | pathlib.Path) -> list[LabeledUtterance]:
+    """The corpus without its confirmation speakers, for trainers that use every utterance (no folds)."""
+    corpus = load_corpus(root)
+    return without_speakers(corpus, confirmation_speakers(corpus))
 
 
 def select(utterances: list[LabeledUtterance], limit: int | None, seed: int) -> list[LabeledUtterance]:

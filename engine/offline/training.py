@@ -23,7 +23,7 @@ from saywell.engine.offline.analysis import load as load_analysis
 from saywell.engine.offline.cross_validation import (confirmation_metrics, cross_validate, fit_final, fit_scorer,
                                                      model_card, out_of_fold_equating, out_of_fold_thresholds)
 from saywell.engine.offline.dataset import (LabeledUtterance, choice_folds, confirmation_speakers, load_audio,
-                                            load_corpus, load_expert_means, speaker_folds)
+                                            load_choice_corpus, load_corpus, load_expert_means, speaker_folds)
 from saywell.engine.offline.items import TARGET_CHOICES, training_items
 from saywell.engine.options import EngineOptions, with_target_asr
 from saywell.engine.scorers.trained import SINGLE_ASR_SUFFIX, checkpoint_name
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if chosen.profile == "lmm":  # LoRA adapters on a speech LLM, from the same corpus layout
         from saywell.engine.profiles.lmm.training import main as train_lmm
 
-        return train_lmm(rest, load_corpus, load_audio)
+        return train_lmm(rest, load_choice_corpus, load_audio)  # no folds: trains on every choice speaker
     parser = argparse.ArgumentParser(prog="saywell train", description=__doc__.splitlines()[0],
                                      parents=[_profile_parser()])
     parser.add_argument("--data", required=True, help="corpus folder in the speechocean762 layout")
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     corpus = load_corpus(args.data)
+    held = confirmation_speakers(corpus)  # of the whole corpus, before any sample or cache filter
     if args.limit:
         corpus = random.Random(args.seed).sample(corpus, args.limit)
     engine = with_target_asr(EngineOptions(), args.target_asr_model)
@@ -167,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cached_only:
         corpus = [u for u in corpus if (analysis_folder(engine) / f"{u.utt}.pkl").exists()]
     records, failures = extract_inputs(corpus, args.jobs, engine)
-    folds = choice_folds(corpus, args.folds, args.seed)  # the confirmation speakers are in none
-    confirmation = [u for u in corpus if u.speaker in confirmation_speakers(corpus)]
+    folds = choice_folds(corpus, args.folds, args.seed, held)  # the confirmation speakers are in none
+    confirmation = [u for u in corpus if u.speaker in held]
     experts = load_expert_means(args.data) if args.targets != "official" else None
     report = {"date": datetime.date.today().isoformat(), "utterances": len(corpus), "failed": len(failures),
               "targets": args.targets, "seeds": args.seeds, "asr": engine.asr.model,

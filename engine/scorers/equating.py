@@ -35,13 +35,17 @@ def fit_equating(predicted: np.ndarray, labels: np.ndarray, aspects: Sequence[st
     return table
 
 
-def equate(scores: np.ndarray, table: Sequence[dict] | None) -> np.ndarray:
-    """Scores (..., aspects) mapped column by column, clipped to the 0..10 scale; unchanged without a table."""
+def equate(scores: np.ndarray, table: Sequence[dict] | None, aspects: Sequence[str] | None = None) -> np.ndarray:
+    """Scores (..., aspects) mapped column by column, clipped to the 0..10 scale; unchanged without a table.
+    `aspects`: the scores' columns, which the table's rows must name in the same order."""
     scores = np.asarray(scores, float)
     if not table:
         return scores
     if scores.shape[-1] != len(table):
         raise ValueError(f"equating table has {len(table)} aspects, scores have {scores.shape[-1]}")
+    if aspects is not None and [row["aspect"] for row in table] != list(aspects):
+        raise ValueError(f"equating table's aspects {[row['aspect'] for row in table]} are not the scores' "
+                         f"{list(aspects)}")
     from_mean, from_sd, to_mean, to_sd = (np.array([row[key] for row in table], float)
                                           for key in ("from_mean", "from_sd", "to_mean", "to_sd"))
     return np.clip(to_mean + to_sd * (scores - from_mean) / from_sd, *SCALE)

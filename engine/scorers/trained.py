@@ -22,6 +22,7 @@ from saywell.engine.types import FRAME_MS, EngineError, SentenceScores, WordErro
 from saywell.engine.weights import PACKAGED_DATA
 
 DEFAULT_MODEL_DIR = PACKAGED_DATA
+SENTENCE_ASPECTS = ("accuracy", "fluency", "prosody", "total")  # network.SENTENCE_TARGETS (imported with torch)
 SINGLE_ASR_SUFFIX = "-single-asr"
 
 
@@ -202,7 +203,8 @@ class TrainedScorer:
             omitted = sum(w.error_type is WordErrorType.OMISSION for w in words)
             completeness = 10.0 * (1 - omitted / len(words))
         # Checkpoints since session 17 spread their sentence scores like the experts' (scorers/equating.py).
-        accuracy, fluency, prosody, total = (float(v) for v in equate(sentence, meta.get("sentence_equating")))
+        equated = equate(sentence, meta.get("sentence_equating"), SENTENCE_ASPECTS)
+        accuracy, fluency, prosody, total = (float(v) for v in equated)
         return SentenceScores(accuracy, fluency, prosody, total, completeness), words
 
     def _one(self, job: ScoreJob):

@@ -38,6 +38,9 @@ def test_equate_clips_to_the_scale_and_leaves_scores_alone_without_a_table():
     assert equate(scores, None) is not None and np.array_equal(equate(scores, None), scores)
     with pytest.raises(ValueError, match="2 aspects"):
         equate(np.zeros(3), table)
+    assert np.array_equal(equate(scores, table, ASPECTS), equate(scores, table))
+    with pytest.raises(ValueError, match="not the scores'"):  # a table in another order is refused
+        equate(scores, table, tuple(reversed(ASPECTS)))
 
 
 def test_fitting_refuses_mismatched_or_constant_predictions():

@@ -167,6 +167,22 @@ def test_confirmation_speakers_are_half_of_fold_zero_and_in_no_choice_fold():
     assert {u.speaker for u in chosen[0]} == fold_zero - held
 
 
+def test_confirmation_speakers_take_one_of_each_pair_ranked_by_accuracy():
+    corpus = []
+    for s in range(125):  # speaker s's mean accuracy is (s * 37) % 125 / 12.5: all distinct, not in id order
+        mean = (s * 37) % 125 / 12.5
+        corpus += [LabeledUtterance(f"{s:04d}{i:03d}", f"{s:04d}", "WE", {"accuracy": mean + d}, (),
+                                    pathlib.Path("/nowhere")) for i, d in enumerate((-0.5, 0.5))]
+    fold = sorted({u.speaker for u in speaker_folds(corpus, 5, 762)[0]}, key=lambda s: (int(s) * 37) % 125)
+    held = confirmation_speakers(corpus)
+    pairs = [set(fold[i:i + 2]) for i in range(0, 24, 2)]
+    assert all(len(held & pair) == 1 for pair in pairs)  # exactly one of each adjacent pair in the ranking
+    assert fold[24] not in held  # the odd one out stays a choice speaker
+    # given the whole corpus's set, a sample's folds leave out the same speakers
+    sample = select(corpus, 150, 5)
+    assert not held & {u.speaker for f in choice_folds(sample, 5, 1, held) for u in f}
+
+
 def test_select_is_a_seeded_sample():
     corpus = utterances(10, 3)
     assert select(corpus, None, 0) is corpus

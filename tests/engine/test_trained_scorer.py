@@ -25,6 +25,7 @@ def test_shipped_checkpoints_exist_are_small_and_carry_their_card():
         assert path.stat().st_size < 5 * 1024 * 1024
         _, meta = scorer.network(mode)
         assert meta["mode"] == mode and len(meta["flag_thresholds"]) == 3
+        assert [row["aspect"] for row in meta["sentence_equating"]] == ["accuracy", "fluency", "prosody", "total"]
     assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text().count("|") > 10
 
 
@@ -237,17 +238,14 @@ def test_a_checkpoints_equating_table_maps_its_sentence_scores(engine):
     job = ScoreJob(features, True, 0.5, encoder)
     plain = TrainedScorer()
     network, meta = plain.network("closed")
+    plain._networks[("closed", False)] = (network, {k: v for k, v in meta.items() if k != "sentence_equating"})
     aspects = ("accuracy", "fluency", "prosody", "total")
     table = [{"aspect": a, "from_mean": 7.0, "from_sd": 1.0, "to_mean": 7.5, "to_sd": s}
              for a, s in zip(aspects, (1.2, 1.5, 0.5, 30.0))]
     stretched = TrainedScorer()
     stretched._networks[("closed", False)] = (network, {**meta, "sentence_equating": table})
     (before, words_before), (after, words_after) = plain.score_batch([job])[0], stretched.score_batch([job])[0]
-    raw = [getattr(before, k) for k in aspects]
-    if meta.get("sentence_equating"):  # a shipped table: undo it to find the network's own scores
-        raw = [m["from_mean"] + m["from_sd"] * (v - m["to_mean"]) / m["to_sd"]
-               for v, m in zip(raw, meta["sentence_equating"])]
-    expected = equate(np.array(raw), table)
+    expected = equate(np.array([getattr(before, k) for k in aspects]), table)  # the network's own scores, mapped
     np.testing.assert_allclose([getattr(after, k) for k in aspects], expected, atol=1e-4)
     assert expected[3] in (0.0, 10.0)  # a thirty-fold stretch lands on the scale's edge
     assert [w.accuracy for w in words_after] == [w.accuracy for w in words_before]

@@ -189,6 +189,20 @@ def test_the_model_card_says_what_is_cv_and_what_the_confirmation_speakers_gave(
     card = model_card(report)
     assert "## Cross-validation, CV" in card and "leaves out the 240 utterances" in card
     section = card.split("## Confirmation speakers")[1]
-    assert "240 utterances of the 12 confirmation speakers" in section
-    assert "| closed | 0.612 |" in section and "| 0.900 | — |" in section
+    assert "| closed | 12 | 240 | 0.612 |" in section and "| 0.900 | — |" in section
     assert "equated" in card
+
+
+def test_out_of_fold_equating_leaves_out_the_validation_folds_predictions():
+    from saywell.engine.offline.cross_validation import out_of_fold_equating
+
+    rng = np.random.default_rng(3)
+    folds = {k: (rng.normal(7 + k, 1.0, size=(50, 4)), rng.normal(7.5, 1.7, size=(50, 4))) for k in range(3)}
+    folds[0] = (np.full((50, 4), 100.0) + rng.normal(size=(50, 4)), folds[0][1])  # would dominate if used
+    table = out_of_fold_equating({"out_of_fold_sentences": folds}, exclude_fold=0)
+    kept = np.concatenate([folds[1][0], folds[2][0]])
+    assert [row["aspect"] for row in table] == ["accuracy", "fluency", "prosody", "total"]
+    assert table[0]["from_mean"] == pytest.approx(kept[:, 0].mean(), abs=1e-3)
+    assert table[2]["to_sd"] == pytest.approx(np.concatenate([folds[1][1], folds[2][1]])[:, 2].std(), abs=1e-3)
+    every = out_of_fold_equating({"out_of_fold_sentences": folds}, exclude_fold=None)
+    assert every[0]["from_mean"] > 30
