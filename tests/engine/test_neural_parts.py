@@ -237,3 +237,40 @@ def test_the_training_loss_counts_the_labelled_phones_on_their_0_to_1_scale():
     assert loss_of(words, sentence, phones, (unlabelled, sentence, phone_targets)).item() == pytest.approx(0.25)
     no_phones = torch.full((1, 3), float("nan"))
     assert loss_of(words, sentence, phones, (unlabelled, sentence, no_phones)).item() == 0.0
+
+
+def test_neural_training_never_sees_the_confirmation_speakers(tmp_path, monkeypatch):
+    """`saywell train --profile neural` leaves the confirmation speakers out of what it trains on, with or without
+    a validation fold (whose folds are dealt on the whole corpus)."""
+    from saywell.engine.offline.dataset import confirmation_speakers, load_corpus, speaker_folds
+    from saywell.engine.offline.training import main as train
+    from saywell.engine.profiles.neural import training as neural_training
+
+    (tmp_path / "audio").mkdir()
+    rows = []
+    for s in range(10):  # fold 0 of the default split holds 2 of these speakers, one a confirmation speaker
+        utt = f"u{s}"
+        shutil.copy(FIXTURES / "brother.wav", tmp_path / "audio" / f"{utt}.wav")
+        rows.append({"utt": utt, "speaker": f"s{s}", "text": "MY BROTHER", "accuracy": s, "fluency": 8,
+                     "prosodic": 8, "total": 8, "words": [{"text": w, "accuracy": 8.0, "stress": 10.0, "total": 8.0}
+                                                          for w in ("MY", "BROTHER")]})
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    corpus = load_corpus(tmp_path)
+    held = confirmation_speakers(corpus)
+    assert len(held) == 1
+    seen: list[set[str]] = []
+
+    async def fake_analyse(engine, utterances, load_audio):
+        seen.append({u.speaker for u in utterances})
+        return [], ["stopped here"]
+
+    monkeypatch.setattr(neural_training, "neural_engine", lambda args, folder: object())
+    monkeypatch.setattr(neural_training, "analyse_corpus", fake_analyse)
+    for fold in (None, 1):
+        extra = [] if fold is None else ["--validation-fold", str(fold)]
+        with pytest.raises(SystemExit, match="no utterance"):
+            train(["--profile", "neural", "--data", str(tmp_path), "--model-dir", str(tmp_path / "m")] + extra)
+        expected = {u.speaker for u in corpus} - held
+        if fold is not None:
+            expected -= {u.speaker for u in speaker_folds(corpus, 5, 762)[fold]}
+        assert seen[-1] == expected
