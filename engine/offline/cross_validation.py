@@ -199,14 +199,10 @@ def cross_validate(fold_items: list[list[TrainingItem]], epochs: int, seed: int,
     out_of_fold_sentences: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for k in tqdm(range(len(fold_items)), desc="cross-validation", unit="fold"):
         train_all = [i for j, f in enumerate(fold_items) if j != k for i in f]
-        train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed + k)
         test = [i for i in fold_items[k] if i.utt in labels]
-        probe = fit_probe([i.inputs for i in train_all]) if with_probe else None
-        runs = [train_network(network_view(train, probe), network_view(stop, probe), epochs, seed + 100 * s)
-                for s in range(seeds)]
-        trees = fit_trees(train, probe) if with_trees else None
-        threshold = float(np.mean([_stop_threshold(m, trees, stop, labels, probe) for m, _ in runs]))
-        fitted = FittedScorer([m for m, _ in runs], [e for _, e in runs], trees, probe, len(train), len(stop))
+        fitted, stop = fit_scorer(train_all, epochs, seed, seeds, with_trees, with_probe, split_seed=seed + k)
+        threshold = float(np.mean([_stop_threshold(m, fitted.trees, stop, labels, fitted.probe)
+                                   for m in fitted.models]))
         words, sentences = fitted.predict(test)
         metrics = fold_metrics(test, words, sentences, labels, threshold)
         metrics.update({"n_test": len(test), "epochs": fitted.best_epochs, "flag_threshold": threshold})
@@ -261,23 +257,27 @@ def out_of_fold_equating(result: dict, exclude_fold: int | None) -> list[dict]:
     return fit_equating(np.concatenate([p for p, _ in kept]), np.concatenate([t for _, t in kept]), SENTENCE_TARGETS)
 
 
-def fit_scorer(train_all: list[TrainingItem], epochs: int, seed: int, seeds: int = 1,
-               with_trees: bool = True) -> FittedScorer:
-    """`seeds` networks (an ensemble, like the cross-validation's) on all of train_all, early-stopped on a share of
-    its speakers, and the word trees fitted on the same speakers as the networks."""
-    train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed)
-    probe = fit_probe([i.inputs for i in train_all]) if with_trees else None
+def fit_scorer(train_all: list[TrainingItem], epochs: int, seed: int, seeds: int = 1, with_trees: bool = True,
+               with_probe: bool | None = None, split_seed: int | None = None
+               ) -> tuple[FittedScorer, list[TrainingItem]]:
+    """`seeds` networks (an ensemble; network seeds `seed + 100 * s`) on all of train_all, early-stopped on a share
+    of its speakers (drawn with `split_seed`, default `seed`), and the word trees fitted on the same speakers as
+    the networks; the phone probe goes with the trees unless `with_probe` says otherwise. Returns the scorer and
+    its early-stopping items (cross-validation fits each fold's flag threshold on them)."""
+    train, stop = split_by_speaker(train_all, EARLY_STOP_SHARE, seed if split_seed is None else split_seed)
+    with_probe = with_trees if with_probe is None else with_probe
+    probe = fit_probe([i.inputs for i in train_all]) if with_probe else None
     runs = [train_network(network_view(train, probe), network_view(stop, probe), epochs, seed + 100 * s)
             for s in range(seeds)]
     trees = fit_trees(train, probe) if with_trees else None
-    return FittedScorer([m for m, _ in runs], [e for _, e in runs], trees, probe, len(train), len(stop))
+    return FittedScorer([m for m, _ in runs], [e for _, e in runs], trees, probe, len(train), len(stop)), stop
 
 
 def fit_final(train_all: list[TrainingItem], epochs: int, seed: int, path, mode: str, thresholds: list,
               seeds: int = 1, with_trees: bool = True, target_asr: str | None = None,
               equating: list[dict] | None = None) -> tuple[dict, FittedScorer]:
     """The shipped checkpoint (`fit_scorer`), and the word trees beside it (`word_trees_path(path)`)."""
-    fitted = fit_scorer(train_all, epochs, seed, seeds, with_trees)
+    fitted, _ = fit_scorer(train_all, epochs, seed, seeds, with_trees)
     meta = {"version": f"trained-{mode}-{datetime.date.today().isoformat()}", "mode": mode,
             "best_epoch": fitted.best_epochs, "flag_thresholds": thresholds, "sentence_equating": equating,
             "train_utterances": fitted.train_utterances, "stop_utterances": fitted.stop_utterances,

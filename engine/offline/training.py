@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             del result["out_of_fold"], result["out_of_fold_sentences"]
             report["modes"][mode] = result
             if args.confirm:
-                fitted = fit_scorer([i for f in fold_items for i in f], args.epochs, args.seed, args.seeds)
+                fitted, _ = fit_scorer([i for f in fold_items for i in f], args.epochs, args.seed, args.seeds)
                 result["confirmation"] = confirmation_metrics(
                     fitted, training_items(confirmation, records, mode, experts, args.targets), thresholds)
             print(f"{mode}: {json.dumps(result['summary'])}")

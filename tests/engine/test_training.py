@@ -162,8 +162,9 @@ def test_network_outputs_stay_in_range_for_extreme_inputs():
 def test_confirmation_metrics_score_a_fitted_scorer_on_speakers_it_never_saw():
     seen, unseen = synthetic_items(120, seed=1), synthetic_items(36, seed=2)
     unseen = [dataclasses.replace(i, utt=f"c{k}", speaker=f"confirm{k % 3}") for k, i in enumerate(unseen)]
-    fitted = fit_scorer(seen, epochs=30, seed=4, seeds=2, with_trees=False)
+    fitted, stop = fit_scorer(seen, epochs=30, seed=4, seeds=2, with_trees=False)
     assert len(fitted.models) == 2 and fitted.train_utterances + fitted.stop_utterances == len(seen)
+    assert len(stop) == fitted.stop_utterances
     table = [[0.0, 3.0], [0.5, 6.0], [1.0, 8.0]]
     metrics = confirmation_metrics(fitted, unseen, table)
     assert metrics["n_test"] == 36 and metrics["speakers"] == 3
