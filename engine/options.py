@@ -43,6 +43,7 @@ class AsrOptions:
 
 
 TARGET_ASR_THREADS = 2  # see EngineOptions.target_asr
+INTERIM_WORDS = ("frames", "graph")  # see EngineOptions.interim_words
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,15 @@ class EngineOptions:
     aligner_processes: bool = True
     score_batching: BatchingOptions = field(default_factory=lambda: BatchingOptions(max_batch_size=8))
     early: EarlyAnalysisOptions = field(default_factory=EarlyAnalysisOptions)
+    # How a profile scores interim words while the learner speaks: "frames", from the recogniser's own outputs
+    # alone when the profile has such a model (the cpu profile's frame-word trees: the decode is the whole cost),
+    # or "graph", through the same stages as the final (the cpu profile: also the phone loop and the alignment).
+    interim_words: str = "frames"
     triton: TritonOptions = field(default_factory=TritonOptions)  # backend "triton" only
+
+    def __post_init__(self) -> None:
+        if self.interim_words not in INTERIM_WORDS:
+            raise ValueError(f"interim_words must be one of {', '.join(INTERIM_WORDS)}, got {self.interim_words!r}")
 
 
 def with_target_asr(options: EngineOptions, model: str) -> EngineOptions:

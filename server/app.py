@@ -55,7 +55,8 @@ def engine_options(config: ServerConfig) -> EngineOptions:
     return with_target_asr(EngineOptions(profile=config.profile, backend=config.backend, device=config.device,
                                          model_dir=config.model_dir, allow_download=config.allow_download, asr=asr,
                                          asr_batching=batching, align_batching=aligners, loop_batching=aligners,
-                                         early=early, triton=triton), config.target_asr_model)
+                                         early=early, triton=triton, interim_words=config.interim_words),
+                           config.target_asr_model)
 
 
 class SaywellServer:

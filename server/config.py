@@ -84,6 +84,9 @@ class ServerConfig:
     # Open mode's second, larger ASR whose words are assessed (MultiPA's design; "" turns it off). The trained
     # scorer's open checkpoint is fitted with the engine's default; another setting needs its own training.
     target_asr_model: str = "base"
+    # How interim words are scored: "frames" from the decode alone where the profile has such a model (the cpu
+    # profile's frame-word trees: no phone loop or alignment per interim), "graph" through the final's stages.
+    interim_words: str = "frames"
     # Whisper decoding of finals: beam 1 on a 10 s encoder window by default (fast). Beam 5 with window 0
     # (Whisper's full 30 s) is the accuracy-first choice the trained scorer was fitted with: ~0.01-0.03 PCC
     # better on validation utterances, ~3x the ASR cost.
@@ -132,6 +135,8 @@ class ServerConfig:
             (0 <= self.interim_step_growth <= 4, "interim_step_growth must be 0..4"),
             (self.max_interim_decodes >= 0, "max_interim_decodes must be >= 0 (0: no limit)"),
             (self.speculation_max_backlog >= 0, "speculation_max_backlog must be >= 0"),
+            (self.interim_words in _interim_words(),
+             f"interim_words must be one of {', '.join(_interim_words())}, got {self.interim_words!r}"),
             (1 <= self.asr_beam_size <= 10, "asr_beam_size must be 1..10"),
             (self.asr_window_s == 0 or 5 <= self.asr_window_s <= 30, "asr_window_s must be 0 (30 s) or 5..30"),
             (self.grace_s >= 0, "grace_s must be >= 0"),
@@ -171,6 +176,12 @@ def _profiles() -> tuple[str, ...]:
     from saywell.engine.api import profile_names  # the server extra's: a client-only install has no engine
 
     return profile_names()
+
+
+def _interim_words() -> tuple[str, ...]:
+    from saywell.engine.options import INTERIM_WORDS
+
+    return INTERIM_WORDS
 
 
 def _env_name(field_name: str) -> str:

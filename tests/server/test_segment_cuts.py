@@ -46,6 +46,9 @@ class SegmentRecordingEngine(FakeEngine):
     def utterance_encoding(self, request):
         return None  # the fake scores without encoder frames
 
+    def frame_words_for(self, request):
+        return None  # its interim words' times stand for aligned ones: they may cut (see test_frame_words.py)
+
     async def assess_segments(self, request, segments, encoding=None):
         return await self.assess(request)
 

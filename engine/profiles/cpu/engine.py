@@ -24,6 +24,8 @@ from saywell.engine.profiles.cpu.reading import read_span, shorter, with_unread
 from saywell.engine.profiles.cpu.segments import Segment, joined_transcript
 from saywell.engine.profiles.cpu.utterance import CpuUtterance
 from saywell.engine.scorers.baseline import BaselineScorer
+from saywell.engine.scorers.frame_words import DEFAULT_PATH as FRAME_WORDS_PATH
+from saywell.engine.scorers.frame_words import FrameWordScorer, load_frame_words
 from saywell.engine.scorers.trained import TrainedScorer
 from saywell.engine.stages.alignment import Alignment, AlignmentError, PhoneAligner, PhoneLoopStage, TooManyWordsError
 from saywell.engine.stages.asr import MIN_TARGET_SAMPLES, AsrRequest, WhisperAsr, plausible, plausible_words
@@ -80,6 +82,11 @@ class CpuEngine:
         self._align = BatchScheduler(align_stage, options.align_batching, on_batch)
         self._loop = BatchScheduler(loop_stage, options.loop_batching, on_batch)
         self._score = BatchScheduler(self.scoring, options.score_batching, on_batch)
+        # Interim words scored from the decode alone (scorers/frame_words.py), when asked for and shipped.
+        self.frame_words: FrameWordScorer | None = None
+        self._frame_words_meta: dict = {}
+        if options.interim_words == "frames" and "trained" in scorers and FRAME_WORDS_PATH.exists():
+            self.frame_words, self._frame_words_meta = load_frame_words(FRAME_WORDS_PATH)
         self._model_versions: dict[str, str] | None = None
 
     @property
@@ -110,6 +117,8 @@ class CpuEngine:
                         **({"target_asr": self.target_asr.version} if self.target_asr else {}),
                         "aligner": "pocketsphinx en-us " + importlib.metadata.version("pocketsphinx")}
             versions.update({name: scorer.version() for name, scorer in self.scoring.scorers.items()})
+            if self.frame_words is not None:
+                versions["interim_words"] = f"frame-word trees {self._frame_words_meta.get('date', '?')}"
             self._model_versions = versions
         return dict(self._model_versions)
 
@@ -139,10 +148,10 @@ class CpuEngine:
                              self._align.submit(AlignItem(silence, ["a"])), *target)
         await asyncio.to_thread(self.scoring.load)
         await asyncio.to_thread(normalize_words, "10")  # number words: inflect's import takes seconds
-        if self._pocketsphinx:  # the workers' own dictionary and G2P model; this process needs none
+        if self._pocketsphinx:  # the workers' own dictionary and G2P model
             for stage in self._pocketsphinx:
                 await asyncio.to_thread(stage.load)
-        else:
+        if not self._pocketsphinx or self.frame_words is not None:  # this process's: frame words pronounce words
             await asyncio.to_thread(self.aligner.lexicon.load)
 
     def start(self) -> None:
@@ -347,9 +356,28 @@ class CpuEngine:
         """Forced alignment alone (the evaluator times labelled words with it)."""
         return await self._align.submit(AlignItem(audio, words))
 
+    def frame_words_for(self, request: AssessmentRequest) -> FrameWordScorer | None:
+        """The frame-word trees, for interims of requests the trained scorer scores (the baseline's interims keep
+        the graph: the trees are a trained model)."""
+        if self.frame_words is None or self.scoring.scorer_for(request.scorer).name != "trained":
+            return None
+        return self.frame_words
+
     async def provisional_words(self, request: AssessmentRequest) -> tuple[WordScore, ...]:
         """Recognised words of an utterance still in progress, with provisional accuracy and flags."""
         # Background priority: a final assessment (or a segment it will join) never queues behind these.
+        frames = self.frame_words_for(request)
+        if frames is not None:  # the decode is the whole cost: no phone loop, no alignment
+            transcript = await self._asr.submit(AsrRequest(request.audio, partial=True, with_encoder=True),
+                                                BACKGROUND)
+            words = plausible(transcript, request.duration_ms)
+            if not words or transcript.encoder is None or not len(transcript.encoder):
+                return ()
+            try:
+                return await asyncio.to_thread(frames.score, words, transcript.encoder, request.duration_ms,
+                                               self.aligner.lexicon.pronounce, request.flag_sensitivity)
+            except Exception as exc:  # one decode's bad luck: the stream's next decode and its final still come
+                raise EngineError(f"interim word scoring failed: {type(exc).__name__}: {exc}") from exc
         loop = asyncio.ensure_future(self._loop.submit(request.audio, BACKGROUND))
         try:
             transcript = await self._asr.submit(AsrRequest(request.audio, partial=True,

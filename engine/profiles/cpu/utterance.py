@@ -88,7 +88,13 @@ class CpuUtterance:
         chain.extend(audio[:cut])
 
     def words_settled(self, audio: np.ndarray, end_ms: int, next_start_ms: int | None) -> None:
-        """Cut in the middle of the gap to the next word when a decode saw one, else at the word's end."""
+        """Cut in the middle of the gap to the next word when a decode saw one, else at the word's end.
+
+        Not when interim words come from the frame-word trees: their times are Whisper's, not an alignment's, and
+        a cut placed by them falls a median 100 ms inside a word (82% over 30 ms inside; 1,500 training
+        utterances against pocketsphinx's alignment of the same words). Pauses still cut (`silence`)."""
+        if self._engine.frame_words_for(self._template) is not None:
+            return
         cut_ms = end_ms
         if next_start_ms is not None and next_start_ms > cut_ms:
             cut_ms = (cut_ms + next_start_ms) // 2
