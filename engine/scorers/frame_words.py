@@ -1,7 +1,7 @@
 """Interim word scores from the recogniser's own outputs: its words, their probabilities and its encoder frames.
 
 An interim decode through the full graph costs a Whisper decode plus two pocketsphinx passes (the phone loop and
-the forced alignment): 364 ms of CPU for a 1.7 s live window, against 98 ms for the decode alone (24 live windows
+the forced alignment): 247 ms of CPU for a 1.7 s live window, against 48 ms for the decode alone (24 live windows
 of training speech, BENCHMARKS.md session 18). Under load those passes are what keep the streams' interims
 apart. These trees score each recognised word from what the decode already gave: the word's Whisper probability
 and timing, its neighbours', its pooled encoder frames on a few principal components, and the phone probe

@@ -172,3 +172,34 @@ def test_word_times_from_frame_interims_do_not_cut_segments_but_pauses_and_align
     assert asyncio.run(covered(EngineOptions(), pause=False)) == 0  # Whisper's word times: no cut
     assert asyncio.run(covered(EngineOptions(), pause=True)) == cut  # a pause still cuts
     assert asyncio.run(covered(EngineOptions(interim_words="graph"), pause=False)) == cut  # aligned words cut
+
+
+def test_the_cpu_profile_computes_on_one_thread_per_stage():
+    """numpy's BLAS kept a second thread spinning through every Whisper decode (twice the CPU for no speed); the
+    cpu profile limits it to one thread. Counted per thread from /proc, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, numpy as np, soundfile as sf\n"
+        "from saywell.engine.profiles.cpu.engine import CpuEngine\n"
+        "from saywell.engine.stages.asr import AsrRequest\n"
+        "engine = CpuEngine()\n"
+        f"audio = sf.read({str(FIXTURES / 'fox.wav')!r}, dtype='float32')[0]\n"
+        "def ticks():\n"
+        "    out = {}\n"
+        "    for t in os.listdir(f'/proc/{os.getpid()}/task'):\n"
+        "        fields = open(f'/proc/{os.getpid()}/task/{t}/stat').read().rsplit(')', 1)[1].split()\n"
+        "        out[t] = int(fields[11]) + int(fields[12])\n"
+        "    return out\n"
+        "engine.asr.run_batch([AsrRequest(audio, partial=True)])\n"
+        "before = ticks()\n"
+        "for _ in range(15):\n"
+        "    engine.asr.run_batch([AsrRequest(audio, partial=True, with_encoder=True)])\n"
+        "after = ticks()\n"
+        "print(*sorted((after[t] - before.get(t, 0) for t in after), reverse=True))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    busiest, second, *_ = map(int, out.stdout.split())
+    assert busiest >= 20, out.stdout  # the decodes ran (10 ms ticks)
+    assert second < busiest / 4, out.stdout  # and on one thread

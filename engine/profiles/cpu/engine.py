@@ -52,12 +52,24 @@ BACKENDS = ("local",)
 MIN_SEGMENT_SAMPLES = 1600  # 0.1 s: shorter stretches hold no word
 
 
+def single_threaded_math() -> None:
+    """Every stage of this profile computes on one thread (the target ASR on its own two, set per model by
+    CTranslate2); the parallelism is the stages running beside each other. numpy's BLAS (OpenBLAS) sizes its
+    pool to the machine, and its second thread spun through every decode for no speed: a tiny.en interim decode
+    took 86 ms of CPU for 43 ms of wall time, and a server alone with one stream spent 47-50% of two cores
+    instead of 25% (BENCHMARKS.md, session 18). So BLAS gets one thread, for the whole process (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
 class CpuEngine:
     name = ENGINE_NAME
 
     def __init__(self, options: EngineOptions = EngineOptions(), on_batch=None) -> None:
         if options.backend not in BACKENDS:
             raise EngineError(f"the cpu profile has no {options.backend!r} backend; it has: {', '.join(BACKENDS)}")
+        single_threaded_math()
         self.options = options
         self.asr = WhisperAsr(options.asr)
         # Open mode's second, larger ASR (MultiPA's design): its words are the ones assessed, and where the
