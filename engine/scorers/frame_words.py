@@ -95,6 +95,11 @@ class FrameWordScorer:
     probe: PhoneProbe
     flag_thresholds: tuple[tuple[float, float], ...]  # (sensitivity, word accuracy below which a word is flagged)
 
+    @property
+    def width(self) -> int:
+        """Columns of `features`: the scalars, the principal components, the probe's word features."""
+        return len(SCALAR_NAMES) + len(self.components) + len(self.probe.names)
+
     def features(self, inputs: FrameWordInputs) -> np.ndarray:
         reduced = (inputs.pooled - self.encoder_mean) @ self.components.T
         probe = self.probe.word_features(inputs.phones, len(inputs.scalars))
@@ -116,7 +121,10 @@ class FrameWordScorer:
               pronounce: Callable[[str], tuple[str, ...]], sensitivity: float) -> tuple[WordScore, ...]:
         predicted = self.predict(frame_word_inputs(words, encoder, audio_ms, pronounce))
         threshold = self.flag_threshold(sensitivity)
-        return tuple(WordScore(w.text, w.start_ms, w.end_ms, float(a), float(s), float(t),
+        def inside(ms: int) -> int:  # Whisper may time a last word past the audio
+            return min(max(ms, 0), audio_ms)
+
+        return tuple(WordScore(w.text, inside(w.start_ms), inside(w.end_ms), float(a), float(s), float(t),
                                WordErrorType.MISPRONUNCIATION if a < MISPRONOUNCED_BELOW else WordErrorType.NONE,
                                bool(a < threshold))
                      for w, (a, s, t) in zip(words, predicted))
@@ -125,7 +133,8 @@ class FrameWordScorer:
         arrays = {**self.accuracy.arrays("accuracy"), **self.stress.arrays("stress"), **self.total.arrays("total"),
                   **self.probe.arrays(), "encoder_mean": self.encoder_mean, "components": self.components,
                   "flag_thresholds": np.asarray(self.flag_thresholds, np.float64),
-                  "meta": np.asarray(json.dumps({**meta, "format": FORMAT, "scalars": SCALAR_NAMES}))}
+                  "meta": np.asarray(json.dumps({**meta, "format": FORMAT, "scalars": SCALAR_NAMES,
+                                                 "features": self.width}))}
         with open(path, "wb") as handle:  # np.savez would append ".npz" to a name without it
             np.savez_compressed(handle, **arrays)
 
@@ -143,6 +152,9 @@ def load_frame_words(path: pathlib.Path | str = DEFAULT_PATH) -> tuple[FrameWord
                                  TreeEnsemble.from_arrays(arrays, "total"), np.asarray(arrays["encoder_mean"]),
                                  np.asarray(arrays["components"]), probe,
                                  tuple((float(s), float(t)) for s, t in arrays["flag_thresholds"]))
+    if meta.get("features") != scorer.width:
+        raise ValueError(f"{path}: trees of {meta.get('features')} features, but these scalars, components and "
+                         f"probe make {scorer.width}; retrain them")
     return scorer, meta
 
 

@@ -78,7 +78,6 @@ def test_the_trees_learn_from_the_frames_and_survive_a_round_trip(tmp_path):
     predicted = np.concatenate([scorer.predict(i) for i in test])
     truth = np.concatenate(test_targets)
     assert np.corrcoef(predicted[:, 0], truth[:, 0])[0, 1] > 0.9
-    assert predicted.min() >= 0 and predicted.max() <= 10
     path = tmp_path / "frame-words.npz"
     scorer.save(path, {"date": "2026-12-05"})
     loaded, meta = load_frame_words(path)
@@ -93,6 +92,8 @@ def test_the_trees_learn_from_the_frames_and_survive_a_round_trip(tmp_path):
     assert scored[0].needs_improvement and scored[0].accuracy < 6
     assert not any(w.needs_improvement for w in scored[1:])
     assert [(w.start_ms, w.end_ms) for w in scored] == [(w.start_ms, w.end_ms) for w in words]
+    # a last word Whisper timed past the decoded audio ends with it
+    assert loaded.score(words, encoder, 1100, pronounce, 0.5)[-1].end_ms == 1100
 
 
 def test_a_file_of_another_format_is_refused(tmp_path):
@@ -107,6 +108,11 @@ def test_a_file_of_another_format_is_refused(tmp_path):
     contents["meta"] = np.asarray(json.dumps({**meta, "scalars": ["probability"]}))
     np.savez(path, **contents)
     with pytest.raises(ValueError, match="another format"):
+        load_frame_words(path)
+    # trees fitted on another number of features (say, more principal components) would read the wrong columns
+    contents["meta"] = np.asarray(json.dumps({**meta, "features": meta["features"] + 4}))
+    np.savez(path, **contents)
+    with pytest.raises(ValueError, match="features"):
         load_frame_words(path)
 
 
@@ -133,7 +139,13 @@ def _interims(options: EngineOptions, audio: np.ndarray):
     return engine, words, stages
 
 
-@pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="the frame-word trees are not shipped")
+def _shipped() -> bool:
+    from saywell.engine.scorers.trained import TrainedScorer
+
+    return DEFAULT_PATH.exists() and TrainedScorer().available()
+
+
+@pytest.mark.skipif(not _shipped(), reason="the frame-word trees or the trained checkpoints are not shipped")
 def test_the_cpu_engines_interims_are_the_decode_alone_with_the_shipped_trees():
     audio = sf.read(FIXTURES / "fox.wav", dtype="float32")[0]
     options = EngineOptions(target_asr=None)
@@ -141,15 +153,26 @@ def test_the_cpu_engines_interims_are_the_decode_alone_with_the_shipped_trees():
     assert engine.frame_words is not None and "interim_words" in engine.model_versions()
     assert stages and set(stages) == {"asr"}, stages  # no phone loop, no alignment, no scorer batch
     assert "fox" in [w.text for w in words]
-    assert all(0 <= w.accuracy <= 10 and 0 <= w.total <= 10 and 5 <= w.stress <= 10 for w in words)
-    assert all(0 <= w.start_ms < w.end_ms <= len(audio) * 1000 // 16000 + 20 for w in words)
-    # the same synthetic speech through the whole graph: the same words, scored by the trained scorer
+    assert all(0 <= w.start_ms < w.end_ms <= len(audio) * 1000 // 16000 for w in words)
+    # the same synthetic speech through the whole graph
     graph_engine, graph_words, graph_stages = _interims(EngineOptions(target_asr=None, interim_words="graph"), audio)
     assert graph_engine.frame_words is None and {"loop", "align", "score"} <= set(graph_stages)
-    assert [w.text for w in graph_words] == [w.text for w in words]
 
 
-@pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="the frame-word trees are not shipped")
+@pytest.mark.skipif(not _shipped(), reason="the frame-word trees or the trained checkpoints are not shipped")
+def test_the_shipped_trees_flag_nothing_and_serve_only_the_recogniser_they_were_fitted_on():
+    from saywell.engine.options import AsrOptions
+    from saywell.engine.profiles.cpu.engine import CpuEngine
+
+    scorer, meta = load_frame_words()
+    # out of fold no threshold reached a precision target: stored as 0, under every (clipped) score
+    assert all(threshold == 0.0 for _, threshold in scorer.flag_thresholds)
+    assert CpuEngine(EngineOptions()).frame_words is not None and meta["asr"] == EngineOptions().asr.model
+    # another recogniser's words and frames are not what the trees read: its interims go through the graph
+    assert CpuEngine(EngineOptions(asr=AsrOptions(model="base"), target_asr=None)).frame_words is None
+
+
+@pytest.mark.skipif(not _shipped(), reason="the frame-word trees or the trained checkpoints are not shipped")
 def test_word_times_from_frame_interims_do_not_cut_segments_but_pauses_and_aligned_words_do():
     from saywell.engine.profiles.cpu.engine import CpuEngine
 

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import functools
 import importlib.metadata
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from saywell.engine.types import (SAMPLE_RATE, AssessmentRequest, Capabilities, 
                                   SentenceScores, Transcript, UtteranceResult, WordScore)
 
 ENGINE_NAME = "saywell-cpu"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,10 @@ class CpuEngine:
         self._frame_words_meta: dict = {}
         if options.interim_words == "frames" and "trained" in scorers and FRAME_WORDS_PATH.exists():
             self.frame_words, self._frame_words_meta = load_frame_words(FRAME_WORDS_PATH)
+            if self._frame_words_meta.get("asr") != options.asr.model:  # another recogniser's frames and words
+                log.warning("frame-word trees fitted on %s's decodes, not %s's: interim words go through the graph",
+                            self._frame_words_meta.get("asr"), options.asr.model)
+                self.frame_words, self._frame_words_meta = None, {}
         self._model_versions: dict[str, str] | None = None
 
     @property
