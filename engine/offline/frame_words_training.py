@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from saywell.engine.features.phone_probe import PhoneFrames, fit_phone_probe, phone_frames
-from saywell.engine.offline.cross_validation import pcc
+from saywell.engine.offline.cross_validation import labelled_word_predictions, pcc, summarize
 from saywell.engine.offline.dataset import (choice_folds, confirmation_speakers, load_corpus, load_expert_means)
-from saywell.engine.offline.items import matched_words, overlap_targets, recognised_word_labels
+from saywell.engine.offline.items import overlap_targets, recognised_word_labels
 from saywell.engine.scorers.flags import DEFAULT_SENSITIVITY, fit_thresholds, threshold_at
 from saywell.engine.scorers.frame_words import FrameWordInputs, FrameWordScorer, fit_frame_words, frame_word_inputs
 from saywell.engine.scorers.network import WORD_TARGETS
@@ -39,7 +39,7 @@ class Example:
     speaker: str
     inputs: FrameWordInputs
     targets: np.ndarray  # (words, 3), NaN where a recognised word overlaps no labelled word
-    spans: tuple[tuple[int, int], ...]  # ms, the recognised words
+    word_spans: tuple[tuple[int, int], ...]  # ms, the recognised words (named as TrainingItem's)
     label_spans: tuple[tuple[int, int], ...] | None  # ms, the labelled words (forced alignment of the reference)
     labels: np.ndarray  # (labelled words, 3): official scores, for metrics
     aligned_phones: PhoneFrames  # encoder frames pooled over the reference's aligned phones: the probe's data
@@ -81,27 +81,17 @@ def fit(train: list[Example], thresholds=((0.0, 0.0), (1.0, 0.0))) -> FrameWordS
     return fit_frame_words([e.inputs for e in train], [e.targets for e in train], probe, thresholds)
 
 
-def labelled_predictions(example: Example, predicted: np.ndarray) -> np.ndarray:
-    """Per labelled word: the overlap-weighted scores of the recognised words it meets (as cpu open-mode CV)."""
-    out = np.zeros((len(example.label_spans), 3))
-    for j, span in enumerate(example.label_spans):
-        hits, weights = matched_words(span, example.spans)
-        if hits:
-            out[j] = weights @ predicted[hits]
-    return out
-
-
 def metrics(test: list[Example], scorer: FrameWordScorer, threshold: float | None = None) -> tuple[dict, list]:
     """Correlations per recognised and per labelled word; flag precision and recall per labelled word at
     `threshold` (label < 10 needs work). Also returns the labelled words' (predicted accuracy, label) pairs."""
     heard, said, pred_rows, true_rows = [], [], [], []
     for e in test:
-        if e.label_spans is None or not len(e.spans):
+        if e.label_spans is None or not len(e.word_spans):
             continue
         predicted = scorer.predict(e.inputs)
         heard.append(predicted)
-        said.append(recognised_word_labels(e.spans, e.label_spans, e.labels))
-        pred_rows.append(labelled_predictions(e, predicted))
+        said.append(recognised_word_labels(e.word_spans, e.label_spans, e.labels))
+        pred_rows.append(labelled_word_predictions(e, predicted))
         true_rows.append(e.labels)
     heard, said = np.concatenate(heard), np.concatenate(said)
     pred, true = np.concatenate(pred_rows), np.concatenate(true_rows)
@@ -114,12 +104,6 @@ def metrics(test: list[Example], scorer: FrameWordScorer, threshold: float | Non
                       flag_precision=float(needs[flagged].mean()) if flagged.any() else None,
                       flag_recall=float(flagged[needs].mean()) if needs.any() else None)
     return result, [(pred[:, 0], true[:, 0])]
-
-
-def summary(per_fold: list[dict]) -> dict:
-    keys = [k for k in per_fold[0] if k.startswith(("recognised_word_", "word_"))]
-    return {k: {"mean": round(float(np.mean([f[k] for f in per_fold])), 4),
-                "std": round(float(np.std([f[k] for f in per_fold])), 4)} for k in keys}
 
 
 def _row(name: str, m: dict, prefix: str) -> str:
@@ -223,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     # measured. 0 never flags: the scores are clipped at 0.
     thresholds = [[s, t if (predicted_kept < t).any() else 0.0] for s, t in thresholds]
     report = {"date": datetime.date.today().isoformat(), "utterances": len(by_utt), "failed": len(failures),
-              "folds": per_fold, "summary": summary(per_fold), "flag_thresholds": thresholds}
+              "folds": per_fold, "summary": summarize(per_fold), "flag_thresholds": thresholds}
     default = threshold_at(thresholds, DEFAULT_SENSITIVITY)
     pooled = [p for rows in out_of_fold.values() for p in rows]
     predicted, needs = np.concatenate([p for p, _ in pooled]), np.concatenate([t for _, t in pooled]) < 10

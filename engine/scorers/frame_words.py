@@ -21,7 +21,8 @@ import numpy as np
 
 from saywell.engine.features.phone_probe import CONSONANT, PHONE_INDEX, PhoneFrames, PhoneProbe
 from saywell.engine.scorers.flags import threshold_at
-from saywell.engine.scorers.word_trees import ENCODER_COMPONENTS, TreeEnsemble, principal_components, stress_score
+from saywell.engine.scorers.word_trees import (BOOSTING, ENCODER_COMPONENTS, TreeEnsemble, principal_components,
+                                               stress_errors, stress_score)
 from saywell.engine.types import RecognizedWord, WordErrorType, WordScore
 
 ENCODER_FRAME_MS = 20  # Whisper's encoder frames
@@ -166,7 +167,6 @@ def fit_frame_words(inputs: list[FrameWordInputs], targets: list[np.ndarray], pr
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     except ImportError as exc:
         raise RuntimeError("fitting frame-word trees needs scikit-learn: pip install 'saywell[train]'") from exc
-    from saywell.engine.scorers.word_trees import BOOSTING, stress_errors
 
     mean, components = principal_components(np.concatenate([i.pooled for i in inputs]), ENCODER_COMPONENTS)
     draft = FrameWordScorer(None, None, None, mean, components, probe, tuple(flag_thresholds))
